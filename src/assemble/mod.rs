@@ -1,0 +1,364 @@
+//! `extract`: rebuild the image from what is in place, seeds, the output's own earlier
+//! content and the stores, verifying every chunk before it is written.
+//!
+//! An existing output is updated in place: the guard (first 4 KiB) is zeroed first and
+//! written last, copies within the output run in an order that never overwrites a
+//! source before it is read, and a rerun after an interruption finishes the job.
+
+pub mod order;
+pub mod target;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::chunk::{ChunkId, VerifiedChunk};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{ChunkRecord, Index};
+use crate::plan::{self, PlanSummary, Source};
+use crate::progress::Progress;
+use crate::seed::Seed;
+use crate::store::{self, ChunkStore};
+use order::{Copy, Step};
+use target::{Target, GUARD};
+
+pub struct ExtractOptions {
+    /// Most bytes saved aside to break cycles of copies within the output.
+    pub spill_limit: u64,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            spill_limit: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExtractReport {
+    pub plan: PlanSummary,
+    /// The output existed (or a partial one from an earlier run) and was updated in place.
+    pub updated_in_place: bool,
+    pub spilled_bytes: u64,
+    /// Chunks fetched from the store because a local copy failed verification or could not
+    /// be ordered within the spill limit.
+    pub refetched_chunks: u64,
+}
+
+struct Run<'a> {
+    index: &'a Index,
+    stores: &'a [Box<dyn ChunkStore>],
+    seeds: &'a [Seed],
+    target: Target,
+    warn: &'a (dyn Fn(&str) + Sync),
+    refetched: AtomicU64,
+}
+
+/// Writes the image `index` describes to `output`.
+pub fn extract(
+    index: &Index,
+    stores: &[Box<dyn ChunkStore>],
+    seeds: Vec<Seed>,
+    output: &Path,
+    opts: &ExtractOptions,
+    progress: &dyn Progress,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<ExtractReport> {
+    let size = index.header().image_size;
+    let target = Target::open(output, size)?;
+    let seeds: Vec<Seed> = seeds
+        .into_iter()
+        .filter(|s| !target.is_same_file(s.path()))
+        .collect();
+    let in_place = target.in_place(index, progress)?;
+    let wanted = plan::wanted(index, &in_place);
+    let from_output = if target.old_len() > 0 {
+        let missing = wanted
+            .iter()
+            .filter(|id| seeds.iter().all(|s| s.locate(id).is_none()))
+            .copied()
+            .collect();
+        let mut own = Seed::scan(target.path(), index.header().params, &missing, progress)?;
+        own.forget_before(GUARD);
+        for (r, &here) in index.records().zip(&in_place) {
+            if here && missing.contains(&r.id) {
+                own.prefer(r.id, r.offset, r.size);
+            }
+        }
+        Some(own)
+    } else {
+        None
+    };
+    let plan = plan::plan(index, &seeds, &in_place, from_output.as_ref());
+    let run = Run {
+        index,
+        stores,
+        seeds: &seeds,
+        target,
+        warn,
+        refetched: AtomicU64::new(0),
+    };
+
+    let head = run.head(&plan.sources)?;
+    run.target.invalidate(size)?;
+    progress.start("writing", size);
+    let (spilled_bytes, mut to_fetch) = run.copy_within(&plan.sources, opts, progress)?;
+    run.write_from_seeds(&plan.sources, &mut to_fetch, progress)?;
+    run.fetch(&to_fetch, progress)?;
+    let guard = run.write_head(&head)?;
+    progress.finish();
+    let updated_in_place = !run.target.is_new() || run.target.old_len() > 0;
+    let refetched_chunks = run.refetched.load(Ordering::Relaxed);
+    run.target.complete(size, &guard)?;
+    Ok(ExtractReport {
+        plan: plan.summary,
+        updated_in_place,
+        spilled_bytes,
+        refetched_chunks,
+    })
+}
+
+impl Run<'_> {
+    /// Reads a chunk from the output, a seed or the stores: whichever `source` says, and
+    /// the stores when that copy fails verification.
+    fn obtain(&self, r: &ChunkRecord, source: Source) -> Result<VerifiedChunk> {
+        let local = match source {
+            Source::InPlace => Some(self.read_output(r, r.offset)),
+            Source::Output { offset } => Some(self.read_output(r, offset)),
+            Source::Seed { seed, offset } => {
+                Some(self.seeds[seed].read(r.id, offset, r.size, r.offset))
+            }
+            Source::Zero | Source::Store => None,
+        };
+        match local {
+            Some(Ok(chunk)) => Ok(chunk),
+            Some(Err(e)) => {
+                (self.warn)(&format!("{e}; fetching it from the store instead"));
+                self.refetched.fetch_add(1, Ordering::Relaxed);
+                self.fetch_one(r)
+            }
+            None => self.fetch_one(r),
+        }
+    }
+
+    fn read_output(&self, r: &ChunkRecord, at: u64) -> Result<VerifiedChunk> {
+        VerifiedChunk::verify(r.id, r.offset, self.target.read(at, r.size)?)
+    }
+
+    fn fetch_one(&self, r: &ChunkRecord) -> Result<VerifiedChunk> {
+        store::fetch_verified(self.stores, r, &|e| {
+            (self.warn)(&format!("{e}; trying the next store"))
+        })
+    }
+
+    /// The chunks under the guard, held in memory until the end.
+    fn head(&self, sources: &[Source]) -> Result<Vec<(ChunkRecord, Option<VerifiedChunk>)>> {
+        let mut head = Vec::new();
+        for (i, r) in self.index.records().enumerate() {
+            if r.offset >= GUARD {
+                break;
+            }
+            let chunk = if r.is_zero() {
+                None
+            } else {
+                Some(self.obtain(&r, sources[i])?)
+            };
+            head.push((r, chunk));
+        }
+        Ok(head)
+    }
+
+    /// Runs the copies within the output in a safe order; returns the bytes spilled and
+    /// the records left for the store.
+    fn copy_within(
+        &self,
+        sources: &[Source],
+        opts: &ExtractOptions,
+        progress: &dyn Progress,
+    ) -> Result<(u64, Vec<usize>)> {
+        let copies: Vec<Copy> = self
+            .index
+            .records()
+            .enumerate()
+            .filter_map(|(i, r)| match sources[i] {
+                Source::Output { offset } if r.offset >= GUARD => Some(Copy {
+                    record: i,
+                    src: offset,
+                    dst: r.offset,
+                    len: r.size,
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut to_fetch: Vec<usize> = self
+            .index
+            .records()
+            .enumerate()
+            .filter(|(i, r)| sources[*i] == Source::Store && r.offset >= GUARD)
+            .map(|(i, _)| i)
+            .collect();
+        if copies.is_empty() {
+            return Ok((0, to_fetch));
+        }
+        let spill = tempfile::tempfile().map_err(|e| Error::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+        let spill_path = std::env::temp_dir().join("blockcast spill file");
+        let mut spilled_at: HashMap<usize, u64> = HashMap::new();
+        let mut spilled = 0u64;
+        let dropped = Mutex::new(Vec::new());
+        for step in order::schedule(&copies, opts.spill_limit) {
+            match step {
+                Step::Drop(a) => {
+                    self.refetched.fetch_add(1, Ordering::Relaxed);
+                    to_fetch.push(copies[a].record);
+                }
+                Step::Spill(a) => {
+                    let c = copies[a];
+                    let r = self.index.record(c.record);
+                    match self.read_output(&r, c.src) {
+                        Ok(chunk) => {
+                            spill.write_all_at(chunk.data(), spilled).at(&spill_path)?;
+                            spilled_at.insert(a, spilled);
+                            spilled += u64::from(c.len);
+                        }
+                        Err(e) => {
+                            (self.warn)(&format!("{e}; fetching it from the store instead"));
+                            self.refetched.fetch_add(1, Ordering::Relaxed);
+                            dropped.lock().map_err(poisoned)?.push(c.record);
+                            spilled_at.insert(a, u64::MAX);
+                        }
+                    }
+                }
+                Step::Wave(wave) => {
+                    wave.par_iter().try_for_each(|&a| -> Result<()> {
+                        let c = copies[a];
+                        let r = self.index.record(c.record);
+                        let chunk = match spilled_at.get(&a) {
+                            Some(&u64::MAX) => return Ok(()),
+                            Some(&at) => read_spill(&spill, &spill_path, &r, at),
+                            None => self.read_output(&r, c.src),
+                        };
+                        match chunk {
+                            Ok(chunk) => {
+                                self.target.write(r.offset, &chunk)?;
+                                progress.advance(u64::from(r.size));
+                            }
+                            Err(e) => {
+                                (self.warn)(&format!("{e}; fetching it from the store instead"));
+                                self.refetched.fetch_add(1, Ordering::Relaxed);
+                                dropped.lock().map_err(poisoned)?.push(c.record);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        to_fetch.extend(dropped.into_inner().map_err(poisoned)?);
+        to_fetch.sort_unstable();
+        Ok((spilled, to_fetch))
+    }
+
+    /// Writes chunks from seeds and zero runs; a seed chunk that fails verification joins
+    /// `to_fetch`.
+    fn write_from_seeds(
+        &self,
+        sources: &[Source],
+        to_fetch: &mut Vec<usize>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let failed = Mutex::new(Vec::new());
+        (0..self.index.len())
+            .into_par_iter()
+            .try_for_each(|i| -> Result<()> {
+                let r = self.index.record(i);
+                if r.offset < GUARD {
+                    return Ok(());
+                }
+                match sources[i] {
+                    Source::Zero => self.target.zero(r.offset, r.end())?,
+                    Source::Seed { seed, offset } => {
+                        match self.seeds[seed].read(r.id, offset, r.size, r.offset) {
+                            Ok(chunk) => self.target.write(r.offset, &chunk)?,
+                            Err(e) => {
+                                (self.warn)(&format!("{e}; fetching it from the store instead"));
+                                self.refetched.fetch_add(1, Ordering::Relaxed);
+                                failed.lock().map_err(poisoned)?.push(i);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+                progress.advance(u64::from(r.size));
+                Ok(())
+            })?;
+        to_fetch.extend(failed.into_inner().map_err(poisoned)?);
+        Ok(())
+    }
+
+    /// Fetches each distinct chunk once and writes it wherever the image holds it.
+    fn fetch(&self, records: &[usize], progress: &dyn Progress) -> Result<()> {
+        let mut places: HashMap<ChunkId, Vec<usize>> = HashMap::new();
+        let mut order = Vec::new();
+        for &i in records {
+            let id = self.index.record(i).id;
+            let entry = places.entry(id).or_default();
+            if entry.is_empty() {
+                order.push(id);
+            }
+            entry.push(i);
+        }
+        order.par_iter().try_for_each(|id| -> Result<()> {
+            let at = &places[id];
+            let chunk = self.fetch_one(&self.index.record(at[0]))?;
+            for &i in at {
+                let r = self.index.record(i);
+                self.target.write(r.offset, &chunk)?;
+                progress.advance(u64::from(r.size));
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes the head chunks past the guard and returns the guard's bytes.
+    fn write_head(&self, head: &[(ChunkRecord, Option<VerifiedChunk>)]) -> Result<Vec<u8>> {
+        let size = self.index.header().image_size;
+        let mut guard = vec![0u8; GUARD.min(size) as usize];
+        for (r, chunk) in head {
+            match chunk {
+                None => self.target.zero(GUARD, r.end())?,
+                Some(chunk) => {
+                    let split = (GUARD.saturating_sub(r.offset) as usize).min(chunk.data().len());
+                    let (inside, past) = chunk.data().split_at(split);
+                    let at = r.offset as usize;
+                    guard[at..at + inside.len()].copy_from_slice(inside);
+                    if !past.is_empty() {
+                        self.target
+                            .write_tail(r.offset + split as u64, chunk, split)?;
+                    }
+                }
+            }
+        }
+        Ok(guard)
+    }
+}
+
+fn read_spill(spill: &File, path: &Path, r: &ChunkRecord, at: u64) -> Result<VerifiedChunk> {
+    let mut data = vec![0u8; r.size as usize];
+    spill.read_exact_at(&mut data, at).at(path)?;
+    VerifiedChunk::verify(r.id, r.offset, data)
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::Invalid("a worker thread panicked".into())
+}

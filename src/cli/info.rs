@@ -1,0 +1,130 @@
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::Result;
+use blockcast::chunker::ChunkParams;
+use blockcast::index::Index;
+use clap::Args;
+use serde::Serialize;
+
+use super::{human_bytes, Ui};
+
+/// Show what an index holds.
+#[derive(Args)]
+pub struct InfoArgs {
+    index: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Info {
+    format_version: u32,
+    image_size: u64,
+    filesystem: &'static str,
+    layout: &'static str,
+    params: ChunkParams,
+    align: u32,
+    records: u64,
+    zero_records: u64,
+    zero_bytes: u64,
+    data_chunks: u64,
+    distinct_chunks: u64,
+    /// Bytes of the distinct chunk files: what a fetch of everything costs.
+    stored_bytes: u64,
+    chunk_size: Distribution,
+}
+
+#[derive(Serialize, Default)]
+struct Distribution {
+    min: u32,
+    max: u32,
+    mean: u64,
+    median: u32,
+    p10: u32,
+    p90: u32,
+    /// Chunk counts by size class: the key is the upper bound (a power of two).
+    histogram: BTreeMap<u32, u64>,
+}
+
+fn distribution(mut sizes: Vec<u32>) -> Distribution {
+    if sizes.is_empty() {
+        return Distribution::default();
+    }
+    sizes.sort_unstable();
+    let at = |q: usize| sizes[(sizes.len() - 1) * q / 100];
+    let mut histogram = BTreeMap::new();
+    for &s in &sizes {
+        *histogram.entry(s.next_power_of_two()).or_insert(0) += 1;
+    }
+    Distribution {
+        min: sizes[0],
+        max: sizes[sizes.len() - 1],
+        mean: sizes.iter().map(|&s| u64::from(s)).sum::<u64>() / sizes.len() as u64,
+        median: at(50),
+        p10: at(10),
+        p90: at(90),
+        histogram,
+    }
+}
+
+pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
+    let index = Index::open(&a.index)?;
+    let h = index.header();
+    let mut sizes = Vec::new();
+    let mut seen = HashSet::new();
+    let (mut zero_records, mut zero_bytes, mut stored_bytes) = (0, 0, 0);
+    for r in index.records() {
+        if r.is_zero() {
+            zero_records += 1;
+            zero_bytes += u64::from(r.size);
+            continue;
+        }
+        sizes.push(r.size);
+        if seen.insert(r.id) {
+            stored_bytes += u64::from(r.stored_size);
+        }
+    }
+    let info = Info {
+        format_version: blockcast::index::format::VERSION,
+        image_size: h.image_size,
+        filesystem: h.fs_kind.name(),
+        layout: "aligned content-defined",
+        params: h.params,
+        align: h.align,
+        records: index.len() as u64,
+        zero_records,
+        zero_bytes,
+        data_chunks: sizes.len() as u64,
+        distinct_chunks: seen.len() as u64,
+        stored_bytes,
+        chunk_size: distribution(sizes),
+    };
+    ui.report(a.json, &info, || {
+        let d = &info.chunk_size;
+        let mut t = format!(
+            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, aligned to {}\nchunks       {} data ({} distinct, {} stored), {} zero runs ({})\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
+            a.index.display(),
+            info.format_version,
+            human_bytes(info.image_size),
+            info.image_size,
+            info.filesystem,
+            info.layout,
+            human_bytes(info.params.min.into()),
+            human_bytes(info.params.avg.into()),
+            human_bytes(info.params.max.into()),
+            info.align,
+            info.data_chunks,
+            info.distinct_chunks,
+            human_bytes(info.stored_bytes),
+            info.zero_records,
+            human_bytes(info.zero_bytes),
+            d.min, d.p10, d.median, d.mean, d.p90, d.max,
+        );
+        for (bound, count) in &d.histogram {
+            t.push_str(&format!("  <= {:>9}  {count}\n", human_bytes((*bound).into())));
+        }
+        t.trim_end().to_string()
+    })
+}

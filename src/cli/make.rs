@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use blockcast::chunker::ChunkParams;
+use blockcast::make::{self, MakeOptions};
+use blockcast::store::LocalStore;
+use clap::Args;
+use serde::Serialize;
+
+use super::{human_bytes, parse_size, Ui};
+
+/// Chunk an image into a store and write its index.
+#[derive(Args)]
+pub struct MakeArgs {
+    /// The filesystem image (file or block device).
+    image: PathBuf,
+    /// Chunk store directory (created if missing).
+    #[arg(long)]
+    store: PathBuf,
+    /// Where to write the index [default: IMAGE.bcidx].
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Average chunk size (power of two, 16K to 1M); min is a quarter, max four times.
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    chunk_size: u64,
+    /// zstd compression level of the chunk files.
+    #[arg(long, default_value_t = blockcast::store::codec::DEFAULT_LEVEL)]
+    level: i32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    index: &'a std::path::Path,
+    #[serde(flatten)]
+    report: &'a make::MakeReport,
+}
+
+pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
+    let avg = u32::try_from(a.chunk_size).unwrap_or(u32::MAX);
+    let params = ChunkParams::from_avg(avg)?;
+    let store = LocalStore::open(&a.store, true)?;
+    let index_path = a.index.unwrap_or_else(|| {
+        let mut p = a.image.clone().into_os_string();
+        p.push(".bcidx");
+        PathBuf::from(p)
+    });
+    let opts = MakeOptions {
+        params,
+        level: a.level,
+    };
+    let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
+        .with_context(|| format!("making {}", a.image.display()))?;
+    blockcast::durable::write_file(&index_path, &bytes)?;
+    let out = Output {
+        index: &index_path,
+        report: &report,
+    };
+    ui.report(a.json, &out, || {
+        format!(
+            "{}: {} in {} chunks ({} all zero); wrote {} chunk files ({}); index {}",
+            a.image.display(),
+            human_bytes(report.image_size),
+            report.chunks,
+            report.zero_chunks,
+            report.written_chunks,
+            human_bytes(report.written_bytes),
+            index_path.display()
+        )
+    })
+}

@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use blockcast::index::Index;
+use blockcast::plan::{self, PlanSummary};
+use clap::Args;
+use serde::Serialize;
+
+use super::{human_bytes, open_seeds, open_stores, Ui};
+
+/// Show what an extract would fetch, before fetching anything.
+#[derive(Args)]
+pub struct PlanArgs {
+    index: PathBuf,
+    /// Chunk store directory; repeatable.
+    #[arg(long, required = true)]
+    store: Vec<PathBuf>,
+    #[arg(long)]
+    seed: Vec<PathBuf>,
+    #[arg(long)]
+    seed_index: Vec<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Output {
+    #[serde(flatten)]
+    summary: PlanSummary,
+    /// Chunks to fetch that no store holds.
+    missing_from_stores: u64,
+}
+
+pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
+    let index = Index::open(&a.index)?;
+    let stores = open_stores(&a.store)?;
+    let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
+    let plan = plan::plan(&index, &seeds, &[], None);
+    let missing = plan::count_missing(&index, &plan, &stores)?;
+    let out = Output {
+        summary: plan.summary,
+        missing_from_stores: missing,
+    };
+    ui.report(a.json, &out, || {
+        let s = &out.summary;
+        let mut text = format!(
+            "image {} in {} chunks\nfetch:  {} chunks, {} to transfer ({} uncompressed)\nseeds:  {} chunks, {}\nzero:   {} chunks, {}",
+            human_bytes(s.image_size),
+            s.chunks,
+            s.store.chunks,
+            human_bytes(s.store.stored_bytes),
+            human_bytes(s.store.bytes),
+            s.seed.chunks,
+            human_bytes(s.seed.bytes),
+            s.zero.chunks,
+            human_bytes(s.zero.bytes),
+        );
+        if missing > 0 {
+            text.push_str(&format!("\nmissing from every store: {missing} chunks"));
+        }
+        text
+    })
+}

@@ -1,0 +1,43 @@
+//! The library's one error type. Every variant names the file, chunk or offset at fault.
+
+use std::path::{Path, PathBuf};
+
+use crate::chunk::ChunkId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("index {path}: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    #[error("chunk {id} (image offset {offset}): {reason}")]
+    BadChunk {
+        id: ChunkId,
+        offset: u64,
+        reason: String,
+    },
+    #[error("chunk {id} (image offset {offset}) is not in any store or seed")]
+    MissingChunk { id: ChunkId, offset: u64 },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

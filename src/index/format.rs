@@ -1,0 +1,108 @@
+//! Byte layout of the index, version 1. `docs/FORMAT.md` is the specification; the tests
+//! in `tests/format_doc.rs` hold these constants to it.
+
+/// First 8 bytes of every index.
+pub const MAGIC: [u8; 8] = *b"BCASTIDX";
+pub const VERSION: u32 = 1;
+pub const HEADER_SIZE: usize = 256;
+pub const RECORD_SIZE: usize = 56;
+
+/// Largest index file read; bounds every allocation sized from an index.
+pub const MAX_INDEX_SIZE: u64 = 1 << 30;
+
+pub const HASH_SHA256: u8 = 1;
+pub const COMPRESSION_ZSTD: u8 = 1;
+pub const LAYOUT_ALIGNED_CDC: u8 = 0;
+
+/// Record flag: the chunk is all zero bytes; it is never stored and its id field is zero.
+pub const FLAG_ZERO: u32 = 1;
+
+/// A field of the header or of a record: name, offset, size in bytes.
+pub struct Field {
+    pub name: &'static str,
+    pub offset: usize,
+    pub size: usize,
+}
+
+const fn field(name: &'static str, offset: usize, size: usize) -> Field {
+    Field { name, offset, size }
+}
+
+pub const H_MAGIC: Field = field("magic", 0, 8);
+pub const H_VERSION: Field = field("version", 8, 4);
+pub const H_HEADER_SIZE: Field = field("header_size", 12, 4);
+pub const H_RECORD_SIZE: Field = field("record_size", 16, 4);
+pub const H_FLAGS: Field = field("flags", 20, 4);
+pub const H_IMAGE_SIZE: Field = field("image_size", 24, 8);
+pub const H_CHUNK_COUNT: Field = field("chunk_count", 32, 8);
+pub const H_TABLE_OFFSET: Field = field("chunk_table_offset", 40, 8);
+pub const H_CHUNK_MIN: Field = field("chunk_min", 48, 4);
+pub const H_CHUNK_AVG: Field = field("chunk_avg", 52, 4);
+pub const H_CHUNK_MAX: Field = field("chunk_max", 56, 4);
+pub const H_ALIGN: Field = field("align", 60, 4);
+pub const H_LARGEST_CHUNK: Field = field("largest_chunk", 64, 4);
+pub const H_HASH: Field = field("hash_algorithm", 68, 1);
+pub const H_COMPRESSION: Field = field("compression", 69, 1);
+pub const H_FS_KIND: Field = field("fs_kind", 70, 1);
+pub const H_LAYOUT: Field = field("layout", 71, 1);
+pub const H_RESERVED: Field = field("reserved", 72, 152);
+pub const H_DIGEST: Field = field("digest", 224, 32);
+
+pub const HEADER_FIELDS: [&Field; 19] = [
+    &H_MAGIC,
+    &H_VERSION,
+    &H_HEADER_SIZE,
+    &H_RECORD_SIZE,
+    &H_FLAGS,
+    &H_IMAGE_SIZE,
+    &H_CHUNK_COUNT,
+    &H_TABLE_OFFSET,
+    &H_CHUNK_MIN,
+    &H_CHUNK_AVG,
+    &H_CHUNK_MAX,
+    &H_ALIGN,
+    &H_LARGEST_CHUNK,
+    &H_HASH,
+    &H_COMPRESSION,
+    &H_FS_KIND,
+    &H_LAYOUT,
+    &H_RESERVED,
+    &H_DIGEST,
+];
+
+pub const R_OFFSET: Field = field("offset", 0, 8);
+pub const R_SIZE: Field = field("size", 8, 4);
+pub const R_STORED_SIZE: Field = field("stored_size", 12, 4);
+pub const R_FLAGS: Field = field("flags", 16, 4);
+pub const R_RESERVED: Field = field("reserved", 20, 4);
+pub const R_ID: Field = field("id", 24, 32);
+
+pub const RECORD_FIELDS: [&Field; 6] = [
+    &R_OFFSET,
+    &R_SIZE,
+    &R_STORED_SIZE,
+    &R_FLAGS,
+    &R_RESERVED,
+    &R_ID,
+];
+
+/// The bytes of `f` within `buf`, which callers size to the header or a record.
+pub fn slice<'a>(buf: &'a [u8], f: &Field) -> &'a [u8] {
+    &buf[f.offset..f.offset + f.size]
+}
+
+pub fn get_u32(buf: &[u8], f: &Field) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(slice(buf, f));
+    u32::from_le_bytes(b)
+}
+
+pub fn get_u64(buf: &[u8], f: &Field) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(slice(buf, f));
+    u64::from_le_bytes(b)
+}
+
+pub fn put(buf: &mut [u8], f: &Field, bytes: &[u8]) {
+    buf[f.offset..f.offset + f.size].copy_from_slice(bytes);
+}

@@ -1,0 +1,418 @@
+//! The index: a fixed header and a table of fixed-size chunk records sorted by image
+//! offset, so a reader can find the chunk holding any byte by binary search.
+
+pub mod format;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::chunk::ChunkId;
+use crate::chunker::{ChunkParams, ALIGN};
+use crate::error::{Error, IoContext, Result};
+use crate::layout::FsKind;
+use format::*;
+
+/// What the header says about the image and how it was chunked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub image_size: u64,
+    pub chunk_count: u64,
+    pub params: ChunkParams,
+    pub align: u32,
+    /// Size of the largest chunk that is not all zero.
+    pub largest_chunk: u32,
+    pub fs_kind: FsKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub offset: u64,
+    pub size: u32,
+    /// Bytes of the chunk file in the store: what fetching it transfers. Zero for zero chunks.
+    pub stored_size: u32,
+    pub flags: u32,
+    pub id: ChunkId,
+}
+
+impl ChunkRecord {
+    pub fn zero(offset: u64, size: u32) -> ChunkRecord {
+        ChunkRecord {
+            offset,
+            size,
+            stored_size: 0,
+            flags: FLAG_ZERO,
+            id: ChunkId::default(),
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.flags & FLAG_ZERO != 0
+    }
+
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.size)
+    }
+
+    fn decode(b: &[u8]) -> ChunkRecord {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(slice(b, &R_ID));
+        ChunkRecord {
+            offset: get_u64(b, &R_OFFSET),
+            size: get_u32(b, &R_SIZE),
+            stored_size: get_u32(b, &R_STORED_SIZE),
+            flags: get_u32(b, &R_FLAGS),
+            id: ChunkId(id),
+        }
+    }
+
+    fn encode(&self, b: &mut [u8]) {
+        put(b, &R_OFFSET, &self.offset.to_le_bytes());
+        put(b, &R_SIZE, &self.size.to_le_bytes());
+        put(b, &R_STORED_SIZE, &self.stored_size.to_le_bytes());
+        put(b, &R_FLAGS, &self.flags.to_le_bytes());
+        put(b, &R_ID, &self.id.0);
+    }
+}
+
+/// Largest chunk that is not all zero: bounds the memory one chunk may take.
+pub const MAX_CHUNK: u32 = 16 << 20;
+
+/// Largest stored size accepted for a chunk of `size` bytes: zstd's worst-case bound.
+pub fn stored_size_bound(size: u32) -> u64 {
+    let size = u64::from(size);
+    size + size / 128 + 1024
+}
+
+/// An index read from bytes, checked in full; records are decoded on access.
+pub struct Index {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    header: Header,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index> {
+        let file = File::open(path).at(path)?;
+        let mut bytes = Vec::new();
+        // One byte over the cap tells an oversized file from one exactly at it.
+        file.take(MAX_INDEX_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .at(path)?;
+        Index::from_bytes(path, bytes)
+    }
+
+    /// `path` only names the index in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Index> {
+        let bad = |reason: String| Error::BadIndex {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_INDEX_SIZE {
+            return Err(bad(format!("larger than {MAX_INDEX_SIZE} bytes")));
+        }
+        if bytes.len() < HEADER_SIZE {
+            return Err(bad(format!(
+                "truncated: {} bytes, shorter than the {HEADER_SIZE}-byte header",
+                bytes.len()
+            )));
+        }
+        let h = &bytes[..HEADER_SIZE];
+        if slice(h, &H_MAGIC) != MAGIC {
+            return Err(bad("not a blockcast index (bad magic)".into()));
+        }
+        let version = get_u32(h, &H_VERSION);
+        if version != VERSION {
+            return Err(bad(format!(
+                "format version {version} is not supported (this build reads version {VERSION})"
+            )));
+        }
+        let check = |f: &Field, want: u64| -> Result<()> {
+            let got = if f.size == 4 {
+                u64::from(get_u32(h, f))
+            } else {
+                get_u64(h, f)
+            };
+            if got != want {
+                return Err(bad(format!("{} is {got}, expected {want}", f.name)));
+            }
+            Ok(())
+        };
+        check(&H_HEADER_SIZE, HEADER_SIZE as u64)?;
+        check(&H_RECORD_SIZE, RECORD_SIZE as u64)?;
+        check(&H_FLAGS, 0)?;
+        check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
+        check(&H_ALIGN, ALIGN)?;
+        let chunk_count = get_u64(h, &H_CHUNK_COUNT);
+        let table_len = (bytes.len() - HEADER_SIZE) as u64;
+        if chunk_count.checked_mul(RECORD_SIZE as u64) != Some(table_len) {
+            return Err(bad(format!(
+                "chunk count {chunk_count} does not match the {table_len}-byte chunk table"
+            )));
+        }
+        let digest_field = slice(h, &H_DIGEST);
+        if digest(&bytes) != digest_field {
+            return Err(bad(
+                "digest mismatch: the index is corrupt or truncated".into()
+            ));
+        }
+        if slice(h, &H_RESERVED).iter().any(|&b| b != 0) {
+            return Err(bad("reserved header bytes are not zero".into()));
+        }
+        if h[H_HASH.offset] != HASH_SHA256 || h[H_COMPRESSION.offset] != COMPRESSION_ZSTD {
+            return Err(bad("unknown hash or compression algorithm".into()));
+        }
+        if h[H_LAYOUT.offset] != LAYOUT_ALIGNED_CDC {
+            return Err(bad(format!("unknown layout {}", h[H_LAYOUT.offset])));
+        }
+        let fs_kind = FsKind::from_code(h[H_FS_KIND.offset])
+            .ok_or_else(|| bad(format!("unknown filesystem kind {}", h[H_FS_KIND.offset])))?;
+        let params = ChunkParams {
+            min: get_u32(h, &H_CHUNK_MIN),
+            avg: get_u32(h, &H_CHUNK_AVG),
+            max: get_u32(h, &H_CHUNK_MAX),
+        }
+        .validate()
+        .map_err(|e| bad(e.to_string()))?;
+        let largest_chunk = get_u32(h, &H_LARGEST_CHUNK);
+        if largest_chunk > MAX_CHUNK {
+            return Err(bad(format!(
+                "largest chunk {largest_chunk} exceeds the {MAX_CHUNK}-byte limit"
+            )));
+        }
+        let header = Header {
+            image_size: get_u64(h, &H_IMAGE_SIZE),
+            chunk_count,
+            params,
+            align: ALIGN as u32,
+            largest_chunk,
+            fs_kind,
+        };
+        let index = Index {
+            path: path.to_path_buf(),
+            bytes,
+            header,
+        };
+        index.check_records()?;
+        Ok(index)
+    }
+
+    /// Records must tile the image in order, and every size must be plausible.
+    fn check_records(&self) -> Result<()> {
+        let mut expected = 0u64;
+        let mut largest = 0u32;
+        for (i, r) in self.records().enumerate() {
+            let bad = |what: &str| Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!("chunk record {i} (offset {}): {what}", r.offset),
+            };
+            if r.offset != expected {
+                return Err(bad(&format!("expected offset {expected}")));
+            }
+            if r.size == 0 {
+                return Err(bad("size is zero"));
+            }
+            if r.flags & !FLAG_ZERO != 0 {
+                return Err(bad("unknown flags"));
+            }
+            if r.is_zero() {
+                if r.stored_size != 0 || r.id != ChunkId::default() {
+                    return Err(bad("zero chunk with an id or stored size"));
+                }
+            } else {
+                if r.size > self.header.largest_chunk {
+                    return Err(bad("larger than the header's largest chunk"));
+                }
+                if r.stored_size == 0 || u64::from(r.stored_size) > stored_size_bound(r.size) {
+                    return Err(bad("implausible stored size"));
+                }
+                largest = largest.max(r.size);
+            }
+            expected = r.end();
+        }
+        if expected != self.header.image_size {
+            return Err(Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!(
+                    "chunks cover {expected} bytes but the image has {}",
+                    self.header.image_size
+                ),
+            });
+        }
+        if largest != self.header.largest_chunk {
+            return Err(Error::BadIndex {
+                path: self.path.clone(),
+                reason: "largest_chunk does not match the chunk table".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn record(&self, i: usize) -> ChunkRecord {
+        let at = HEADER_SIZE + i * RECORD_SIZE;
+        ChunkRecord::decode(&self.bytes[at..at + RECORD_SIZE])
+    }
+
+    pub fn records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
+        self.bytes[HEADER_SIZE..]
+            .chunks_exact(RECORD_SIZE)
+            .map(ChunkRecord::decode)
+    }
+
+    /// The record holding image byte `offset`, by binary search.
+    pub fn find(&self, offset: u64) -> Option<usize> {
+        if offset >= self.header.image_size {
+            return None;
+        }
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let r = self.record(mid);
+            if offset < r.offset {
+                hi = mid;
+            } else if offset >= r.end() {
+                lo = mid + 1;
+            } else {
+                return Some(mid);
+            }
+        }
+        None
+    }
+}
+
+/// SHA-256 of the whole index with the digest field taken as zeros.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(&bytes[..H_DIGEST.offset]);
+    h.update([0u8; 32]);
+    h.update(&bytes[H_DIGEST.offset + H_DIGEST.size..]);
+    h.finalize().into()
+}
+
+/// Serialises a header and its records; the records must tile the image in order.
+pub fn encode(header: &Header, records: &[ChunkRecord]) -> Vec<u8> {
+    let mut bytes = vec![0u8; HEADER_SIZE + records.len() * RECORD_SIZE];
+    {
+        let h = &mut bytes[..HEADER_SIZE];
+        put(h, &H_MAGIC, &MAGIC);
+        put(h, &H_VERSION, &VERSION.to_le_bytes());
+        put(h, &H_HEADER_SIZE, &(HEADER_SIZE as u32).to_le_bytes());
+        put(h, &H_RECORD_SIZE, &(RECORD_SIZE as u32).to_le_bytes());
+        put(h, &H_IMAGE_SIZE, &header.image_size.to_le_bytes());
+        put(h, &H_CHUNK_COUNT, &(records.len() as u64).to_le_bytes());
+        put(h, &H_TABLE_OFFSET, &(HEADER_SIZE as u64).to_le_bytes());
+        put(h, &H_CHUNK_MIN, &header.params.min.to_le_bytes());
+        put(h, &H_CHUNK_AVG, &header.params.avg.to_le_bytes());
+        put(h, &H_CHUNK_MAX, &header.params.max.to_le_bytes());
+        put(h, &H_ALIGN, &header.align.to_le_bytes());
+        put(h, &H_LARGEST_CHUNK, &header.largest_chunk.to_le_bytes());
+        h[H_HASH.offset] = HASH_SHA256;
+        h[H_COMPRESSION.offset] = COMPRESSION_ZSTD;
+        h[H_FS_KIND.offset] = header.fs_kind.code();
+        h[H_LAYOUT.offset] = LAYOUT_ALIGNED_CDC;
+    }
+    for (r, out) in records
+        .iter()
+        .zip(bytes[HEADER_SIZE..].chunks_exact_mut(RECORD_SIZE))
+    {
+        r.encode(out);
+    }
+    let d = digest(&bytes);
+    put(&mut bytes, &H_DIGEST, &d);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Header, Vec<ChunkRecord>) {
+        let records = vec![
+            ChunkRecord {
+                offset: 0,
+                size: 5000,
+                stored_size: 300,
+                flags: 0,
+                id: ChunkId([1; 32]),
+            },
+            ChunkRecord::zero(5000, 12345),
+            ChunkRecord {
+                offset: 17345,
+                size: 7,
+                stored_size: 16,
+                flags: 0,
+                id: ChunkId([2; 32]),
+            },
+        ];
+        let header = Header {
+            image_size: 17352,
+            chunk_count: 3,
+            params: ChunkParams::from_avg(65536).unwrap(),
+            align: ALIGN as u32,
+            largest_chunk: 5000,
+            fs_kind: FsKind::Squashfs,
+        };
+        (header, records)
+    }
+
+    #[test]
+    fn round_trips_unaligned_records() {
+        let (header, records) = sample();
+        let bytes = encode(&header, &records);
+        let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
+        assert_eq!(index.header(), &header);
+        assert_eq!(index.records().collect::<Vec<_>>(), records);
+        assert_eq!(index.find(0), Some(0));
+        assert_eq!(index.find(4999), Some(0));
+        assert_eq!(index.find(5000), Some(1));
+        assert_eq!(index.find(17351), Some(2));
+        assert_eq!(index.find(17352), None);
+    }
+
+    #[test]
+    fn every_truncation_and_byte_flip_is_an_error() {
+        let (header, records) = sample();
+        let bytes = encode(&header, &records);
+        for len in 0..bytes.len() {
+            assert!(Index::from_bytes(Path::new("t"), bytes[..len].to_vec()).is_err());
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Index::from_bytes(Path::new("t"), b).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn rejects_inconsistent_tables_even_with_a_valid_digest() {
+        let (header, mut records) = sample();
+        records[2].offset += 1;
+        let err = Index::from_bytes(Path::new("t"), encode(&header, &records)).err();
+        assert!(err.unwrap().to_string().contains("expected offset"));
+        let (mut header, records) = sample();
+        header.image_size += 1;
+        assert!(Index::from_bytes(Path::new("t"), encode(&header, &records)).is_err());
+    }
+}

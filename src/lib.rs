@@ -1,0 +1,25 @@
+//! blockcast: ship read-only filesystem images as content-addressed chunks and rebuild
+//! them, verified, from whatever the device already holds.
+//!
+//! Follow one image through the modules: [`layout`] recognises the filesystem,
+//! [`chunker`] cuts it, [`make`] stores the chunks and writes the [`index`]; [`plan`]
+//! decides where each chunk of a target comes from ([`seed`]s, the output itself, a
+//! [`store`]), and [`assemble`] writes it, accepting only [`chunk::VerifiedChunk`]s.
+
+pub mod assemble;
+pub mod caibx;
+pub mod chunk;
+pub mod chunker;
+pub mod durable;
+pub mod error;
+pub mod image;
+pub mod index;
+pub mod layout;
+pub mod make;
+pub mod plan;
+pub mod progress;
+pub mod seed;
+pub mod store;
+mod sys;
+
+pub use error::{Error, Result};

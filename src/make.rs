@@ -1,0 +1,197 @@
+//! `make`: cut an image into chunks, store each new chunk once, describe it in an index.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chunk::{is_zero, ChunkId};
+use crate::chunker::{ChunkParams, Chunker, ALIGN};
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::index::{self, ChunkRecord, Header, MAX_CHUNK};
+use crate::layout::FsKind;
+use crate::progress::Progress;
+use crate::store::codec::{self, Compressor};
+use crate::store::{ChunkStore, LocalStore};
+
+/// Longest run of zero bytes one record describes.
+const MAX_ZERO_RUN: u64 = (u32::MAX as u64 / ALIGN) * ALIGN;
+
+#[derive(Clone, Copy, Debug)]
+pub struct MakeOptions {
+    pub params: ChunkParams,
+    pub level: i32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct MakeReport {
+    pub image_size: u64,
+    pub chunks: u64,
+    pub zero_chunks: u64,
+    /// Chunks this run wrote to the store (new, or replacing a corrupt file).
+    pub written_chunks: u64,
+    pub written_bytes: u64,
+    /// Chunk files found corrupt and rewritten.
+    pub repaired_chunks: u64,
+}
+
+/// Chunks `image` into `store` and returns the encoded index.
+pub fn make(
+    image: &Path,
+    store: &LocalStore,
+    opts: &MakeOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<u8>, MakeReport)> {
+    let image = Image::open(image)?;
+    progress.start("chunking", image.size());
+    let ends = Chunker::new(opts.params).cut_image(&image, progress)?;
+    progress.finish();
+    make_with_cuts(&image, &ends, store, opts, progress)
+}
+
+fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {
+    let mut prev = 0;
+    for &end in ends {
+        if end <= prev || end - prev > u64::from(MAX_CHUNK) {
+            return Err(Error::Invalid(format!(
+                "{}: chunk [{prev}, {end}) is empty or larger than {MAX_CHUNK} bytes",
+                image.path().display()
+            )));
+        }
+        prev = end;
+    }
+    if prev != image.size() {
+        return Err(Error::Invalid(format!(
+            "{}: chunks end at {prev}, the image at {}",
+            image.path().display(),
+            image.size()
+        )));
+    }
+    Ok(())
+}
+
+enum Stored {
+    Zero,
+    Chunk {
+        id: ChunkId,
+        stored_size: u32,
+        written: bool,
+        repaired: bool,
+    },
+}
+
+/// Stores the chunks ending at `ends` (any byte offsets, in order, the last at the image
+/// size) and returns the encoded index.
+pub fn make_with_cuts(
+    image: &Image,
+    ends: &[u64],
+    store: &LocalStore,
+    opts: &MakeOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<u8>, MakeReport)> {
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, Compressor)>> = const { RefCell::new(None) };
+    }
+    check_cuts(image, ends)?;
+    let head = image.read_at(0, image.size().min(4096) as usize)?;
+    progress.start("storing", image.size());
+    let outcomes = image.par_map_chunks(ends, progress, |offset, data| {
+        if is_zero(data) {
+            return Ok(Stored::Zero);
+        }
+        let id = ChunkId::of(data);
+        let size = data.len() as u32;
+        let existing = store.get(&id, index::stored_size_bound(size))?;
+        let mut repaired = false;
+        if let Some(stored) = existing {
+            let good =
+                codec::decompress(&stored, size, id, offset).is_ok_and(|d| ChunkId::of(&d) == id);
+            if good {
+                return Ok(Stored::Chunk {
+                    id,
+                    stored_size: stored.len() as u32,
+                    written: false,
+                    repaired: false,
+                });
+            }
+            repaired = true;
+        }
+        let compressed = COMPRESSOR.with(|cell| -> Result<Vec<u8>> {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().map(|(level, _)| *level) != Some(opts.level) {
+                *slot = Some((opts.level, Compressor::new(opts.level)?));
+            }
+            match slot.as_mut() {
+                Some((_, c)) => c.compress(data),
+                None => Compressor::new(opts.level)?.compress(data),
+            }
+        })?;
+        store.put(&id, &compressed)?;
+        Ok(Stored::Chunk {
+            id,
+            stored_size: compressed.len() as u32,
+            written: true,
+            repaired,
+        })
+    })?;
+    progress.finish();
+
+    let mut report = MakeReport {
+        image_size: image.size(),
+        ..MakeReport::default()
+    };
+    let mut records: Vec<ChunkRecord> = Vec::with_capacity(outcomes.len());
+    let mut start = 0u64;
+    for (outcome, &end) in outcomes.into_iter().zip(ends) {
+        let size = end - start;
+        match outcome {
+            Stored::Zero => {
+                report.zero_chunks += 1;
+                match records.last_mut() {
+                    Some(last) if last.is_zero() && u64::from(last.size) + size <= MAX_ZERO_RUN => {
+                        last.size += size as u32;
+                    }
+                    _ => records.push(ChunkRecord::zero(start, size as u32)),
+                }
+            }
+            Stored::Chunk {
+                id,
+                stored_size,
+                written,
+                repaired,
+            } => {
+                if written {
+                    report.written_chunks += 1;
+                    report.written_bytes += u64::from(stored_size);
+                }
+                report.repaired_chunks += u64::from(repaired);
+                records.push(ChunkRecord {
+                    offset: start,
+                    size: size as u32,
+                    stored_size,
+                    flags: 0,
+                    id,
+                });
+            }
+        }
+        start = end;
+    }
+    report.chunks = ends.len() as u64;
+    let header = Header {
+        image_size: image.size(),
+        chunk_count: records.len() as u64,
+        params: opts.params,
+        align: ALIGN as u32,
+        largest_chunk: records
+            .iter()
+            .filter(|r| !r.is_zero())
+            .map(|r| r.size)
+            .max()
+            .unwrap_or(0),
+        fs_kind: FsKind::detect(&head),
+    };
+    // The chunks must be durable before an index that names them exists.
+    store.sync()?;
+    Ok((index::encode(&header, &records), report))
+}

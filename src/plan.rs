@@ -1,0 +1,143 @@
+//! Where each chunk of the target comes from, decided before anything is fetched.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::chunk::ChunkId;
+use crate::error::Result;
+use crate::index::Index;
+use crate::seed::Seed;
+use crate::store::ChunkStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The output already holds the chunk where it belongs.
+    InPlace,
+    /// All zero bytes: written, never fetched.
+    Zero,
+    Seed {
+        seed: usize,
+        offset: u64,
+    },
+    /// Elsewhere in the output that is being updated in place.
+    Output {
+        offset: u64,
+    },
+    Store,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.chunks += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What must be fetched, counted once per distinct chunk.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StoreTally {
+    pub chunks: u64,
+    /// Uncompressed bytes of those chunks.
+    pub bytes: u64,
+    /// Bytes of their chunk files: what the transfer costs.
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub image_size: u64,
+    pub chunks: u64,
+    pub in_place: Tally,
+    pub zero: Tally,
+    pub seed: Tally,
+    pub output: Tally,
+    pub store: StoreTally,
+}
+
+pub struct Plan {
+    /// One source per index record.
+    pub sources: Vec<Source>,
+    pub summary: PlanSummary,
+}
+
+/// The ids of the chunks that are neither all zero nor already in place.
+pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
+    index
+        .records()
+        .enumerate()
+        .filter(|(i, r)| !r.is_zero() && !in_place.get(*i).copied().unwrap_or(false))
+        .map(|(_, r)| r.id)
+        .collect()
+}
+
+/// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store.
+/// `in_place` is empty when there is no existing output.
+pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Seed>) -> Plan {
+    let mut summary = PlanSummary {
+        image_size: index.header().image_size,
+        chunks: index.len() as u64,
+        ..PlanSummary::default()
+    };
+    let mut fetched = HashSet::new();
+    let sources = index
+        .records()
+        .enumerate()
+        .map(|(i, r)| {
+            let size = u64::from(r.size);
+            if in_place.get(i).copied().unwrap_or(false) {
+                summary.in_place.add(size);
+                return Source::InPlace;
+            }
+            if r.is_zero() {
+                summary.zero.add(size);
+                return Source::Zero;
+            }
+            let in_seed = seeds
+                .iter()
+                .enumerate()
+                .find_map(|(s, seed)| seed.locate(&r.id).map(|(offset, _)| (s, offset)));
+            if let Some((seed, offset)) = in_seed {
+                summary.seed.add(size);
+                return Source::Seed { seed, offset };
+            }
+            if let Some((offset, _)) = output.and_then(|o| o.locate(&r.id)) {
+                summary.output.add(size);
+                return Source::Output { offset };
+            }
+            if fetched.insert(r.id) {
+                summary.store.chunks += 1;
+                summary.store.bytes += size;
+                summary.store.stored_bytes += u64::from(r.stored_size);
+            }
+            Source::Store
+        })
+        .collect();
+    Plan { sources, summary }
+}
+
+/// How many of the chunks the plan fetches no store has.
+pub fn count_missing(index: &Index, plan: &Plan, stores: &[Box<dyn ChunkStore>]) -> Result<u64> {
+    let mut missing = 0;
+    let mut seen = HashSet::new();
+    for (r, source) in index.records().zip(&plan.sources) {
+        if *source != Source::Store || !seen.insert(r.id) {
+            continue;
+        }
+        let mut found = false;
+        for store in stores {
+            if store.has(&r.id)? {
+                found = true;
+                break;
+            }
+        }
+        missing += u64::from(!found);
+    }
+    Ok(missing)
+}

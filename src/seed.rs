@@ -1,0 +1,95 @@
+//! Seeds: local files (typically the installed previous image) whose chunks can stand in
+//! for chunks of the target. Every chunk read from a seed is verified before use.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
+use crate::chunker::{ChunkParams, Chunker};
+use crate::error::Result;
+use crate::image::Image;
+use crate::index::Index;
+use crate::progress::Progress;
+
+pub struct Seed {
+    image: Image,
+    chunks: HashMap<ChunkId, (u64, u32)>,
+}
+
+impl Seed {
+    /// Chunks the file with the target's parameters, so content shared with the target
+    /// yields the same chunk ids; keeps only the ids in `wanted`.
+    pub fn scan(
+        path: &Path,
+        params: ChunkParams,
+        wanted: &HashSet<ChunkId>,
+        progress: &dyn Progress,
+    ) -> Result<Seed> {
+        let image = Image::open(path)?;
+        progress.start(
+            &format!("scanning seed {}", path.display()),
+            image.size() * 2,
+        );
+        let ends = Chunker::new(params).cut_image(&image, progress)?;
+        let found = image.par_map_chunks(&ends, progress, |offset, data| {
+            if is_zero(data) {
+                return Ok(None);
+            }
+            let id = ChunkId::of(data);
+            Ok(wanted
+                .contains(&id)
+                .then_some((id, (offset, data.len() as u32))))
+        })?;
+        progress.finish();
+        let mut chunks = HashMap::new();
+        for (id, at) in found.into_iter().flatten() {
+            chunks.entry(id).or_insert(at);
+        }
+        Ok(Seed { image, chunks })
+    }
+
+    /// Takes the chunk list from the index the seed was built from; nothing is read now,
+    /// and each chunk is verified when it is used.
+    pub fn from_index(path: &Path, index: &Index, wanted: &HashSet<ChunkId>) -> Result<Seed> {
+        let image = Image::open(path)?;
+        let mut chunks = HashMap::new();
+        for r in index.records() {
+            if !r.is_zero() && r.end() <= image.size() && wanted.contains(&r.id) {
+                chunks.entry(r.id).or_insert((r.offset, r.size));
+            }
+        }
+        Ok(Seed { image, chunks })
+    }
+
+    /// Forgets every place that starts before `limit`.
+    pub fn forget_before(&mut self, limit: u64) {
+        self.chunks.retain(|_, (offset, _)| *offset >= limit);
+    }
+
+    /// Records that the seed holds `id` at `offset`, in preference to any place found so far.
+    pub fn prefer(&mut self, id: ChunkId, offset: u64, size: u32) {
+        self.chunks.insert(id, (offset, size));
+    }
+
+    pub fn path(&self) -> &Path {
+        self.image.path()
+    }
+
+    /// Where the seed holds chunk `id`: offset and size.
+    pub fn locate(&self, id: &ChunkId) -> Option<(u64, u32)> {
+        self.chunks.get(id).copied()
+    }
+
+    /// Reads the chunk at `seed_offset` and checks it is `id`; `target_offset` names the
+    /// place in the target image for errors.
+    pub fn read(
+        &self,
+        id: ChunkId,
+        seed_offset: u64,
+        size: u32,
+        target_offset: u64,
+    ) -> Result<VerifiedChunk> {
+        let data = self.image.read_at(seed_offset, size as usize)?;
+        VerifiedChunk::verify(id, target_offset, data)
+    }
+}

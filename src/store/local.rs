@@ -1,0 +1,117 @@
+//! A store in a local directory, laid out as casync lays its stores:
+//! `DIR/<first 4 hex digits of id>/<64 hex digits>.cacnk`.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chunk::ChunkId;
+use crate::error::{Error, IoContext, Result};
+use crate::store::ChunkStore;
+
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    /// Opens a store directory, creating it when `create` is set.
+    pub fn open(dir: &Path, create: bool) -> Result<LocalStore> {
+        if create {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        let meta = fs::metadata(dir).at(dir)?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "store {} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(LocalStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join(&hex[..4]).join(format!("{hex}.cacnk"))
+    }
+
+    /// Writes a chunk file atomically: a uniquely named temporary file, then a rename, so
+    /// concurrent writers of one chunk leave one whole file. Durability comes from
+    /// [`LocalStore::sync`], once for the whole run.
+    pub fn put(&self, id: &ChunkId, stored: &[u8]) -> Result<()> {
+        let path = self.chunk_path(id);
+        let parent = path.parent().unwrap_or(&self.dir);
+        let temp = parent.join(format!(
+            ".{}.{}-{}.tmp",
+            id.to_hex(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = match File::create(&temp) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    fs::create_dir_all(parent)?;
+                    File::create(&temp)?
+                }
+                other => other?,
+            };
+            f.write_all(stored)?;
+            fs::rename(&temp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            Error::Io { path, source: e }
+        })
+    }
+
+    /// Flushes the store's whole filesystem once (syncfs), instead of an fsync per chunk.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.dir).at(&self.dir)?;
+        crate::sys::syncfs(&dir, &self.dir)
+    }
+}
+
+impl ChunkStore for LocalStore {
+    fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.chunk_path(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        let mut bytes = Vec::new();
+        file.take(max_len + 1).read_to_end(&mut bytes).at(&path)?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::BadChunk {
+                id: *id,
+                offset: 0,
+                reason: format!(
+                    "chunk file {} is larger than {max_len} bytes",
+                    path.display()
+                ),
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    fn has(&self, id: &ChunkId) -> Result<bool> {
+        let path = self.chunk_path(id);
+        match fs::metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io { path, source: e }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}

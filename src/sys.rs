@@ -1,0 +1,54 @@
+//! The crate's only `unsafe`: a read-only file mapping and two system calls.
+//!
+//! Contract for mappings: they are only created over files blockcast opened for reading
+//! (images, seeds). If another process truncates such a file while it is mapped, reads
+//! of the vanished pages fault (SIGBUS); that is the accepted price of zero-copy reads,
+//! the same one every mmap-based reader pays. Nothing is ever written through a mapping.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::error::{Error, IoContext, Result};
+
+/// A read-only view of `len` bytes of `file` starting at `offset`.
+pub fn map(file: &File, path: &Path, offset: u64, len: usize) -> Result<Mmap> {
+    // SAFETY: read-only mapping of a file we opened; see the module contract.
+    let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) }.at(path)?;
+    // Windows are consumed front to back once; tell the kernel so it can read ahead.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
+/// Flushes the whole filesystem holding `file` (syncfs(2)).
+pub fn syncfs(file: &File, path: &Path) -> Result<()> {
+    // SAFETY: syncfs takes a descriptor that `file` keeps open for the call's duration.
+    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
+    if rc != 0 {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Deallocates `[offset, offset + len)` of a regular file, which then reads as zeros.
+/// Returns false where the filesystem cannot punch holes (the caller writes zeros).
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: fallocate takes a descriptor that `file` keeps open for the call's duration.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    rc == 0
+}
