@@ -88,7 +88,7 @@ pub fn extract(
         let mut own = Seed::scan(target.path(), index.header().params, &missing, progress)?;
         own.forget_before(GUARD);
         for (r, &here) in index.records().zip(&in_place) {
-            if here && missing.contains(&r.id) {
+            if here && r.offset >= GUARD && missing.contains(&r.id) {
                 own.prefer(r.id, r.offset, r.size);
             }
         }

@@ -101,8 +101,8 @@ impl Target {
         fs::metadata(other).is_ok_and(|m| (m.dev(), m.ino()) == self.dev_ino)
     }
 
-    /// For each record, whether the output already holds it. Records under the guard are
-    /// always rewritten, so they count as not in place.
+    /// For each record, whether the output already holds it. (Records under the guard are
+    /// still rewritten at the end, from this copy when it is good.)
     pub fn in_place(&self, index: &Index, progress: &dyn Progress) -> Result<Vec<bool>> {
         progress.start("checking output", index.header().image_size);
         let result = (0..index.len())
@@ -110,9 +110,6 @@ impl Target {
             .map(|i| {
                 let r = index.record(i);
                 progress.advance(u64::from(r.size));
-                if r.offset < GUARD {
-                    return Ok(false);
-                }
                 if r.is_zero() {
                     if r.offset >= self.old_len && !self.block_device {
                         return Ok(true);

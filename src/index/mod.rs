@@ -149,7 +149,7 @@ impl Index {
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
         if chunk_count.checked_mul(RECORD_SIZE as u64) != Some(table_len) {
             return Err(bad(format!(
-                "chunk count {chunk_count} does not match the {table_len}-byte chunk table"
+                "chunk count {chunk_count} does not match the {table_len}-byte chunk table (truncated or corrupt)"
             )));
         }
         let digest_field = slice(h, &H_DIGEST);
@@ -175,7 +175,10 @@ impl Index {
             max: get_u32(h, &H_CHUNK_MAX),
         }
         .validate()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| match e {
+            Error::Invalid(reason) => bad(reason),
+            other => bad(other.to_string()),
+        })?;
         let largest_chunk = get_u32(h, &H_LARGEST_CHUNK);
         if largest_chunk > MAX_CHUNK {
             return Err(bad(format!(

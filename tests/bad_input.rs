@@ -1,0 +1,281 @@
+//! Bad input gets a clear error and exit status 1, never a panic, and never an output
+//! that looks complete.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const BROKEN: [(&str, &str); 12] = [
+    ("empty.bcidx", "truncated"),
+    ("garbage.bcidx", "bad magic"),
+    ("v1-truncated-header.bcidx", "truncated"),
+    ("v1-truncated-table.bcidx", "truncated or corrupt"),
+    ("v1-flipped-table.bcidx", "digest mismatch"),
+    ("v1-flipped-header.bcidx", "digest mismatch"),
+    (
+        "v2-future-version.bcidx",
+        "format version 2 is not supported",
+    ),
+    ("v1-absurd-count.bcidx", "chunk count 1152921504606846976"),
+    ("v1-absurd-chunk-size.bcidx", "chunk record 0"),
+    (
+        "v1-absurd-largest-chunk.bcidx",
+        "exceeds the 16777216-byte limit",
+    ),
+    (
+        "v1-gap-in-table.bcidx",
+        "chunk record 1 (offset 32768): expected offset",
+    ),
+    ("v1-bad-chunk-params.bcidx", "average chunk size 12345"),
+];
+
+#[test]
+fn broken_indexes_are_refused_by_every_command() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    ok(bin().arg("info").arg(fixture("v1-tiny.bcidx")));
+    for (name, reason) in BROKEN {
+        let idx = fixture(name);
+        let out = t.path().join(format!("{name}.img"));
+        let commands: [Vec<&std::ffi::OsStr>; 4] = [
+            vec!["info".as_ref(), idx.as_os_str()],
+            vec![
+                "plan".as_ref(),
+                idx.as_os_str(),
+                "--store".as_ref(),
+                store.as_os_str(),
+            ],
+            vec![
+                "extract".as_ref(),
+                idx.as_os_str(),
+                "--store".as_ref(),
+                store.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            vec![
+                "export-caibx".as_ref(),
+                idx.as_os_str(),
+                "--store".as_ref(),
+                store.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+        ];
+        for args in commands {
+            let err = fails(bin().args(&args));
+            assert!(err.contains(name), "{args:?}: {err}");
+            assert!(err.contains(reason), "{args:?}: {err}");
+        }
+        assert!(!out.exists());
+    }
+    assert!(
+        std::fs::read_dir(t.path()).unwrap().count() == 1,
+        "something was written"
+    );
+}
+
+struct Made {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    store: PathBuf,
+    index: PathBuf,
+}
+
+fn made(kind: &str) -> Made {
+    let t = tempdir();
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    let index = dir.join("v2.bcidx");
+    make(&image(kind, 2), &store, &index);
+    Made {
+        _t: t,
+        dir,
+        store,
+        index,
+    }
+}
+
+fn extract_cmd(m: &Made, out: &Path) -> Command {
+    let mut c = bin();
+    c.arg("extract")
+        .arg(&m.index)
+        .arg("--store")
+        .arg(&m.store)
+        .arg("-o")
+        .arg(out);
+    c
+}
+
+fn no_output_file(out: &Path) {
+    assert!(!out.exists(), "{} exists", out.display());
+}
+
+#[test]
+fn missing_chunk_is_named_and_leaves_no_output() {
+    let m = made("erofs");
+    let victim = &chunk_files(&m.store)[3];
+    let id = victim.file_stem().unwrap().to_string_lossy().to_string();
+    std::fs::remove_file(victim).unwrap();
+    let out = m.dir.join("out.img");
+    let err = fails(&mut extract_cmd(&m, &out));
+    assert!(
+        err.contains(&id) && err.contains("not in any store"),
+        "{err}"
+    );
+    no_output_file(&out);
+    let plan = json(&ok(bin()
+        .arg("plan")
+        .arg(&m.index)
+        .arg("--store")
+        .arg(&m.store)
+        .arg("--json")));
+    assert_eq!(plan["missing_from_stores"], 1);
+}
+
+fn flip_byte(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn corrupt_chunk_is_caught_and_another_store_used() {
+    let m = made("erofs");
+    let victim = chunk_files(&m.store)[2].clone();
+    let id = victim.file_stem().unwrap().to_string_lossy().to_string();
+    let good_store = m.dir.join("good");
+    std::fs::create_dir_all(good_store.join(&id[..4])).unwrap();
+    std::fs::copy(
+        &victim,
+        good_store.join(&id[..4]).join(format!("{id}.cacnk")),
+    )
+    .unwrap();
+    flip_byte(&victim);
+    let out = m.dir.join("out.img");
+    let err = fails(&mut extract_cmd(&m, &out));
+    assert!(err.contains(&id), "{err}");
+    no_output_file(&out);
+
+    let r = ok(extract_cmd(&m, &out).arg("--store").arg(&good_store));
+    assert!(r.contains("written"));
+    assert!(same_bytes(&out, &image("erofs", 2)));
+}
+
+#[test]
+fn oversized_chunk_file_is_refused_without_inflating_it() {
+    let m = made("erofs");
+    let victim = chunk_files(&m.store)[1].clone();
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+    std::fs::write(&victim, bomb).unwrap();
+    let id = victim.file_stem().unwrap().to_string_lossy().to_string();
+    let out = m.dir.join("out.img");
+    let err = fails(&mut extract_cmd(&m, &out));
+    assert!(err.contains(&id), "{err}");
+    no_output_file(&out);
+}
+
+#[test]
+fn make_repairs_a_corrupt_chunk_file() {
+    let m = made("erofs");
+    let victim = chunk_files(&m.store)[0].clone();
+    flip_byte(&victim);
+    let again = make(&image("erofs", 2), &m.store, &m.dir.join("again.bcidx"));
+    assert_eq!(again["repaired_chunks"], 1);
+    assert!(same_bytes(&m.index, &m.dir.join("again.bcidx")));
+    let out = m.dir.join("out.img");
+    ok(&mut extract_cmd(&m, &out));
+    assert!(same_bytes(&out, &image("erofs", 2)));
+}
+
+#[test]
+fn unreadable_seed_is_an_error() {
+    let m = made("erofs");
+    let out = m.dir.join("out.img");
+    let missing = m.dir.join("no-such-seed.img");
+    let err = fails(extract_cmd(&m, &out).arg("--seed").arg(&missing));
+    assert!(err.contains("no-such-seed.img"), "{err}");
+    let err = fails(extract_cmd(&m, &out).arg("--seed").arg(&m.store));
+    assert!(err.contains("seed"), "{err}");
+    no_output_file(&out);
+    let err = fails(extract_cmd(&m, &out).arg("--seed-index").arg(&m.index));
+    assert!(err.contains("--seed-index"), "{err}");
+}
+
+#[test]
+fn bad_make_arguments() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    for size in ["1000", "3M", "64Q", "x"] {
+        let err = fails(
+            bin()
+                .arg("make")
+                .arg(image("erofs", 1))
+                .arg("--store")
+                .arg(&store)
+                .args(["--chunk-size", size]),
+        );
+        assert!(
+            err.contains("chunk size") || err.contains("chunk-size"),
+            "{err}"
+        );
+    }
+    let err = fails(
+        bin()
+            .arg("make")
+            .arg(t.path().join("nothing.img"))
+            .arg("--store")
+            .arg(&store),
+    );
+    assert!(err.contains("nothing.img"), "{err}");
+}
+
+/// A small tmpfs mounted for one test, unmounted however the test ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, opts: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "blockcast-test"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs (tests run as root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_output_directory() {
+    let m = made("erofs");
+    let fs = Tmpfs::mount(&m.dir.join("full"), "size=256k");
+    let out = fs.0.join("out.img");
+    let err = fails(&mut extract_cmd(&m, &out));
+    assert!(err.contains("No space left"), "{err}");
+    no_output_file(&out);
+}
+
+#[test]
+fn read_only_output_directory() {
+    let m = made("erofs");
+    let fs = Tmpfs::mount(&m.dir.join("ro"), "ro,size=4m");
+    let out = fs.0.join("out.img");
+    let err = fails(&mut extract_cmd(&m, &out));
+    assert!(
+        err.contains("Read-only file system") && err.contains("out.img"),
+        "{err}"
+    );
+    no_output_file(&out);
+}

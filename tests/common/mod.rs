@@ -1,0 +1,120 @@
+//! Shared helpers for the integration tests: run the real binary on real images.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const KINDS: [&str; 4] = ["erofs", "erofs-lz4hc", "squashfs", "ext4"];
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_blockcast"))
+}
+
+pub fn image(kind: &str, version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testimages")
+        .join(format!("{kind}-v{version}.img"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("blockcast-test")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Runs and requires success; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run blockcast");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs and requires failure; returns stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("run blockcast");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed"
+    );
+    // 1: the command failed; 2: clap refused the arguments. A panic would be 101.
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "{cmd:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{cmd:?} panicked: {stderr}");
+    stderr
+}
+
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).expect("JSON output")
+}
+
+pub fn make(img: &Path, store: &Path, index: &Path) -> serde_json::Value {
+    json(&ok(bin()
+        .arg("make")
+        .arg(img)
+        .arg("--store")
+        .arg(store)
+        .arg("--index")
+        .arg(index)
+        .arg("--json")))
+}
+
+pub fn extract(index: &Path, store: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    json(&ok(bin()
+        .arg("extract")
+        .arg(index)
+        .arg("--store")
+        .arg(store)
+        .arg("-o")
+        .arg(out)
+        .arg("--json")
+        .args(extra)))
+}
+
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Number of chunk files in a store.
+pub fn chunk_files(store: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(store).expect("store dir").flatten() {
+        if dir.path().is_dir() {
+            for f in std::fs::read_dir(dir.path()).expect("chunk dir").flatten() {
+                if f.path().extension().is_some_and(|e| e == "cacnk") {
+                    files.push(f.path());
+                }
+            }
+        }
+    }
+    files.sort();
+    files
+}

@@ -1,0 +1,109 @@
+//! docs/FORMAT.md is the contract: its checked tables must match the code.
+
+use blockcast::index::format::{self, Field};
+
+fn doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md")).unwrap()
+}
+
+/// The rows of the first table after `heading`, as cells.
+fn table(doc: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = doc.find(heading).unwrap_or_else(|| panic!("no {heading}"));
+    doc[start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn check_fields(heading: &str, fields: &[&Field], total: usize) {
+    let rows = table(&doc(), heading);
+    assert_eq!(rows.len(), fields.len(), "{heading}: row count");
+    for (row, f) in rows.iter().zip(fields) {
+        assert_eq!(row[0], f.offset.to_string(), "{heading} {}", f.name);
+        assert_eq!(row[1], f.size.to_string(), "{heading} {}", f.name);
+        assert_eq!(row[2], f.name, "{heading}");
+    }
+    let last = fields[fields.len() - 1];
+    assert_eq!(
+        last.offset + last.size,
+        total,
+        "{heading} covers the structure"
+    );
+    for pair in fields.windows(2) {
+        assert_eq!(
+            pair[0].offset + pair[0].size,
+            pair[1].offset,
+            "{heading} gap"
+        );
+    }
+}
+
+#[test]
+fn header_table_matches() {
+    check_fields(
+        "### Header (checked)",
+        &format::HEADER_FIELDS,
+        format::HEADER_SIZE,
+    );
+}
+
+#[test]
+fn record_table_matches() {
+    check_fields(
+        "### Chunk record (checked)",
+        &format::RECORD_FIELDS,
+        format::RECORD_SIZE,
+    );
+}
+
+#[test]
+fn constants_match() {
+    let rows = table(&doc(), "### Constants (checked)");
+    let code: Vec<(&str, String)> = vec![
+        ("MAGIC", String::from_utf8(format::MAGIC.to_vec()).unwrap()),
+        ("VERSION", format::VERSION.to_string()),
+        ("HEADER_SIZE", format::HEADER_SIZE.to_string()),
+        ("RECORD_SIZE", format::RECORD_SIZE.to_string()),
+        ("FLAG_ZERO", format::FLAG_ZERO.to_string()),
+        ("HASH_SHA256", format::HASH_SHA256.to_string()),
+        ("COMPRESSION_ZSTD", format::COMPRESSION_ZSTD.to_string()),
+        ("ALIGN", blockcast::chunker::ALIGN.to_string()),
+        ("MAX_CHUNK", blockcast::index::MAX_CHUNK.to_string()),
+        ("MAX_INDEX_SIZE", format::MAX_INDEX_SIZE.to_string()),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (row, (name, value)) in rows.iter().zip(code) {
+        assert_eq!(row[0], name);
+        assert_eq!(row[1], value, "{name}");
+    }
+}
+
+/// A version-1 index written by an earlier build still reads, with the same chunks.
+#[test]
+fn golden_v1_index_still_reads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-tiny.bcidx");
+    let index = blockcast::index::Index::open(std::path::Path::new(path)).unwrap();
+    let img = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny.img"
+    ))
+    .unwrap();
+    assert_eq!(index.header().image_size, img.len() as u64);
+    for r in index.records() {
+        let bytes = &img[r.offset as usize..r.end() as usize];
+        if r.is_zero() {
+            assert!(bytes.iter().all(|&b| b == 0));
+        } else {
+            assert_eq!(blockcast::chunk::ChunkId::of(bytes), r.id);
+        }
+    }
+}

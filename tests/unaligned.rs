@@ -1,0 +1,124 @@
+//! Nothing in the index, seeds or extract assumes aligned chunks: squashfs will be cut at
+//! arbitrary byte offsets.
+
+mod common;
+
+use std::path::Path;
+
+use blockcast::chunker::ChunkParams;
+use blockcast::image::Image;
+use blockcast::make::{make_with_cuts, MakeOptions};
+use blockcast::progress::Silent;
+use blockcast::store::LocalStore;
+use common::*;
+
+fn make_unaligned(img: &Path, store: &Path, idx: &Path, step: u64) {
+    let image = Image::open(img).unwrap();
+    let mut ends: Vec<u64> = (1..)
+        .map(|i| i * step + i % 7)
+        .take_while(|&e| e < image.size())
+        .collect();
+    ends.push(image.size());
+    let store = LocalStore::open(store, true).unwrap();
+    let opts = MakeOptions {
+        params: ChunkParams::from_avg(64 << 10).unwrap(),
+        level: 3,
+    };
+    let (bytes, _) = make_with_cuts(&image, &ends, &store, &opts, &Silent).unwrap();
+    blockcast::durable::write_file(idx, &bytes).unwrap();
+}
+
+#[test]
+fn unaligned_index_round_trips_with_seed_index_and_in_place() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let old = noise(1, 1_000_003);
+    let mut new = noise(2, 777);
+    new.extend_from_slice(&old[..900_000]);
+    new.extend(vec![0u8; 50_001]);
+    let (old_img, new_img) = (t.path().join("old.img"), t.path().join("new.img"));
+    std::fs::write(&old_img, &old).unwrap();
+    std::fs::write(&new_img, &new).unwrap();
+    let (old_idx, new_idx) = (t.path().join("old.bcidx"), t.path().join("new.bcidx"));
+    // The new image's cuts sit 777 bytes later, so its middle chunks equal the old ones.
+    make_unaligned(&old_img, &store, &old_idx, 33_333);
+    let image = Image::open(&new_img).unwrap();
+    let mut ends: Vec<u64> = (1..)
+        .map(|i| 777 + i * 33_333 + i % 7)
+        .take_while(|&e| e < 900_777)
+        .collect();
+    ends.extend([900_777, image.size()]);
+    let opts = MakeOptions {
+        params: ChunkParams::from_avg(64 << 10).unwrap(),
+        level: 3,
+    };
+    let (bytes, _) = make_with_cuts(
+        &image,
+        &ends,
+        &LocalStore::open(&store, false).unwrap(),
+        &opts,
+        &Silent,
+    )
+    .unwrap();
+    blockcast::durable::write_file(&new_idx, &bytes).unwrap();
+
+    let info = json(&ok(bin().arg("info").arg(&new_idx).arg("--json")));
+    assert_eq!(info["zero_records"], 1);
+
+    let out = t.path().join("out.img");
+    let seeded = extract(
+        &new_idx,
+        &store,
+        &out,
+        &[
+            "--seed",
+            old_img.to_str().unwrap(),
+            "--seed-index",
+            old_idx.to_str().unwrap(),
+        ],
+    );
+    assert!(same_bytes(&out, &new_img));
+    assert!(seeded["plan"]["seed"]["chunks"].as_u64().unwrap() >= 20);
+
+    let dev = t.path().join("dev.img");
+    std::fs::write(&dev, &old).unwrap();
+    extract(&new_idx, &store, &dev, &[]);
+    assert!(same_bytes(&dev, &new_img));
+
+    let caibx = t.path().join("new.caibx");
+    ok(bin()
+        .arg("export-caibx")
+        .arg(&new_idx)
+        .arg("--store")
+        .arg(&store)
+        .arg("-o")
+        .arg(&caibx));
+    let ca_out = t.path().join("ca.img");
+    let st = std::process::Command::new("casync")
+        .arg("extract")
+        .arg(format!("--store={}", store.display()))
+        .arg(&caibx)
+        .arg(&ca_out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(same_bytes(&ca_out, &new_img));
+}
+
+#[test]
+fn golden_chunk_boundaries_are_stable() {
+    let t = tempdir();
+    let idx = t.path().join("tiny.bcidx");
+    ok(bin()
+        .arg("make")
+        .arg(fixture("tiny.img"))
+        .arg("--store")
+        .arg(t.path().join("store"))
+        .arg("--index")
+        .arg(&idx)
+        .args(["--chunk-size", "16K"]));
+    assert!(
+        same_bytes(&idx, &fixture("v1-tiny.bcidx")),
+        "the chunker or index writer changed its output: bump the format or fix it"
+    );
+}
