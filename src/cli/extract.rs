@@ -46,7 +46,7 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &report, || {
         let p = &report.plan;
         format!(
-            "{}: {} written; from store {} chunks ({} transferred), seeds {}, moved within output {}, in place {}, zero {}",
+            "{}: {} image written; fetched {} chunks ({} transferred); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
             a.output.display(),
             human_bytes(p.image_size),
             p.store.chunks,

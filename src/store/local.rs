@@ -87,17 +87,23 @@ impl ChunkStore for LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Io { path, source: e }),
         };
-        let mut bytes = Vec::new();
+        let too_large = || Error::BadChunk {
+            id: *id,
+            offset: 0,
+            reason: format!(
+                "chunk file {} is larger than {max_len} bytes",
+                path.display()
+            ),
+        };
+        let len = file.metadata().at(&path)?.len();
+        if len > max_len {
+            return Err(too_large());
+        }
+        // The file may change under us: read what is there, but never past the cap.
+        let mut bytes = Vec::with_capacity(len as usize);
         file.take(max_len + 1).read_to_end(&mut bytes).at(&path)?;
         if bytes.len() as u64 > max_len {
-            return Err(Error::BadChunk {
-                id: *id,
-                offset: 0,
-                reason: format!(
-                    "chunk file {} is larger than {max_len} bytes",
-                    path.display()
-                ),
-            });
+            return Err(too_large());
         }
         Ok(Some(bytes))
     }
