@@ -6,12 +6,9 @@ use crate::chunk::ChunkId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message, not a separate source, so that it is printed once.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("index {path}: {reason}")]
     BadIndex { path: PathBuf, reason: String },
     #[error("chunk {id} (image offset {offset}): {reason}")]
@@ -35,9 +32,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|err| Error::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         })
     }
 }

@@ -19,7 +19,9 @@ pub mod make;
 pub mod plan;
 pub mod progress;
 pub mod seed;
+pub mod sign;
 pub mod store;
 mod sys;
+pub mod verity;
 
 pub use error::{Error, Result};

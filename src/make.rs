@@ -9,19 +9,38 @@ use crate::chunk::{is_zero, ChunkId};
 use crate::chunker::{ChunkParams, Chunker, ALIGN};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::index::{self, ChunkRecord, Header, MAX_CHUNK};
+use crate::index::format::TREE_PIECE;
+use crate::index::{self, ChunkRecord, Header, VerityInfo, MAX_CHUNK};
 use crate::layout::FsKind;
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
 use crate::store::{ChunkStore, LocalStore};
+use crate::verity::{self, VerityParams};
 
 /// Longest run of zero bytes one record describes.
 const MAX_ZERO_RUN: u64 = (u32::MAX as u64 / ALIGN) * ALIGN;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MakeOptions {
     pub params: ChunkParams,
     pub level: i32,
+    /// dm-verity salt; derived from the image when absent (see `VerityParams::derive`).
+    pub salt: Option<Vec<u8>>,
+    /// dm-verity superblock uuid; derived from the salt when absent.
+    pub uuid: Option<[u8; 16]>,
+    pub release: u64,
+}
+
+impl MakeOptions {
+    pub fn new(params: ChunkParams) -> MakeOptions {
+        MakeOptions {
+            params,
+            level: codec::DEFAULT_LEVEL,
+            salt: None,
+            uuid: None,
+            release: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -34,6 +53,8 @@ pub struct MakeReport {
     pub written_bytes: u64,
     /// Chunk files found corrupt and rewritten.
     pub repaired_chunks: u64,
+    pub tree_chunks: u64,
+    pub verity_root: String,
 }
 
 /// Chunks `image` into `store` and returns the encoded index.
@@ -71,14 +92,57 @@ fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {
     Ok(())
 }
 
+/// Stores one chunk unless the store already holds a good copy; a corrupt copy is replaced.
+fn store_chunk(store: &LocalStore, data: &[u8], offset: u64, level: i32) -> Result<StoredChunk> {
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, Compressor)>> = const { RefCell::new(None) };
+    }
+    let id = ChunkId::of(data);
+    let size = data.len() as u32;
+    let existing = store.get(&id, index::stored_size_bound(size))?;
+    let mut repaired = false;
+    if let Some(stored) = existing {
+        let good =
+            codec::decompress(&stored, size, id, offset).is_ok_and(|d| ChunkId::of(&d) == id);
+        if good {
+            return Ok(StoredChunk {
+                id,
+                stored_size: stored.len() as u32,
+                written: false,
+                repaired: false,
+            });
+        }
+        repaired = true;
+    }
+    let compressed = COMPRESSOR.with(|cell| -> Result<Vec<u8>> {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(data),
+            None => Compressor::new(level)?.compress(data),
+        }
+    })?;
+    store.put(&id, &compressed)?;
+    Ok(StoredChunk {
+        id,
+        stored_size: compressed.len() as u32,
+        written: true,
+        repaired,
+    })
+}
+
+struct StoredChunk {
+    id: ChunkId,
+    stored_size: u32,
+    written: bool,
+    repaired: bool,
+}
+
 enum Stored {
     Zero,
-    Chunk {
-        id: ChunkId,
-        stored_size: u32,
-        written: bool,
-        repaired: bool,
-    },
+    Chunk(StoredChunk),
 }
 
 /// Stores the chunks ending at `ends` (any byte offsets, in order, the last at the image
@@ -90,9 +154,6 @@ pub fn make_with_cuts(
     opts: &MakeOptions,
     progress: &dyn Progress,
 ) -> Result<(Vec<u8>, MakeReport)> {
-    thread_local! {
-        static COMPRESSOR: RefCell<Option<(i32, Compressor)>> = const { RefCell::new(None) };
-    }
     check_cuts(image, ends)?;
     let head = image.read_at(0, image.size().min(4096) as usize)?;
     progress.start("storing", image.size());
@@ -100,40 +161,7 @@ pub fn make_with_cuts(
         if is_zero(data) {
             return Ok(Stored::Zero);
         }
-        let id = ChunkId::of(data);
-        let size = data.len() as u32;
-        let existing = store.get(&id, index::stored_size_bound(size))?;
-        let mut repaired = false;
-        if let Some(stored) = existing {
-            let good =
-                codec::decompress(&stored, size, id, offset).is_ok_and(|d| ChunkId::of(&d) == id);
-            if good {
-                return Ok(Stored::Chunk {
-                    id,
-                    stored_size: stored.len() as u32,
-                    written: false,
-                    repaired: false,
-                });
-            }
-            repaired = true;
-        }
-        let compressed = COMPRESSOR.with(|cell| -> Result<Vec<u8>> {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().map(|(level, _)| *level) != Some(opts.level) {
-                *slot = Some((opts.level, Compressor::new(opts.level)?));
-            }
-            match slot.as_mut() {
-                Some((_, c)) => c.compress(data),
-                None => Compressor::new(opts.level)?.compress(data),
-            }
-        })?;
-        store.put(&id, &compressed)?;
-        Ok(Stored::Chunk {
-            id,
-            stored_size: compressed.len() as u32,
-            written: true,
-            repaired,
-        })
+        store_chunk(store, data, offset, opts.level).map(Stored::Chunk)
     })?;
     progress.finish();
 
@@ -155,12 +183,12 @@ pub fn make_with_cuts(
                     _ => records.push(ChunkRecord::zero(start, size as u32)),
                 }
             }
-            Stored::Chunk {
+            Stored::Chunk(StoredChunk {
                 id,
                 stored_size,
                 written,
                 repaired,
-            } => {
+            }) => {
                 if written {
                     report.written_chunks += 1;
                     report.written_bytes += u64::from(stored_size);
@@ -178,6 +206,30 @@ pub fn make_with_cuts(
         start = end;
     }
     report.chunks = ends.len() as u64;
+
+    let verity_params = VerityParams::derive(image.size(), &head, opts.salt.clone(), opts.uuid);
+    progress.start("hash tree", image.size());
+    let leaves = verity::leaf_digests(image, image.size(), &verity_params.salt, progress)?;
+    let tree = verity::build(&leaves, &verity_params.salt)?;
+    progress.finish();
+    let mut tree_records = Vec::new();
+    for (i, piece) in tree.tree.chunks(TREE_PIECE as usize).enumerate() {
+        let offset = i as u64 * TREE_PIECE;
+        let c = store_chunk(store, piece, offset, opts.level)?;
+        if c.written {
+            report.written_chunks += 1;
+            report.written_bytes += u64::from(c.stored_size);
+        }
+        tree_records.push(ChunkRecord {
+            offset,
+            size: piece.len() as u32,
+            stored_size: c.stored_size,
+            flags: 0,
+            id: c.id,
+        });
+    }
+    report.tree_chunks = tree_records.len() as u64;
+    report.verity_root = ChunkId(tree.root).to_hex();
     let header = Header {
         image_size: image.size(),
         chunk_count: records.len() as u64,
@@ -190,8 +242,16 @@ pub fn make_with_cuts(
             .max()
             .unwrap_or(0),
         fs_kind: FsKind::detect(&head),
+        release: opts.release,
+        verity: VerityInfo {
+            data_blocks: tree.geometry.data_blocks,
+            tree_size: tree.geometry.tree_size(),
+            root: tree.root,
+            uuid: verity_params.uuid,
+            salt: verity_params.salt,
+        },
     };
     // The chunks must be durable before an index that names them exists.
     store.sync()?;
-    Ok((index::encode(&header, &records), report))
+    Ok((index::encode(&header, &records, &tree_records), report))
 }

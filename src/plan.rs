@@ -59,6 +59,9 @@ pub struct PlanSummary {
     pub seed: Tally,
     pub output: Tally,
     pub store: StoreTally,
+    /// The hash tree's chunks: never fetched by extract (it hashes what it writes), but
+    /// what a lazy mount fetches to verify every block.
+    pub tree: StoreTally,
 }
 
 pub struct Plan {
@@ -85,6 +88,11 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
         chunks: index.len() as u64,
         ..PlanSummary::default()
     };
+    for r in index.tree_records() {
+        summary.tree.chunks += 1;
+        summary.tree.bytes += u64::from(r.size);
+        summary.tree.stored_bytes += u64::from(r.stored_size);
+    }
     let mut fetched = HashSet::new();
     let sources = index
         .records()

@@ -29,7 +29,7 @@ pub fn syncfs(file: &File, path: &Path) -> Result<()> {
     if rc != 0 {
         return Err(Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
+            err: std::io::Error::last_os_error(),
         });
     }
     Ok(())

@@ -11,8 +11,8 @@ use crate::progress::Progress;
 
 pub const BLOCK: u64 = 4096;
 pub const DIGEST: usize = 32;
-/// Digests per hash block.
-const PER_BLOCK: u64 = BLOCK / DIGEST as u64;
+/// log2 of the digests per hash block (128).
+const PER_BLOCK_BITS: u32 = (BLOCK / DIGEST as u64).trailing_zeros();
 pub const MAX_SALT: usize = 256;
 const SUPERBLOCK_SIZE: usize = 512;
 
@@ -28,13 +28,15 @@ pub struct Geometry {
 impl Geometry {
     pub fn new(data_blocks: u64) -> Geometry {
         let mut count = 0u32;
-        while count * 7 < 64 && (data_blocks.saturating_sub(1)) >> (7 * count) != 0 {
+        while count * PER_BLOCK_BITS < 64
+            && (data_blocks.saturating_sub(1)) >> (PER_BLOCK_BITS * count) != 0
+        {
             count += 1;
         }
         let mut levels = vec![(0, 0); count as usize];
         let mut position = 0;
         for i in (0..count as usize).rev() {
-            let shift = 7 * (i as u32 + 1);
+            let shift = PER_BLOCK_BITS * (i as u32 + 1);
             let blocks = data_blocks.div_ceil(1u64 << shift.min(63));
             levels[i] = (position, blocks);
             position += blocks;
@@ -63,7 +65,12 @@ impl VerityParams {
     /// `SHA-256("blockcast verity salt" || image size (u64 LE) || first 4096 bytes)`, so
     /// it differs between images; the uuid is the first 16 bytes of
     /// `SHA-256("blockcast verity uuid" || salt)` marked as an RFC 4122 version 4 uuid.
-    pub fn derive(image_size: u64, head: &[u8], salt: Option<Vec<u8>>, uuid: Option<[u8; 16]>) -> VerityParams {
+    pub fn derive(
+        image_size: u64,
+        head: &[u8],
+        salt: Option<Vec<u8>>,
+        uuid: Option<[u8; 16]>,
+    ) -> VerityParams {
         let salt = salt.unwrap_or_else(|| {
             let mut h = Sha256::new();
             h.update(b"blockcast verity salt");
@@ -110,7 +117,8 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(u)
 }
 
-fn salted(salt: &[u8], block: &[u8]) -> [u8; 32] {
+/// The digest of one block: `SHA-256(salt || block)`.
+pub fn salted(salt: &[u8], block: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(salt);
     h.update(block);
@@ -125,14 +133,26 @@ pub struct HashTree {
     pub root: [u8; 32],
 }
 
-/// Digests of the data blocks of an image, zero-padded to whole blocks.
-pub fn leaf_digests(image: &Image, salt: &[u8], progress: &dyn Progress) -> Result<Vec<[u8; 32]>> {
-    let size = image.size();
+/// Digests of the data blocks of the first `size` bytes of an image, zero-padded to whole
+/// blocks.
+pub fn leaf_digests(
+    image: &Image,
+    size: u64,
+    salt: &[u8],
+    progress: &dyn Progress,
+) -> Result<Vec<[u8; 32]>> {
+    if image.size() < size {
+        return Err(Error::Invalid(format!(
+            "{} holds {} bytes, the image has {size}",
+            image.path().display(),
+            image.size()
+        )));
+    }
     let blocks = size.div_ceil(BLOCK);
     let mut out = Vec::with_capacity(usize::try_from(blocks).map_err(|_| too_large())?);
     let mut pos = 0;
     while pos < size {
-        let window = image.map(pos, WINDOW)?;
+        let window = image.map(pos, WINDOW.min(size - pos))?;
         let bytes = window.bytes();
         let digests: Vec<[u8; 32]> = bytes
             .par_chunks(BLOCK as usize)
@@ -162,7 +182,10 @@ pub fn build(leaves: &[[u8; 32]], salt: &[u8]) -> Result<HashTree> {
     let geometry = Geometry::new(leaves.len() as u64);
     if geometry.levels.is_empty() {
         // One data block: the root is its digest, and there is no hash area.
-        let root = leaves.first().copied().unwrap_or_else(|| salted(salt, &[0u8; BLOCK as usize]));
+        let root = leaves
+            .first()
+            .copied()
+            .unwrap_or_else(|| salted(salt, &[0u8; BLOCK as usize]));
         return Ok(HashTree {
             geometry,
             tree: Vec::new(),
@@ -205,32 +228,74 @@ pub fn superblock(geometry: &Geometry, params: &VerityParams) -> Vec<u8> {
     let salt = &params.salt[..params.salt.len().min(MAX_SALT)];
     sb[80..82].copy_from_slice(&(salt.len() as u16).to_le_bytes());
     sb[88..88 + salt.len()].copy_from_slice(salt);
-    debug_assert!(88 + MAX_SALT + 168 == SUPERBLOCK_SIZE);
     sb
 }
 
-/// Checks an image block by block against a tree; returns the first bad data blocks
-/// (at most `limit`) and whether the tree itself is consistent with `root`.
-pub fn verify(
-    image: &Image,
-    tree: &HashTree,
-    salt: &[u8],
-    limit: usize,
-    progress: &dyn Progress,
-) -> Result<Vec<u64>> {
-    let leaves = leaf_digests(image, salt, progress)?;
+/// The data blocks whose digests differ from level 0 of `tree`, at most `limit` of them.
+pub fn bad_blocks(leaves: &[[u8; 32]], tree: &HashTree, limit: usize) -> Vec<u64> {
     let expected = level0(tree);
-    let mut bad = Vec::new();
-    for (i, d) in leaves.iter().enumerate() {
-        let want = expected.get(i);
-        if want != Some(d) {
-            bad.push(i as u64);
-            if bad.len() >= limit {
-                break;
-            }
-        }
+    leaves
+        .iter()
+        .enumerate()
+        .filter(|(i, d)| expected.get(*i) != Some(*d))
+        .map(|(i, _)| i as u64)
+        .take(limit)
+        .collect()
+}
+
+/// A tree read from a hash device or a store; `None` unless its levels hash up to `root`.
+pub fn tree_from_bytes(
+    data_blocks: u64,
+    tree: Vec<u8>,
+    salt: &[u8],
+    root: [u8; 32],
+) -> Option<HashTree> {
+    let geometry = Geometry::new(data_blocks);
+    if tree.len() as u64 != geometry.tree_size() {
+        return None;
     }
-    Ok(bad)
+    let candidate = HashTree {
+        geometry,
+        tree,
+        root,
+    };
+    check_tree(&candidate, salt).then_some(candidate)
+}
+
+/// Parses a hash device's superblock: (uuid, data blocks, salt), after checking that it
+/// describes a version 1, SHA-256, 4096-byte-block tree.
+pub fn parse_superblock(sb: &[u8]) -> Option<([u8; 16], u64, Vec<u8>)> {
+    let sb = sb.get(..SUPERBLOCK_SIZE)?;
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    if &sb[..8] != b"verity\0\0" || u32_at(8) != 1 || u32_at(12) != 1 {
+        return None;
+    }
+    if &sb[32..38] != b"sha256" || sb[38..64].iter().any(|&b| b != 0) {
+        return None;
+    }
+    if u64::from(u32_at(64)) != BLOCK || u64::from(u32_at(68)) != BLOCK {
+        return None;
+    }
+    let mut blocks = [0u8; 8];
+    blocks.copy_from_slice(&sb[72..80]);
+    let salt_size = usize::from(u16::from_le_bytes([sb[80], sb[81]]));
+    if salt_size > MAX_SALT {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&sb[16..32]);
+    Some((
+        uuid,
+        u64::from_le_bytes(blocks),
+        sb[88..88 + salt_size].to_vec(),
+    ))
+}
+
+/// The hash device veritysetup would write: the superblock block, then the hash area.
+pub fn hash_device(tree: &HashTree, params: &VerityParams) -> Vec<u8> {
+    let mut out = superblock(&tree.geometry, params);
+    out.extend_from_slice(&tree.tree);
+    out
 }
 
 /// The digests of level 0 (of the data blocks), as stored in the tree.

@@ -79,6 +79,7 @@ fn constants_match() {
         ("ALIGN", blockcast::chunker::ALIGN.to_string()),
         ("MAX_CHUNK", blockcast::index::MAX_CHUNK.to_string()),
         ("MAX_INDEX_SIZE", format::MAX_INDEX_SIZE.to_string()),
+        ("TREE_PIECE", format::TREE_PIECE.to_string()),
     ];
     assert_eq!(rows.len(), code.len());
     for (row, (name, value)) in rows.iter().zip(code) {
@@ -87,10 +88,10 @@ fn constants_match() {
     }
 }
 
-/// A version-1 index written by an earlier build still reads, with the same chunks.
+/// A version-2 index written by an earlier build still reads, with the same chunks.
 #[test]
-fn golden_v1_index_still_reads() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-tiny.bcidx");
+fn golden_v2_index_still_reads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2-tiny.bcidx");
     let index = blockcast::index::Index::open(std::path::Path::new(path)).unwrap();
     let img = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -20,23 +20,29 @@ use serde::Serialize;
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, IoContext, Result};
+use crate::image::Image;
 use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::Seed;
 use crate::store::{self, ChunkStore};
+use crate::verity::{self, HashTree};
 use order::{Copy, Step};
 use target::{Target, GUARD};
 
 pub struct ExtractOptions {
     /// Most bytes saved aside to break cycles of copies within the output.
     pub spill_limit: u64,
+    /// Append the dm-verity hash device (superblock and tree) to the output, right after
+    /// the padded image, for `veritysetup --hash-offset`.
+    pub verity_append: bool,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
             spill_limit: 256 << 20,
+            verity_append: false,
         }
     }
 }
@@ -50,6 +56,8 @@ pub struct ExtractReport {
     /// Chunks fetched from the store because a local copy failed verification or could not
     /// be ordered within the spill limit.
     pub refetched_chunks: u64,
+    /// Checked against what was written before the image was completed.
+    pub verity_root: String,
 }
 
 struct Run<'a> {
@@ -61,7 +69,8 @@ struct Run<'a> {
     refetched: AtomicU64,
 }
 
-/// Writes the image `index` describes to `output`.
+/// Writes the image `index` describes to `output`, and returns the dm-verity hash tree of
+/// what it wrote, whose root it has checked against the index.
 pub fn extract(
     index: &Index,
     stores: &[Box<dyn ChunkStore>],
@@ -70,9 +79,16 @@ pub fn extract(
     opts: &ExtractOptions,
     progress: &dyn Progress,
     warn: &(dyn Fn(&str) + Sync),
-) -> Result<ExtractReport> {
+) -> Result<(ExtractReport, HashTree)> {
     let size = index.header().image_size;
-    let target = Target::open(output, size)?;
+    let verity = &index.header().verity;
+    let padded = verity.padded_size();
+    let final_len = if opts.verity_append {
+        padded + verity::BLOCK + verity.tree_size
+    } else {
+        padded
+    };
+    let target = Target::open(output, final_len)?;
     let seeds: Vec<Seed> = seeds
         .into_iter()
         .filter(|s| !target.is_same_file(s.path()))
@@ -113,19 +129,57 @@ pub fn extract(
     run.write_from_seeds(&plan.sources, &mut to_fetch, progress)?;
     run.fetch(&to_fetch, progress)?;
     let guard = run.write_head(&head)?;
+    run.target.zero(size, padded)?;
     progress.finish();
+    let tree = run.check_root(&guard, progress)?;
+    if opts.verity_append {
+        let device = verity::hash_device(&tree, &verity.params());
+        run.target.write_appended(padded, &device)?;
+    }
     let updated_in_place = !run.target.is_new() || run.target.old_len() > 0;
     let refetched_chunks = run.refetched.load(Ordering::Relaxed);
-    run.target.complete(size, &guard)?;
-    Ok(ExtractReport {
-        plan: plan.summary,
-        updated_in_place,
-        spilled_bytes,
-        refetched_chunks,
-    })
+    run.target.complete(final_len, &guard)?;
+    Ok((
+        ExtractReport {
+            plan: plan.summary,
+            updated_in_place,
+            spilled_bytes,
+            refetched_chunks,
+            verity_root: verity.root_hex(),
+        },
+        tree,
+    ))
 }
 
 impl Run<'_> {
+    /// Hashes what was written (with the guard's bytes, still only in memory) and refuses
+    /// to complete an image whose root differs from the index's.
+    fn check_root(&self, guard: &[u8], progress: &dyn Progress) -> Result<HashTree> {
+        let verity = &self.index.header().verity;
+        let image = Image::open(self.target.path())?;
+        progress.start("verifying", verity.padded_size());
+        let mut leaves =
+            verity::leaf_digests(&image, verity.padded_size(), &verity.salt, progress)?;
+        progress.finish();
+        if let Some(first) = leaves.first_mut() {
+            let mut block = vec![0u8; verity::BLOCK as usize];
+            let head = image.read_at(0, verity::BLOCK.min(verity.padded_size()) as usize)?;
+            block[..head.len()].copy_from_slice(&head);
+            block[..guard.len()].copy_from_slice(guard);
+            *first = verity::salted(&verity.salt, &block);
+        }
+        let tree = verity::build(&leaves, &verity.salt)?;
+        if tree.root != verity.root {
+            return Err(Error::Invalid(format!(
+                "{}: the written image's dm-verity root hash {} differs from the index's {}",
+                self.target.path().display(),
+                ChunkId(tree.root),
+                verity.root_hex()
+            )));
+        }
+        Ok(tree)
+    }
+
     /// Reads a chunk from the output, a seed or the stores: whichever `source` says, and
     /// the stores when that copy fails verification.
     fn obtain(&self, r: &ChunkRecord, source: Source) -> Result<VerifiedChunk> {
@@ -209,7 +263,7 @@ impl Run<'_> {
         }
         let spill = tempfile::tempfile().map_err(|e| Error::Io {
             path: std::env::temp_dir(),
-            source: e,
+            err: e,
         })?;
         let spill_path = std::env::temp_dir().join("blockcast spill file");
         let mut spilled_at: HashMap<usize, u64> = HashMap::new();

@@ -45,7 +45,7 @@ impl Target {
             Err(e) => {
                 return Err(Error::Io {
                     path: output.to_path_buf(),
-                    source: e,
+                    err: e,
                 })
             }
         };
@@ -179,6 +179,11 @@ impl Target {
         Ok(())
     }
 
+    /// Writes the verity hash device after the padded image.
+    pub fn write_appended(&self, offset: u64, device: &[u8]) -> Result<()> {
+        self.write_bytes(offset, device)
+    }
+
     /// Zeroes the guard and makes that durable before anything else is written.
     pub fn invalidate(&self, image_size: u64) -> Result<()> {
         let len = GUARD.min(image_size.max(self.old_len));
@@ -186,11 +191,11 @@ impl Target {
         self.file.sync_data().at(&self.path)
     }
 
-    /// Finishes the image: drops old bytes past its end, writes the guard's bytes last,
+    /// Finishes the image: drops old bytes past `final_len`, writes the guard's bytes last,
     /// after everything else is durable, and moves a new image into place.
-    pub fn complete(self, image_size: u64, guard: &[u8]) -> Result<()> {
-        if !self.block_device && self.old_len > image_size {
-            self.file.set_len(image_size).at(&self.path)?;
+    pub fn complete(self, final_len: u64, guard: &[u8]) -> Result<()> {
+        if !self.block_device && self.old_len > final_len {
+            self.file.set_len(final_len).at(&self.path)?;
         }
         self.file.sync_data().at(&self.path)?;
         self.write_bytes(0, guard)?;

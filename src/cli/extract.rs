@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use blockcast::assemble::{self, ExtractOptions};
 use blockcast::index::Index;
+use blockcast::verity;
 use clap::Args;
 
 use super::{human_bytes, open_seeds, open_stores, parse_size, Ui};
@@ -28,6 +29,17 @@ pub struct ExtractArgs {
     /// Most bytes saved aside to reorder copies within an updated OUTPUT.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     spill_limit: u64,
+    /// Also write the dm-verity hash device (superblock and tree) to FILE, as
+    /// `veritysetup format` would.
+    #[arg(long, value_name = "FILE")]
+    verity: Option<PathBuf>,
+    /// Append the hash device to OUTPUT after the image, at a 4 KiB boundary (for
+    /// `veritysetup --hash-offset`).
+    #[arg(long)]
+    verity_append: bool,
+    /// Refuse an index whose release number is lower.
+    #[arg(long, default_value_t = 0)]
+    min_release: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -35,20 +47,38 @@ pub struct ExtractArgs {
 
 pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     let index = Index::open(&a.index)?;
+    let release = index.header().release;
+    if release < a.min_release {
+        bail!(
+            "{} has release {release}, older than --min-release {}: refusing a rollback",
+            a.index.display(),
+            a.min_release
+        );
+    }
     let stores = open_stores(&a.store)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
+        verity_append: a.verity_append,
     };
     let warn = |m: &str| ui.warn(m);
-    let report = assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
-        .with_context(|| format!("extracting {} to {}", a.index.display(), a.output.display()))?;
+    let (report, tree) =
+        assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
+            .with_context(|| {
+                format!("extracting {} to {}", a.index.display(), a.output.display())
+            })?;
+    if let Some(path) = &a.verity {
+        let device = verity::hash_device(&tree, &index.header().verity.params());
+        blockcast::durable::write_file(path, &device)
+            .with_context(|| format!("writing the hash device {}", path.display()))?;
+    }
     ui.report(a.json, &report, || {
         let p = &report.plan;
         format!(
-            "{}: {} image written; fetched {} chunks ({} transferred); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
+            "{}: {} image written and verified (dm-verity root {}); fetched {} chunks ({} transferred); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
             a.output.display(),
             human_bytes(p.image_size),
+            report.verity_root,
             p.store.chunks,
             human_bytes(p.store.stored_bytes),
             human_bytes(p.seed.bytes),

@@ -34,6 +34,26 @@ struct Info {
     /// Bytes of the distinct chunk files: what a fetch of everything costs.
     stored_bytes: u64,
     chunk_size: Distribution,
+    release: u64,
+    verity: Verity,
+}
+
+#[derive(Serialize)]
+struct Verity {
+    root_hash: String,
+    salt: String,
+    uuid: String,
+    hash_algorithm: &'static str,
+    block_size: u64,
+    data_blocks: u64,
+    /// Bytes of the hash device: superblock block and tree.
+    hash_device_size: u64,
+    tree_chunks: u64,
+    tree_stored_bytes: u64,
+    /// Opens `extract --verity HASHDEV` output.
+    open_command: String,
+    /// Opens `extract --verity-append` output.
+    open_appended_command: String,
 }
 
 #[derive(Serialize, Default)]
@@ -86,6 +106,24 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             stored_bytes += u64::from(r.stored_size);
         }
     }
+    let v = &h.verity;
+    let root = v.root_hex();
+    let verity = Verity {
+        open_command: format!("veritysetup open IMAGE NAME HASHDEV {root}"),
+        open_appended_command: format!(
+            "veritysetup open IMAGE NAME IMAGE {root} --hash-offset={}",
+            v.padded_size()
+        ),
+        root_hash: root,
+        salt: v.salt.iter().map(|b| format!("{b:02x}")).collect(),
+        uuid: blockcast::verity::uuid_string(&v.uuid),
+        hash_algorithm: "sha256",
+        block_size: blockcast::verity::BLOCK,
+        data_blocks: v.data_blocks,
+        hash_device_size: blockcast::verity::BLOCK + v.tree_size,
+        tree_chunks: index.tree_len() as u64,
+        tree_stored_bytes: index.tree_records().map(|r| u64::from(r.stored_size)).sum(),
+    };
     let info = Info {
         format_version: blockcast::index::format::VERSION,
         image_size: h.image_size,
@@ -100,6 +138,8 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         distinct_chunks: seen.len() as u64,
         stored_bytes,
         chunk_size: distribution(sizes),
+        release: h.release,
+        verity,
     };
     ui.report(a.json, &info, || {
         let d = &info.chunk_size;
@@ -125,6 +165,20 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         for (bound, count) in &d.histogram {
             t.push_str(&format!("  <= {:>9}  {count}\n", human_bytes((*bound).into())));
         }
+        let v = &info.verity;
+        t.push_str(&format!(
+            "release      {}\ndm-verity    root {}\n             salt {} uuid {}\n             {} data blocks, hash device {} ({} tree chunks, {} stored)\n  open with: {}\n  appended:  {}\n",
+            info.release,
+            v.root_hash,
+            v.salt,
+            v.uuid,
+            v.data_blocks,
+            human_bytes(v.hash_device_size),
+            v.tree_chunks,
+            human_bytes(v.tree_stored_bytes),
+            v.open_command,
+            v.open_appended_command,
+        ));
         t.trim_end().to_string()
     })
 }

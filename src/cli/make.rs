@@ -26,9 +26,39 @@ pub struct MakeArgs {
     /// zstd compression level of the chunk files.
     #[arg(long, default_value_t = blockcast::store::codec::DEFAULT_LEVEL)]
     level: i32,
+    /// dm-verity salt, in hex [default: derived from the image, see docs/FORMAT.md].
+    #[arg(long, value_parser = parse_salt)]
+    salt: Option<Salt>,
+    /// dm-verity superblock uuid [default: derived from the salt].
+    #[arg(long, value_parser = parse_uuid)]
+    uuid: Option<[u8; 16]>,
+    /// Release number recorded in the index; `extract --min-release` refuses older ones.
+    #[arg(long, default_value_t = 0)]
+    release: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone)]
+pub struct Salt(pub Vec<u8>);
+
+pub fn parse_salt(s: &str) -> Result<Salt, String> {
+    if !s.is_ascii() || !s.len().is_multiple_of(2) || s.len() > 2 * blockcast::verity::MAX_SALT {
+        return Err(format!(
+            "a salt is an even number of hex digits, at most {}",
+            2 * blockcast::verity::MAX_SALT
+        ));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
+        .collect::<Result<_, _>>()
+        .map(Salt)
+}
+
+pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
+    blockcast::verity::parse_uuid(s).ok_or_else(|| format!("{s:?} is not a uuid"))
 }
 
 #[derive(Serialize)]
@@ -50,6 +80,9 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
     let opts = MakeOptions {
         params,
         level: a.level,
+        salt: a.salt.map(|s| s.0),
+        uuid: a.uuid,
+        release: a.release,
     };
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
         .with_context(|| format!("making {}", a.image.display()))?;

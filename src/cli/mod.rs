@@ -5,6 +5,8 @@ mod extract;
 mod info;
 mod make;
 mod plan;
+mod verify;
+mod verity;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -40,6 +42,8 @@ enum Command {
     Plan(plan::PlanArgs),
     Info(info::InfoArgs),
     ExportCaibx(export_caibx::ExportArgs),
+    Verify(verify::VerifyArgs),
+    Verity(verity::VerityArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,6 +54,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Plan(a) => plan::run(a, &ui),
         Command::Info(a) => info::run(a, &ui),
         Command::ExportCaibx(a) => export_caibx::run(a, &ui),
+        Command::Verify(a) => verify::run(a, &ui),
+        Command::Verity(a) => verity::run(a, &ui),
     }
 }
 

@@ -45,7 +45,7 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &out, || {
         let s = &out.summary;
         let mut text = format!(
-            "image {} in {} chunks\nfetch:  {} chunks, {} to transfer ({} uncompressed)\nseeds:  {} chunks, {}\nzero:   {} chunks, {}",
+            "image {} in {} chunks\nfetch:  {} chunks, {} to transfer ({} uncompressed)\nseeds:  {} chunks, {}\nzero:   {} chunks, {}\ntree:   {} chunks, {} stored (fetched only by a lazy mount)",
             human_bytes(s.image_size),
             s.chunks,
             s.store.chunks,
@@ -55,6 +55,8 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
             human_bytes(s.seed.bytes),
             s.zero.chunks,
             human_bytes(s.zero.bytes),
+            s.tree.chunks,
+            human_bytes(s.tree.stored_bytes),
         );
         if missing > 0 {
             text.push_str(&format!("\nmissing from every store: {missing} chunks"));

@@ -1,10 +1,10 @@
-//! Byte layout of the index, version 1. `docs/FORMAT.md` is the specification; the tests
+//! Byte layout of the index, version 2. `docs/FORMAT.md` is the specification; the tests
 //! in `tests/format_doc.rs` hold these constants to it.
 
 /// First 8 bytes of every index.
 pub const MAGIC: [u8; 8] = *b"BCASTIDX";
-pub const VERSION: u32 = 1;
-pub const HEADER_SIZE: usize = 256;
+pub const VERSION: u32 = 2;
+pub const HEADER_SIZE: usize = 512;
 pub const RECORD_SIZE: usize = 56;
 
 /// Largest index file read; bounds every allocation sized from an index.
@@ -16,6 +16,10 @@ pub const LAYOUT_ALIGNED_CDC: u8 = 0;
 
 /// Record flag: the chunk is all zero bytes; it is never stored and its id field is zero.
 pub const FLAG_ZERO: u32 = 1;
+
+/// Bytes of hash area per tree chunk (16 hash blocks): a lazy reader fetches only the
+/// pieces on the path of the blocks it verifies.
+pub const TREE_PIECE: u64 = 64 << 10;
 
 /// A field of the header or of a record: name, offset, size in bytes.
 pub struct Field {
@@ -45,10 +49,19 @@ pub const H_HASH: Field = field("hash_algorithm", 68, 1);
 pub const H_COMPRESSION: Field = field("compression", 69, 1);
 pub const H_FS_KIND: Field = field("fs_kind", 70, 1);
 pub const H_LAYOUT: Field = field("layout", 71, 1);
-pub const H_RESERVED: Field = field("reserved", 72, 152);
-pub const H_DIGEST: Field = field("digest", 224, 32);
+pub const H_RELEASE: Field = field("release", 72, 8);
+pub const H_DATA_BLOCKS: Field = field("verity_data_blocks", 80, 8);
+pub const H_TREE_COUNT: Field = field("tree_chunk_count", 88, 8);
+pub const H_TREE_OFFSET: Field = field("tree_table_offset", 96, 8);
+pub const H_TREE_SIZE: Field = field("tree_size", 104, 8);
+pub const H_ROOT: Field = field("verity_root", 112, 32);
+pub const H_UUID: Field = field("verity_uuid", 144, 16);
+pub const H_SALT_SIZE: Field = field("verity_salt_size", 160, 2);
+pub const H_SALT: Field = field("verity_salt", 162, 256);
+pub const H_RESERVED: Field = field("reserved", 418, 62);
+pub const H_DIGEST: Field = field("digest", 480, 32);
 
-pub const HEADER_FIELDS: [&Field; 19] = [
+pub const HEADER_FIELDS: [&Field; 28] = [
     &H_MAGIC,
     &H_VERSION,
     &H_HEADER_SIZE,
@@ -66,6 +79,15 @@ pub const HEADER_FIELDS: [&Field; 19] = [
     &H_COMPRESSION,
     &H_FS_KIND,
     &H_LAYOUT,
+    &H_RELEASE,
+    &H_DATA_BLOCKS,
+    &H_TREE_COUNT,
+    &H_TREE_OFFSET,
+    &H_TREE_SIZE,
+    &H_ROOT,
+    &H_UUID,
+    &H_SALT_SIZE,
+    &H_SALT,
     &H_RESERVED,
     &H_DIGEST,
 ];
@@ -95,6 +117,12 @@ pub fn get_u32(buf: &[u8], f: &Field) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(slice(buf, f));
     u32::from_le_bytes(b)
+}
+
+pub fn get_u16(buf: &[u8], f: &Field) -> u16 {
+    let mut b = [0u8; 2];
+    b.copy_from_slice(slice(buf, f));
+    u16::from_le_bytes(b)
 }
 
 pub fn get_u64(buf: &[u8], f: &Field) -> u64 {

@@ -13,6 +13,7 @@ use crate::chunk::ChunkId;
 use crate::chunker::{ChunkParams, ALIGN};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::FsKind;
+use crate::verity::{self, Geometry, VerityParams};
 use format::*;
 
 /// What the header says about the image and how it was chunked.
@@ -25,6 +26,39 @@ pub struct Header {
     /// Size of the largest chunk that is not all zero.
     pub largest_chunk: u32,
     pub fs_kind: FsKind,
+    /// Monotonic release number; extract can refuse older ones (rollback protection).
+    pub release: u64,
+    pub verity: VerityInfo,
+}
+
+/// The image's dm-verity hash tree: SHA-256, 4096-byte blocks, hash type 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerityInfo {
+    /// The image zero-padded to whole 4096-byte blocks, in blocks.
+    pub data_blocks: u64,
+    /// Bytes of the hash area (all levels, without the superblock).
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    pub uuid: [u8; 16],
+    pub salt: Vec<u8>,
+}
+
+impl VerityInfo {
+    pub fn params(&self) -> VerityParams {
+        VerityParams {
+            salt: self.salt.clone(),
+            uuid: self.uuid,
+        }
+    }
+
+    pub fn root_hex(&self) -> String {
+        ChunkId(self.root).to_hex()
+    }
+
+    /// Bytes extract writes: the image padded to whole blocks.
+    pub fn padded_size(&self) -> u64 {
+        self.data_blocks * crate::verity::BLOCK
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,12 +180,18 @@ impl Index {
         check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
         check(&H_ALIGN, ALIGN)?;
         let chunk_count = get_u64(h, &H_CHUNK_COUNT);
+        let tree_count = get_u64(h, &H_TREE_COUNT);
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
-        if chunk_count.checked_mul(RECORD_SIZE as u64) != Some(table_len) {
+        let records = chunk_count.checked_add(tree_count);
+        if records.and_then(|n| n.checked_mul(RECORD_SIZE as u64)) != Some(table_len) {
             return Err(bad(format!(
-                "chunk count {chunk_count} does not match the {table_len}-byte chunk table (truncated or corrupt)"
+                "chunk count {chunk_count} and tree chunk count {tree_count} do not match the {table_len}-byte tables (truncated or corrupt)"
             )));
         }
+        check(
+            &H_TREE_OFFSET,
+            HEADER_SIZE as u64 + chunk_count * RECORD_SIZE as u64,
+        )?;
         let digest_field = slice(h, &H_DIGEST);
         if digest(&bytes) != digest_field {
             return Err(bad(
@@ -185,13 +225,38 @@ impl Index {
                 "largest chunk {largest_chunk} exceeds the {MAX_CHUNK}-byte limit"
             )));
         }
+        let image_size = get_u64(h, &H_IMAGE_SIZE);
+        let data_blocks = image_size.div_ceil(verity::BLOCK);
+        check(&H_DATA_BLOCKS, data_blocks)?;
+        let tree_size = Geometry::new(data_blocks).tree_size();
+        check(&H_TREE_SIZE, tree_size)?;
+        let salt_size = usize::from(get_u16(h, &H_SALT_SIZE));
+        if salt_size > verity::MAX_SALT {
+            return Err(bad(format!("verity salt of {salt_size} bytes is too long")));
+        }
+        let salt_field = slice(h, &H_SALT);
+        if salt_field[salt_size..].iter().any(|&b| b != 0) {
+            return Err(bad("bytes past the verity salt are not zero".into()));
+        }
+        let mut root = [0u8; 32];
+        root.copy_from_slice(slice(h, &H_ROOT));
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(slice(h, &H_UUID));
         let header = Header {
-            image_size: get_u64(h, &H_IMAGE_SIZE),
+            image_size,
             chunk_count,
             params,
             align: ALIGN as u32,
             largest_chunk,
             fs_kind,
+            release: get_u64(h, &H_RELEASE),
+            verity: VerityInfo {
+                data_blocks,
+                tree_size,
+                root,
+                uuid,
+                salt: salt_field[..salt_size].to_vec(),
+            },
         };
         let index = Index {
             path: path.to_path_buf(),
@@ -199,6 +264,7 @@ impl Index {
             header,
         };
         index.check_records()?;
+        index.check_tree_records()?;
         Ok(index)
     }
 
@@ -253,6 +319,37 @@ impl Index {
         Ok(())
     }
 
+    /// Tree records tile the hash area in pieces of at most `TREE_PIECE` bytes.
+    fn check_tree_records(&self) -> Result<()> {
+        let mut expected = 0u64;
+        for (i, r) in self.tree_records().enumerate() {
+            let bad = |what: &str| Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!("tree record {i} (offset {}): {what}", r.offset),
+            };
+            if r.offset != expected {
+                return Err(bad(&format!("expected offset {expected}")));
+            }
+            if r.size == 0 || u64::from(r.size) > TREE_PIECE || r.flags != 0 {
+                return Err(bad("bad size or flags"));
+            }
+            if r.stored_size == 0 || u64::from(r.stored_size) > stored_size_bound(r.size) {
+                return Err(bad("implausible stored size"));
+            }
+            expected = r.end();
+        }
+        if expected != self.header.verity.tree_size {
+            return Err(Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!(
+                    "tree chunks cover {expected} bytes but the hash tree has {}",
+                    self.header.verity.tree_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -265,8 +362,13 @@ impl Index {
         &self.bytes
     }
 
+    /// Number of chunk records (the tree's are counted apart).
     pub fn len(&self) -> usize {
-        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE
+        self.header.chunk_count as usize
+    }
+
+    pub fn tree_len(&self) -> usize {
+        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE - self.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -279,7 +381,14 @@ impl Index {
     }
 
     pub fn records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
-        self.bytes[HEADER_SIZE..]
+        self.bytes[HEADER_SIZE..HEADER_SIZE + self.len() * RECORD_SIZE]
+            .chunks_exact(RECORD_SIZE)
+            .map(ChunkRecord::decode)
+    }
+
+    /// The hash tree's chunks; their offsets are within the hash area.
+    pub fn tree_records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
+        self.bytes[HEADER_SIZE + self.len() * RECORD_SIZE..]
             .chunks_exact(RECORD_SIZE)
             .map(ChunkRecord::decode)
     }
@@ -314,9 +423,10 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Serialises a header and its records; the records must tile the image in order.
-pub fn encode(header: &Header, records: &[ChunkRecord]) -> Vec<u8> {
-    let mut bytes = vec![0u8; HEADER_SIZE + records.len() * RECORD_SIZE];
+/// Serialises a header, its chunk records (tiling the image in order) and its tree records
+/// (tiling the hash area in order).
+pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) -> Vec<u8> {
+    let mut bytes = vec![0u8; HEADER_SIZE + (records.len() + tree.len()) * RECORD_SIZE];
     {
         let h = &mut bytes[..HEADER_SIZE];
         put(h, &H_MAGIC, &MAGIC);
@@ -335,9 +445,22 @@ pub fn encode(header: &Header, records: &[ChunkRecord]) -> Vec<u8> {
         h[H_COMPRESSION.offset] = COMPRESSION_ZSTD;
         h[H_FS_KIND.offset] = header.fs_kind.code();
         h[H_LAYOUT.offset] = LAYOUT_ALIGNED_CDC;
+        let v = &header.verity;
+        put(h, &H_RELEASE, &header.release.to_le_bytes());
+        put(h, &H_DATA_BLOCKS, &v.data_blocks.to_le_bytes());
+        put(h, &H_TREE_COUNT, &(tree.len() as u64).to_le_bytes());
+        let tree_offset = (HEADER_SIZE + records.len() * RECORD_SIZE) as u64;
+        put(h, &H_TREE_OFFSET, &tree_offset.to_le_bytes());
+        put(h, &H_TREE_SIZE, &v.tree_size.to_le_bytes());
+        put(h, &H_ROOT, &v.root);
+        put(h, &H_UUID, &v.uuid);
+        let salt = &v.salt[..v.salt.len().min(verity::MAX_SALT)];
+        put(h, &H_SALT_SIZE, &(salt.len() as u16).to_le_bytes());
+        h[H_SALT.offset..H_SALT.offset + salt.len()].copy_from_slice(salt);
     }
     for (r, out) in records
         .iter()
+        .chain(tree)
         .zip(bytes[HEADER_SIZE..].chunks_exact_mut(RECORD_SIZE))
     {
         r.encode(out);
@@ -351,7 +474,7 @@ pub fn encode(header: &Header, records: &[ChunkRecord]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn sample() -> (Header, Vec<ChunkRecord>) {
+    fn sample() -> (Header, Vec<ChunkRecord>, Vec<ChunkRecord>) {
         let records = vec![
             ChunkRecord {
                 offset: 0,
@@ -376,17 +499,33 @@ mod tests {
             align: ALIGN as u32,
             largest_chunk: 5000,
             fs_kind: FsKind::Squashfs,
+            release: 7,
+            verity: VerityInfo {
+                data_blocks: 5,
+                tree_size: 4096,
+                root: [3; 32],
+                uuid: [4; 16],
+                salt: vec![5; 32],
+            },
         };
-        (header, records)
+        let tree = vec![ChunkRecord {
+            offset: 0,
+            size: 4096,
+            stored_size: 100,
+            flags: 0,
+            id: ChunkId([6; 32]),
+        }];
+        (header, records, tree)
     }
 
     #[test]
     fn round_trips_unaligned_records() {
-        let (header, records) = sample();
-        let bytes = encode(&header, &records);
+        let (header, records, tree) = sample();
+        let bytes = encode(&header, &records, &tree);
         let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
         assert_eq!(index.header(), &header);
         assert_eq!(index.records().collect::<Vec<_>>(), records);
+        assert_eq!(index.tree_records().collect::<Vec<_>>(), tree);
         assert_eq!(index.find(0), Some(0));
         assert_eq!(index.find(4999), Some(0));
         assert_eq!(index.find(5000), Some(1));
@@ -396,8 +535,8 @@ mod tests {
 
     #[test]
     fn every_truncation_and_byte_flip_is_an_error() {
-        let (header, records) = sample();
-        let bytes = encode(&header, &records);
+        let (header, records, tree) = sample();
+        let bytes = encode(&header, &records, &tree);
         for len in 0..bytes.len() {
             assert!(Index::from_bytes(Path::new("t"), bytes[..len].to_vec()).is_err());
         }
@@ -410,12 +549,16 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_tables_even_with_a_valid_digest() {
-        let (header, mut records) = sample();
+        let (header, mut records, tree) = sample();
         records[2].offset += 1;
-        let err = Index::from_bytes(Path::new("t"), encode(&header, &records)).err();
+        let err = Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).err();
         assert!(err.unwrap().to_string().contains("expected offset"));
-        let (mut header, records) = sample();
+        let (mut header, records, tree) = sample();
         header.image_size += 1;
-        assert!(Index::from_bytes(Path::new("t"), encode(&header, &records)).is_err());
+        assert!(Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).is_err());
+        let (header, records, mut tree) = sample();
+        tree[0].size = 4095;
+        let err = Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).err();
+        assert!(err.unwrap().to_string().contains("hash tree"));
     }
 }

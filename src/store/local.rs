@@ -68,7 +68,7 @@ impl LocalStore {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&temp);
-            Error::Io { path, source: e }
+            Error::Io { path, err: e }
         })
     }
 
@@ -85,7 +85,7 @@ impl ChunkStore for LocalStore {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { path, source: e }),
+            Err(e) => return Err(Error::Io { path, err: e }),
         };
         let too_large = || Error::BadChunk {
             id: *id,
@@ -113,7 +113,7 @@ impl ChunkStore for LocalStore {
         match fs::metadata(&path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::Io { path, source: e }),
+            Err(e) => Err(Error::Io { path, err: e }),
         }
     }
 

@@ -89,6 +89,14 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
     std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
 }
 
+/// True when `out` is the image `img` zero-padded to whole 4096-byte blocks, as extract
+/// writes it.
+pub fn is_extracted(out: &Path, img: &Path) -> bool {
+    let mut want = std::fs::read(img).expect("read image");
+    want.resize(want.len().next_multiple_of(4096), 0);
+    std::fs::read(out).expect("read output") == want
+}
+
 /// Deterministic pseudo-random bytes (xorshift), incompressible.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
