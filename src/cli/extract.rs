@@ -2,11 +2,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use blockcast::assemble::{self, ExtractOptions};
-use blockcast::index::Index;
 use blockcast::verity;
 use clap::Args;
 
-use super::{human_bytes, open_seeds, open_stores, parse_size, Ui};
+use super::{human_bytes, open_index, open_seeds, open_stores, parse_size, Ui};
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
@@ -40,13 +39,17 @@ pub struct ExtractArgs {
     /// Refuse an index whose release number is lower.
     #[arg(long, default_value_t = 0)]
     min_release: u64,
+    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
+    /// repeatable. The index is refused before anything is fetched unless one signed it.
+    #[arg(long, value_name = "PUB")]
+    trusted_key: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
-    let index = Index::open(&a.index)?;
+    let index = open_index(&a.index, &a.trusted_key, ui)?;
     let release = index.header().release;
     if release < a.min_release {
         bail!(

@@ -35,6 +35,10 @@ pub struct MakeArgs {
     /// Release number recorded in the index; `extract --min-release` refuses older ones.
     #[arg(long, default_value_t = 0)]
     release: u64,
+    /// Sign the index with this minisign secret key (writes INDEX.minisig); an encrypted
+    /// key's password comes from BLOCKCAST_KEY_PASSWORD.
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -87,6 +91,9 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
         .with_context(|| format!("making {}", a.image.display()))?;
     blockcast::durable::write_file(&index_path, &bytes)?;
+    if let Some(key) = &a.sign {
+        super::sign::sign_index(&index_path, key)?;
+    }
     let out = Output {
         index: &index_path,
         report: &report,

@@ -3,14 +3,16 @@
 mod export_caibx;
 mod extract;
 mod info;
+mod keygen;
 mod make;
 mod plan;
+mod sign;
 mod verify;
 mod verity;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use blockcast::chunk::ChunkId;
@@ -37,7 +39,9 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    Keygen(keygen::KeygenArgs),
     Make(make::MakeArgs),
+    Sign(sign::SignArgs),
     Extract(extract::ExtractArgs),
     Plan(plan::PlanArgs),
     Info(info::InfoArgs),
@@ -49,7 +53,9 @@ enum Command {
 pub fn run(args: Args) -> Result<()> {
     let ui = Ui { quiet: args.quiet };
     match args.command {
+        Command::Keygen(a) => keygen::run(a, &ui),
         Command::Make(a) => make::run(a, &ui),
+        Command::Sign(a) => sign::run(a, &ui),
         Command::Extract(a) => extract::run(a, &ui),
         Command::Plan(a) => plan::run(a, &ui),
         Command::Info(a) => info::run(a, &ui),
@@ -125,6 +131,34 @@ impl Progress for Bar {
             b.finish_and_clear();
         }
     }
+}
+
+/// Environment variable holding the password of an encrypted secret key.
+pub const PASSWORD_ENV: &str = "BLOCKCAST_KEY_PASSWORD";
+
+pub fn key_password() -> Option<String> {
+    std::env::var(PASSWORD_ENV).ok()
+}
+
+/// Reads an index; with trusted keys, refuses it unless one of them signed its exact
+/// bytes, before the index is even parsed. Without, warns that it is unauthenticated.
+pub fn open_index(path: &Path, trusted: &[PathBuf], ui: &Ui) -> Result<Index> {
+    let bytes = Index::read_bytes(path)?;
+    if trusted.is_empty() {
+        ui.warn(&format!(
+            "{} is not authenticated: pass --trusted-key to check its signature",
+            path.display()
+        ));
+    } else {
+        let keys = trusted
+            .iter()
+            .map(|k| blockcast::sign::PublicKey::from_file(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sig = blockcast::sign::signature_path(path);
+        blockcast::sign::verify_file(&bytes, &sig, &keys)
+            .with_context(|| format!("refusing {}", path.display()))?;
+    }
+    Ok(Index::from_bytes(path, bytes)?)
 }
 
 /// Parses sizes such as `65536`, `64K`, `64KiB`, `1M`.

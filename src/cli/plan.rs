@@ -1,12 +1,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use blockcast::index::Index;
 use blockcast::plan::{self, PlanSummary};
 use clap::Args;
 use serde::Serialize;
 
-use super::{human_bytes, open_seeds, open_stores, Ui};
+use super::{human_bytes, open_index, open_seeds, open_stores, Ui};
 
 /// Show what an extract would fetch, before fetching anything.
 #[derive(Args)]
@@ -19,6 +18,10 @@ pub struct PlanArgs {
     seed: Vec<PathBuf>,
     #[arg(long)]
     seed_index: Vec<PathBuf>,
+    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
+    /// repeatable. The index is refused before anything is fetched unless one signed it.
+    #[arg(long, value_name = "PUB")]
+    trusted_key: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -33,7 +36,7 @@ struct Output {
 }
 
 pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
-    let index = Index::open(&a.index)?;
+    let index = open_index(&a.index, &a.trusted_key, ui)?;
     let stores = open_stores(&a.store)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let plan = plan::plan(&index, &seeds, &[], None);

@@ -129,13 +129,18 @@ pub struct Index {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
+        Index::from_bytes(path, Index::read_bytes(path)?)
+    }
+
+    /// The raw bytes of an index file, at most `MAX_INDEX_SIZE + 1` of them (one byte over
+    /// the cap tells an oversized file from one exactly at it): what a signature covers.
+    pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         let file = File::open(path).at(path)?;
         let mut bytes = Vec::new();
-        // One byte over the cap tells an oversized file from one exactly at it.
         file.take(MAX_INDEX_SIZE + 1)
             .read_to_end(&mut bytes)
             .at(path)?;
-        Index::from_bytes(path, bytes)
+        Ok(bytes)
     }
 
     /// `path` only names the index in errors.
