@@ -1,0 +1,175 @@
+//! What is where in a filesystem image: the analysers read each filesystem's own
+//! structures and describe the image as regions (metadata, file data, compression units,
+//! free space), so that chunk boundaries can follow the filesystem's lines.
+//!
+//! An analyser never fails the run: an image it cannot read (unknown, corrupt, hostile)
+//! gives an error here, and the caller falls back to the plain aligned chunker.
+
+pub mod erofs;
+pub mod ext4;
+mod fskind;
+pub mod squashfs;
+
+pub use fskind::FsKind;
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Superblocks, group descriptors, inode tables, directories, bitmaps, lookup and
+    /// xattr tables, journals, compressed metadata blocks.
+    Metadata,
+    /// Uncompressed file data; may be cut at any filesystem block boundary inside.
+    Data,
+    /// One compression unit (an erofs pcluster, a squashfs data or fragment block): never
+    /// cut inside.
+    Compressed,
+    /// Unused space.
+    Free,
+}
+
+/// A stretch of the image. Regions are sorted, do not overlap and tile the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Region {
+    pub offset: u64,
+    pub len: u64,
+    pub kind: Kind,
+    /// The inode whose data this is; `None` for metadata, free space and units shared by
+    /// several files (fragment blocks).
+    pub file: Option<u64>,
+}
+
+impl Region {
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub fs: FsKind,
+    /// The filesystem block size: cuts inside `Data` regions fall on multiples of it.
+    pub block_size: u32,
+    pub regions: Vec<Region>,
+}
+
+/// Compression of a unit, as the filesystem records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    Lz4,
+    Lzma,
+    Deflate,
+    Gzip,
+    Xz,
+    Zstd,
+    Lzo,
+}
+
+/// Where a piece of a file's content comes from, in file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes stored as they are.
+    Plain { offset: u64, len: u64 },
+    /// A hole: zeros not stored.
+    Zero { len: u64 },
+    /// Decompress the unit at `[offset, offset + len)` (to `unit_size` bytes), skip `skip`
+    /// bytes of the result and take `take`.
+    Compressed {
+        offset: u64,
+        len: u64,
+        algorithm: Algorithm,
+        unit_size: u64,
+        skip: u64,
+        take: u64,
+    },
+}
+
+/// A regular file's content, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMap {
+    /// Path from the root, without a leading slash.
+    pub path: String,
+    pub inode: u64,
+    pub size: u64,
+    pub pieces: Vec<Piece>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub layout: Layout,
+    pub files: Vec<FileMap>,
+}
+
+/// Why an analyser gave up, with the offset at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{fs} at offset {offset}: {reason}")]
+pub struct LayoutError {
+    pub fs: &'static str,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl LayoutError {
+    pub fn new(fs: &'static str, offset: u64, reason: impl Into<String>) -> LayoutError {
+        LayoutError {
+            fs,
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Turns a list of attributed stretches (any order, possibly adjacent) into a tiling of
+/// `[0, size)`: overlaps are errors, gaps become `Free` when all zero and `Metadata`
+/// otherwise (bytes the analyser could not attribute are treated as metadata).
+pub fn tile(
+    fs: &'static str,
+    image: &[u8],
+    mut parts: Vec<Region>,
+) -> Result<Vec<Region>, LayoutError> {
+    parts.retain(|r| r.len > 0);
+    parts.sort_by_key(|r| r.offset);
+    let size = image.len() as u64;
+    let mut out = Vec::with_capacity(parts.len() * 2 + 1);
+    let mut pos = 0u64;
+    let gap = |from: u64, to: u64, out: &mut Vec<Region>| {
+        let bytes = &image[from as usize..to as usize];
+        let kind = if crate::chunk::is_zero(bytes) {
+            Kind::Free
+        } else {
+            Kind::Metadata
+        };
+        out.push(Region {
+            offset: from,
+            len: to - from,
+            kind,
+            file: None,
+        });
+    };
+    for r in parts {
+        if r.offset < pos {
+            return Err(LayoutError::new(
+                fs,
+                r.offset,
+                format!("{:?} region overlaps the one before", r.kind),
+            ));
+        }
+        if r.end() > size {
+            return Err(LayoutError::new(
+                fs,
+                r.offset,
+                "region runs past the end of the image",
+            ));
+        }
+        if r.offset > pos {
+            gap(pos, r.offset, &mut out);
+        }
+        pos = r.end();
+        out.push(r);
+    }
+    if pos < size {
+        gap(pos, size, &mut out);
+    }
+    Ok(out)
+}
