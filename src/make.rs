@@ -6,11 +6,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chunk::{is_zero, ChunkId};
-use crate::chunker::{ChunkParams, Chunker, ALIGN};
+use crate::chunker::{self, ChunkParams, Cuts, ALIGN};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
-use crate::index::{self, ChunkRecord, Header, VerityInfo, MAX_CHUNK};
+use crate::index::{self, ChunkRecord, Header, LayoutSummary, VerityInfo, MAX_CHUNK};
 use crate::layout::FsKind;
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
@@ -29,6 +29,9 @@ pub struct MakeOptions {
     /// dm-verity superblock uuid; derived from the salt when absent.
     pub uuid: Option<[u8; 16]>,
     pub release: u64,
+    /// Cut along the filesystem's regions when it can be read (else, and when false, the
+    /// 4 KiB-aligned content-defined chunker).
+    pub filesystem_aware: bool,
 }
 
 impl MakeOptions {
@@ -39,6 +42,7 @@ impl MakeOptions {
             salt: None,
             uuid: None,
             release: 0,
+            filesystem_aware: true,
         }
     }
 }
@@ -55,6 +59,9 @@ pub struct MakeReport {
     pub repaired_chunks: u64,
     pub tree_chunks: u64,
     pub verity_root: String,
+    pub layout: LayoutSummary,
+    /// Why the filesystem-aware chunker was not used, when it was asked for.
+    pub fallback: Option<String>,
 }
 
 /// Chunks `image` into `store` and returns the encoded index.
@@ -66,9 +73,9 @@ pub fn make(
 ) -> Result<(Vec<u8>, MakeReport)> {
     let image = Image::open(image)?;
     progress.start("chunking", image.size());
-    let ends = Chunker::new(opts.params).cut_image(&image, progress)?;
+    let cuts = chunker::cut_image(&image, opts.params, opts.filesystem_aware, progress)?;
     progress.finish();
-    make_with_cuts(&image, &ends, store, opts, progress)
+    make_with_cuts(&image, &cuts, store, opts, progress)
 }
 
 fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {
@@ -145,15 +152,16 @@ enum Stored {
     Chunk(StoredChunk),
 }
 
-/// Stores the chunks ending at `ends` (any byte offsets, in order, the last at the image
-/// size) and returns the encoded index.
+/// Stores the chunks ending at `cuts.ends` (any byte offsets, in order, the last at the
+/// image size) and returns the encoded index.
 pub fn make_with_cuts(
     image: &Image,
-    ends: &[u64],
+    cuts: &Cuts,
     store: &LocalStore,
     opts: &MakeOptions,
     progress: &dyn Progress,
 ) -> Result<(Vec<u8>, MakeReport)> {
+    let ends = &cuts.ends;
     check_cuts(image, ends)?;
     let head = image.read_at(0, image.size().min(4096) as usize)?;
     progress.start("storing", image.size());
@@ -167,6 +175,8 @@ pub fn make_with_cuts(
 
     let mut report = MakeReport {
         image_size: image.size(),
+        layout: cuts.layout.clone(),
+        fallback: cuts.fallback.clone(),
         ..MakeReport::default()
     };
     let mut records: Vec<ChunkRecord> = Vec::with_capacity(outcomes.len());
@@ -234,7 +244,7 @@ pub fn make_with_cuts(
         image_size: image.size(),
         chunk_count: records.len() as u64,
         params: opts.params,
-        align: ALIGN as u32,
+        align: cuts.align,
         largest_chunk: records
             .iter()
             .filter(|r| !r.is_zero())
@@ -242,6 +252,7 @@ pub fn make_with_cuts(
             .max()
             .unwrap_or(0),
         fs_kind: FsKind::detect(&head),
+        layout: cuts.layout.clone(),
         release: opts.release,
         verity: VerityInfo {
             data_blocks: tree.geometry.data_blocks,

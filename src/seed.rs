@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
-use crate::chunker::{ChunkParams, Chunker};
+use crate::chunker::{self, ChunkParams};
 use crate::error::Result;
 use crate::image::Image;
 use crate::index::Index;
@@ -17,11 +17,13 @@ pub struct Seed {
 }
 
 impl Seed {
-    /// Chunks the file with the target's parameters, so content shared with the target
-    /// yields the same chunk ids; keeps only the ids in `wanted`.
+    /// Chunks the file as the target was chunked (same parameters, filesystem-aware or
+    /// not), so content shared with the target yields the same chunk ids; keeps only the
+    /// ids in `wanted`.
     pub fn scan(
         path: &Path,
         params: ChunkParams,
+        filesystem_aware: bool,
         wanted: &HashSet<ChunkId>,
         progress: &dyn Progress,
     ) -> Result<Seed> {
@@ -30,7 +32,7 @@ impl Seed {
             &format!("scanning seed {}", path.display()),
             image.size() * 2,
         );
-        let ends = Chunker::new(params).cut_image(&image, progress)?;
+        let ends = chunker::cut_image(&image, params, filesystem_aware, progress)?.ends;
         let found = image.par_map_chunks(&ends, progress, |offset, data| {
             if is_zero(data) {
                 return Ok(None);

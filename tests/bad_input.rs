@@ -8,30 +8,31 @@ use std::process::Command;
 
 use common::*;
 
-const BROKEN: [(&str, &str); 14] = [
+const BROKEN: [(&str, &str); 15] = [
     ("empty.bcidx", "truncated"),
     ("garbage.bcidx", "bad magic"),
-    ("v2-truncated-header.bcidx", "truncated"),
-    ("v2-truncated-table.bcidx", "truncated or corrupt"),
-    ("v2-flipped-table.bcidx", "digest mismatch"),
-    ("v2-flipped-header.bcidx", "digest mismatch"),
+    ("v3-truncated-header.bcidx", "truncated"),
+    ("v3-truncated-table.bcidx", "truncated or corrupt"),
+    ("v3-flipped-table.bcidx", "digest mismatch"),
+    ("v3-flipped-header.bcidx", "digest mismatch"),
     (
-        "v3-future-version.bcidx",
-        "format version 3 is not supported",
+        "v4-future-version.bcidx",
+        "format version 4 is not supported",
     ),
-    ("v2-absurd-count.bcidx", "chunk count 1152921504606846976"),
-    ("v2-absurd-chunk-size.bcidx", "chunk record 0"),
+    ("v3-absurd-count.bcidx", "chunk count 1152921504606846976"),
+    ("v3-absurd-chunk-size.bcidx", "chunk record 0"),
     (
-        "v2-absurd-largest-chunk.bcidx",
+        "v3-absurd-largest-chunk.bcidx",
         "exceeds the 16777216-byte limit",
     ),
     (
-        "v2-gap-in-table.bcidx",
+        "v3-gap-in-table.bcidx",
         "chunk record 1 (offset 32768): expected offset",
     ),
-    ("v2-bad-chunk-params.bcidx", "average chunk size 12345"),
-    ("v2-wrong-tree-size.bcidx", "tree_size is 8192"),
-    ("v2-long-salt.bcidx", "salt of 300 bytes"),
+    ("v3-bad-chunk-params.bcidx", "average chunk size 12345"),
+    ("v3-wrong-tree-size.bcidx", "tree_size is 8192"),
+    ("v3-long-salt.bcidx", "salt of 300 bytes"),
+    ("v3-unknown-layout.bcidx", "unknown layout 7"),
 ];
 
 #[test]
@@ -39,7 +40,7 @@ fn broken_indexes_are_refused_by_every_command() {
     let t = tempdir();
     let store = t.path().join("store");
     std::fs::create_dir(&store).unwrap();
-    ok(bin().arg("info").arg(fixture("v2-tiny.bcidx")));
+    ok(bin().arg("info").arg(fixture("v3-tiny.bcidx")));
     for (name, reason) in BROKEN {
         let idx = fixture(name);
         let out = t.path().join(format!("{name}.img"));

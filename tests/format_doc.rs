@@ -80,6 +80,8 @@ fn constants_match() {
         ("MAX_CHUNK", blockcast::index::MAX_CHUNK.to_string()),
         ("MAX_INDEX_SIZE", format::MAX_INDEX_SIZE.to_string()),
         ("TREE_PIECE", format::TREE_PIECE.to_string()),
+        ("LAYOUT_ALIGNED_CDC", format::LAYOUT_ALIGNED_CDC.to_string()),
+        ("LAYOUT_FILESYSTEM", format::LAYOUT_FILESYSTEM.to_string()),
     ];
     assert_eq!(rows.len(), code.len());
     for (row, (name, value)) in rows.iter().zip(code) {
@@ -88,10 +90,10 @@ fn constants_match() {
     }
 }
 
-/// A version-2 index written by an earlier build still reads, with the same chunks.
+/// A version-3 index written by an earlier build still reads, with the same chunks.
 #[test]
-fn golden_v2_index_still_reads() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2-tiny.bcidx");
+fn golden_v3_index_still_reads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v3-tiny.bcidx");
     let index = blockcast::index::Index::open(std::path::Path::new(path)).unwrap();
     let img = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

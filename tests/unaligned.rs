@@ -5,12 +5,26 @@ mod common;
 
 use std::path::Path;
 
-use blockcast::chunker::ChunkParams;
+use blockcast::chunker::{ChunkParams, Cuts};
 use blockcast::image::Image;
+use blockcast::index::LayoutSummary;
 use blockcast::make::{make_with_cuts, MakeOptions};
 use blockcast::progress::Silent;
 use blockcast::store::LocalStore;
 use common::*;
+
+/// Cuts given outright, at any byte offsets.
+fn explicit(ends: Vec<u64>) -> Cuts {
+    Cuts {
+        ends,
+        layout: LayoutSummary {
+            filesystem_aware: true,
+            ..LayoutSummary::default()
+        },
+        align: 1,
+        fallback: None,
+    }
+}
 
 fn make_unaligned(img: &Path, store: &Path, idx: &Path, step: u64) {
     let image = Image::open(img).unwrap();
@@ -21,7 +35,7 @@ fn make_unaligned(img: &Path, store: &Path, idx: &Path, step: u64) {
     ends.push(image.size());
     let store = LocalStore::open(store, true).unwrap();
     let opts = MakeOptions::new(ChunkParams::from_avg(64 << 10).unwrap());
-    let (bytes, _) = make_with_cuts(&image, &ends, &store, &opts, &Silent).unwrap();
+    let (bytes, _) = make_with_cuts(&image, &explicit(ends), &store, &opts, &Silent).unwrap();
     blockcast::durable::write_file(idx, &bytes).unwrap();
 }
 
@@ -48,7 +62,7 @@ fn unaligned_index_round_trips_with_seed_index_and_in_place() {
     let opts = MakeOptions::new(ChunkParams::from_avg(64 << 10).unwrap());
     let (bytes, _) = make_with_cuts(
         &image,
-        &ends,
+        &explicit(ends),
         &LocalStore::open(&store, false).unwrap(),
         &opts,
         &Silent,
@@ -112,7 +126,7 @@ fn golden_chunk_boundaries_are_stable() {
         .arg(&idx)
         .args(["--chunk-size", "16K"]));
     assert!(
-        same_bytes(&idx, &fixture("v2-tiny.bcidx")),
+        same_bytes(&idx, &fixture("v3-tiny.bcidx")),
         "the chunker or index writer changed its output: bump the format or fix it"
     );
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Derives the deliberately broken index fixtures in tests/fixtures/ from v2-tiny.bcidx.
+"""Derives the deliberately broken index fixtures in tests/fixtures/ from v3-tiny.bcidx.
 
-v2-tiny.bcidx itself is `blockcast make tests/fixtures/tiny.img --chunk-size 16K`.
+v3-tiny.bcidx itself is `blockcast make tests/fixtures/tiny.img --chunk-size 16K`.
 Fixtures whose point is a semantic check (not the digest) get a recomputed digest, so
 the reader must catch them by the check they are named after.
 """
@@ -26,22 +26,23 @@ def patch(b: bytes, off: int, fmt: str, value) -> bytearray:
     return b
 
 
-good = (FIX / "v2-tiny.bcidx").read_bytes()
+good = (FIX / "v3-tiny.bcidx").read_bytes()
 out = {
     "empty.bcidx": b"",
     "garbage.bcidx": random.Random(1).randbytes(4096),
-    "v2-truncated-header.bcidx": good[:100],
-    "v2-truncated-table.bcidx": good[:HEADER + RECORD * 2 + 17],
-    "v2-flipped-table.bcidx": bytes(patch(good, HEADER + RECORD + 30, "<B", good[HEADER + RECORD + 30] ^ 1)),
-    "v2-flipped-header.bcidx": bytes(patch(good, 24, "<B", good[24] ^ 1)),
-    "v3-future-version.bcidx": redigest(patch(good, 8, "<I", 3)),
-    "v2-absurd-count.bcidx": redigest(patch(good, 32, "<Q", 1 << 60)),
-    "v2-absurd-chunk-size.bcidx": redigest(patch(good, HEADER + 8, "<I", 0xFFFF_FFF0)),
-    "v2-absurd-largest-chunk.bcidx": redigest(patch(good, 64, "<I", 0xFFFF_FFF0)),
-    "v2-gap-in-table.bcidx": redigest(patch(good, HEADER + RECORD, "<Q", struct.unpack_from("<Q", good, HEADER + RECORD)[0] + 4096)),
-    "v2-bad-chunk-params.bcidx": redigest(patch(good, 52, "<I", 12345)),
-    "v2-wrong-tree-size.bcidx": redigest(patch(good, 104, "<Q", 8192)),
-    "v2-long-salt.bcidx": redigest(patch(good, 160, "<H", 300)),
+    "v3-truncated-header.bcidx": good[:100],
+    "v3-truncated-table.bcidx": good[:HEADER + RECORD * 2 + 17],
+    "v3-flipped-table.bcidx": bytes(patch(good, HEADER + RECORD + 30, "<B", good[HEADER + RECORD + 30] ^ 1)),
+    "v3-flipped-header.bcidx": bytes(patch(good, 24, "<B", good[24] ^ 1)),
+    "v4-future-version.bcidx": redigest(patch(good, 8, "<I", 4)),
+    "v3-absurd-count.bcidx": redigest(patch(good, 32, "<Q", 1 << 60)),
+    "v3-absurd-chunk-size.bcidx": redigest(patch(good, HEADER + 8, "<I", 0xFFFF_FFF0)),
+    "v3-absurd-largest-chunk.bcidx": redigest(patch(good, 64, "<I", 0xFFFF_FFF0)),
+    "v3-gap-in-table.bcidx": redigest(patch(good, HEADER + RECORD, "<Q", struct.unpack_from("<Q", good, HEADER + RECORD)[0] + 4096)),
+    "v3-bad-chunk-params.bcidx": redigest(patch(good, 52, "<I", 12345)),
+    "v3-wrong-tree-size.bcidx": redigest(patch(good, 104, "<Q", 8192)),
+    "v3-long-salt.bcidx": redigest(patch(good, 160, "<H", 300)),
+    "v3-unknown-layout.bcidx": redigest(patch(good, 71, "<B", 7)),
 }
 for name, data in out.items():
     (FIX / name).write_bytes(data)

@@ -101,7 +101,9 @@ pub fn extract(
             .filter(|id| seeds.iter().all(|s| s.locate(id).is_none()))
             .copied()
             .collect();
-        let mut own = Seed::scan(target.path(), index.header().params, &missing, progress)?;
+        let h = index.header();
+        let aware = h.layout.filesystem_aware;
+        let mut own = Seed::scan(target.path(), h.params, aware, &missing, progress)?;
         own.forget_before(GUARD);
         for (r, &here) in index.records().zip(&in_place) {
             if here && r.offset >= GUARD && missing.contains(&r.id) {

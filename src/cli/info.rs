@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use blockcast::chunker::ChunkParams;
 use blockcast::index::Index;
+use blockcast::index::LayoutSummary;
 use clap::Args;
 use serde::Serialize;
 
@@ -36,6 +37,7 @@ struct Info {
     chunk_size: Distribution,
     release: u64,
     verity: Verity,
+    regions: LayoutSummary,
 }
 
 #[derive(Serialize)]
@@ -128,7 +130,11 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         format_version: blockcast::index::format::VERSION,
         image_size: h.image_size,
         filesystem: h.fs_kind.name(),
-        layout: "aligned content-defined",
+        layout: if h.layout.filesystem_aware {
+            "filesystem-aware"
+        } else {
+            "aligned content-defined"
+        },
         params: h.params,
         align: h.align,
         records: index.len() as u64,
@@ -140,11 +146,12 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         chunk_size: distribution(sizes),
         release: h.release,
         verity,
+        regions: h.layout.clone(),
     };
     ui.report(a.json, &info, || {
         let d = &info.chunk_size;
         let mut t = format!(
-            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, aligned to {}\nchunks       {} data ({} distinct, {} stored), {} zero runs ({})\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
+            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, cuts aligned to {}\nchunks       {} data ({} distinct, {} stored), {} zero runs ({})\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
             a.index.display(),
             info.format_version,
             human_bytes(info.image_size),
@@ -164,6 +171,14 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         );
         for (bound, count) in &d.histogram {
             t.push_str(&format!("  <= {:>9}  {count}\n", human_bytes((*bound).into())));
+        }
+        let r = &info.regions;
+        if r.filesystem_aware {
+            t.push_str("regions     ");
+            for (name, tally) in [("metadata", &r.metadata), ("data", &r.data), ("compressed", &r.compressed), ("free", &r.free)] {
+                t.push_str(&format!(" {name} {} ({})", tally.regions, human_bytes(tally.bytes)));
+            }
+            t.push('\n');
         }
         let v = &info.verity;
         t.push_str(&format!(

@@ -35,6 +35,10 @@ pub struct MakeArgs {
     /// Release number recorded in the index; `extract --min-release` refuses older ones.
     #[arg(long, default_value_t = 0)]
     release: u64,
+    /// Cut with the plain 4 KiB-aligned content-defined chunker even when the filesystem
+    /// can be read.
+    #[arg(long)]
+    aligned: bool,
     /// Sign the index with this minisign secret key (writes INDEX.minisig); an encrypted
     /// key's password comes from BLOCKCAST_KEY_PASSWORD.
     #[arg(long, value_name = "KEY")]
@@ -87,9 +91,16 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         salt: a.salt.map(|s| s.0),
         uuid: a.uuid,
         release: a.release,
+        filesystem_aware: !a.aligned,
     };
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
         .with_context(|| format!("making {}", a.image.display()))?;
+    if let Some(reason) = &report.fallback {
+        ui.warn(&format!(
+            "{}: cannot follow the filesystem ({reason}); cut with the aligned chunker",
+            a.image.display()
+        ));
+    }
     blockcast::durable::write_file(&index_path, &bytes)?;
     if let Some(key) = &a.sign {
         super::sign::sign_index(&index_path, key)?;

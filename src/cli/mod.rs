@@ -1,5 +1,6 @@
 //! Argument parsing, progress bars and output formats; the work is the library's.
 
+mod diff;
 mod export_caibx;
 mod extract;
 mod info;
@@ -45,6 +46,7 @@ enum Command {
     Extract(extract::ExtractArgs),
     Plan(plan::PlanArgs),
     Info(info::InfoArgs),
+    Diff(diff::DiffArgs),
     ExportCaibx(export_caibx::ExportArgs),
     Verify(verify::VerifyArgs),
     Verity(verity::VerityArgs),
@@ -59,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Extract(a) => extract::run(a, &ui),
         Command::Plan(a) => plan::run(a, &ui),
         Command::Info(a) => info::run(a, &ui),
+        Command::Diff(a) => diff::run(a, &ui),
         Command::ExportCaibx(a) => export_caibx::run(a, &ui),
         Command::Verify(a) => verify::run(a, &ui),
         Command::Verity(a) => verity::run(a, &ui),
@@ -213,7 +216,10 @@ pub fn open_seeds(
                     let index = Index::open(ix)?;
                     Seed::from_index(path, &index, &wanted)
                 }
-                None => Seed::scan(path, target.header().params, &wanted, &bar),
+                None => {
+                    let h = target.header();
+                    Seed::scan(path, h.params, h.layout.filesystem_aware, &wanted, &bar)
+                }
             };
             seed.with_context(|| format!("opening seed {}", path.display()))
         })

@@ -1,9 +1,9 @@
-//! Byte layout of the index, version 2. `docs/FORMAT.md` is the specification; the tests
+//! Byte layout of the index, version 3. `docs/FORMAT.md` is the specification; the tests
 //! in `tests/format_doc.rs` hold these constants to it.
 
 /// First 8 bytes of every index.
 pub const MAGIC: [u8; 8] = *b"BCASTIDX";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 512;
 pub const RECORD_SIZE: usize = 56;
 
@@ -13,6 +13,7 @@ pub const MAX_INDEX_SIZE: u64 = 1 << 30;
 pub const HASH_SHA256: u8 = 1;
 pub const COMPRESSION_ZSTD: u8 = 1;
 pub const LAYOUT_ALIGNED_CDC: u8 = 0;
+pub const LAYOUT_FILESYSTEM: u8 = 1;
 
 /// Record flag: the chunk is all zero bytes; it is never stored and its id field is zero.
 pub const FLAG_ZERO: u32 = 1;
@@ -58,10 +59,14 @@ pub const H_ROOT: Field = field("verity_root", 112, 32);
 pub const H_UUID: Field = field("verity_uuid", 144, 16);
 pub const H_SALT_SIZE: Field = field("verity_salt_size", 160, 2);
 pub const H_SALT: Field = field("verity_salt", 162, 256);
-pub const H_RESERVED: Field = field("reserved", 418, 62);
+pub const H_METADATA: Field = field("metadata_regions", 418, 12);
+pub const H_DATA: Field = field("data_regions", 430, 12);
+pub const H_COMPRESSED: Field = field("compressed_regions", 442, 12);
+pub const H_FREE: Field = field("free_regions", 454, 12);
+pub const H_RESERVED: Field = field("reserved", 466, 14);
 pub const H_DIGEST: Field = field("digest", 480, 32);
 
-pub const HEADER_FIELDS: [&Field; 28] = [
+pub const HEADER_FIELDS: [&Field; 32] = [
     &H_MAGIC,
     &H_VERSION,
     &H_HEADER_SIZE,
@@ -88,6 +93,10 @@ pub const HEADER_FIELDS: [&Field; 28] = [
     &H_UUID,
     &H_SALT_SIZE,
     &H_SALT,
+    &H_METADATA,
+    &H_DATA,
+    &H_COMPRESSED,
+    &H_FREE,
     &H_RESERVED,
     &H_DIGEST,
 ];

@@ -26,9 +26,79 @@ pub struct Header {
     /// Size of the largest chunk that is not all zero.
     pub largest_chunk: u32,
     pub fs_kind: FsKind,
+    /// How the cuts were chosen; with the filesystem's regions when it was analysed.
+    pub layout: LayoutSummary,
     /// Monotonic release number; extract can refuse older ones (rollback protection).
     pub release: u64,
     pub verity: VerityInfo,
+}
+
+/// Which chunker cut the image, and what the filesystem analysis found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LayoutSummary {
+    /// True when the cuts follow the filesystem's regions; false for the plain
+    /// 4 KiB-aligned content-defined chunker.
+    pub filesystem_aware: bool,
+    pub metadata: RegionTally,
+    pub data: RegionTally,
+    pub compressed: RegionTally,
+    pub free: RegionTally,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RegionTally {
+    pub regions: u32,
+    pub bytes: u64,
+}
+
+impl RegionTally {
+    fn decode(b: &[u8]) -> RegionTally {
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&b[..4]);
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[4..12]);
+        RegionTally {
+            regions: u32::from_le_bytes(n),
+            bytes: u64::from_le_bytes(v),
+        }
+    }
+
+    fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&self.regions.to_le_bytes());
+        b[4..].copy_from_slice(&self.bytes.to_le_bytes());
+        b
+    }
+}
+
+impl LayoutSummary {
+    pub fn of(layout: &crate::layout::Layout) -> LayoutSummary {
+        use crate::layout::Kind;
+        let mut s = LayoutSummary {
+            filesystem_aware: true,
+            ..LayoutSummary::default()
+        };
+        for r in &layout.regions {
+            let t = match r.kind {
+                Kind::Metadata => &mut s.metadata,
+                Kind::Data => &mut s.data,
+                Kind::Compressed => &mut s.compressed,
+                Kind::Free => &mut s.free,
+            };
+            t.regions = t.regions.saturating_add(1);
+            t.bytes += r.len;
+        }
+        s
+    }
+
+    fn tallies(&self) -> [(&Field, &RegionTally); 4] {
+        [
+            (&H_METADATA, &self.metadata),
+            (&H_DATA, &self.data),
+            (&H_COMPRESSED, &self.compressed),
+            (&H_FREE, &self.free),
+        ]
+    }
 }
 
 /// The image's dm-verity hash tree: SHA-256, 4096-byte blocks, hash type 1.
@@ -183,7 +253,21 @@ impl Index {
         check(&H_RECORD_SIZE, RECORD_SIZE as u64)?;
         check(&H_FLAGS, 0)?;
         check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
-        check(&H_ALIGN, ALIGN)?;
+        let filesystem_aware = match h[H_LAYOUT.offset] {
+            LAYOUT_ALIGNED_CDC => false,
+            LAYOUT_FILESYSTEM => true,
+            other => return Err(bad(format!("unknown layout {other}"))),
+        };
+        let align = get_u32(h, &H_ALIGN);
+        if filesystem_aware {
+            if !align.is_power_of_two() || align > 1 << 20 {
+                return Err(bad(format!(
+                    "align {align} is not a power of two up to 1 MiB"
+                )));
+            }
+        } else {
+            check(&H_ALIGN, ALIGN)?;
+        }
         let chunk_count = get_u64(h, &H_CHUNK_COUNT);
         let tree_count = get_u64(h, &H_TREE_COUNT);
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
@@ -208,9 +292,6 @@ impl Index {
         }
         if h[H_HASH.offset] != HASH_SHA256 || h[H_COMPRESSION.offset] != COMPRESSION_ZSTD {
             return Err(bad("unknown hash or compression algorithm".into()));
-        }
-        if h[H_LAYOUT.offset] != LAYOUT_ALIGNED_CDC {
-            return Err(bad(format!("unknown layout {}", h[H_LAYOUT.offset])));
         }
         let fs_kind = FsKind::from_code(h[H_FS_KIND.offset])
             .ok_or_else(|| bad(format!("unknown filesystem kind {}", h[H_FS_KIND.offset])))?;
@@ -251,9 +332,16 @@ impl Index {
             image_size,
             chunk_count,
             params,
-            align: ALIGN as u32,
+            align,
             largest_chunk,
             fs_kind,
+            layout: LayoutSummary {
+                filesystem_aware,
+                metadata: RegionTally::decode(slice(h, &H_METADATA)),
+                data: RegionTally::decode(slice(h, &H_DATA)),
+                compressed: RegionTally::decode(slice(h, &H_COMPRESSED)),
+                free: RegionTally::decode(slice(h, &H_FREE)),
+            },
             release: get_u64(h, &H_RELEASE),
             verity: VerityInfo {
                 data_blocks,
@@ -449,7 +537,14 @@ pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) ->
         h[H_HASH.offset] = HASH_SHA256;
         h[H_COMPRESSION.offset] = COMPRESSION_ZSTD;
         h[H_FS_KIND.offset] = header.fs_kind.code();
-        h[H_LAYOUT.offset] = LAYOUT_ALIGNED_CDC;
+        h[H_LAYOUT.offset] = if header.layout.filesystem_aware {
+            LAYOUT_FILESYSTEM
+        } else {
+            LAYOUT_ALIGNED_CDC
+        };
+        for (f, t) in header.layout.tallies() {
+            put(h, f, &t.encode());
+        }
         let v = &header.verity;
         put(h, &H_RELEASE, &header.release.to_le_bytes());
         put(h, &H_DATA_BLOCKS, &v.data_blocks.to_le_bytes());
@@ -504,6 +599,7 @@ mod tests {
             align: ALIGN as u32,
             largest_chunk: 5000,
             fs_kind: FsKind::Squashfs,
+            layout: LayoutSummary::default(),
             release: 7,
             verity: VerityInfo {
                 data_blocks: 5,

@@ -120,6 +120,25 @@ impl LayoutError {
     }
 }
 
+/// Analyses an image with the analyser its superblock calls for. A panic inside an
+/// analyser (a bug, never expected) is turned into an error, so the run falls back rather
+/// than dies.
+pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
+    let fs = FsKind::detect(image);
+    let run = || match fs {
+        FsKind::Erofs => erofs::analyse(image),
+        FsKind::Squashfs => squashfs::analyse(image),
+        FsKind::Ext4 => ext4::analyse(image),
+        FsKind::Unknown => Err(LayoutError::new(
+            "image",
+            0,
+            "no erofs, squashfs or ext4 superblock",
+        )),
+    };
+    std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Err(LayoutError::new(fs.name(), 0, "the analyser panicked")))
+}
+
 /// Turns a list of attributed stretches (any order, possibly adjacent) into a tiling of
 /// `[0, size)`: overlaps are errors, gaps become `Free` when all zero and `Metadata`
 /// otherwise (bytes the analyser could not attribute are treated as metadata).

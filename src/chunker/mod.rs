@@ -7,12 +7,16 @@
 //! segments are stitched at the first cut they share with the serial chain, so the
 //! result is identical to a serial pass.
 
+pub mod regions;
+
 use fastcdc::v2020::{self, Normalization};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::image::{Image, WINDOW};
+use crate::index::LayoutSummary;
+use crate::layout::{self, FsKind};
 use crate::progress::Progress;
 
 /// Every cut except the image's end falls on a multiple of this.
@@ -165,6 +169,53 @@ impl Chunker {
         }
         Ok(ends)
     }
+}
+
+/// Where an image was cut, and how.
+pub struct Cuts {
+    /// End offsets of the chunks, in order; the last is the image size.
+    pub ends: Vec<u64>,
+    pub layout: LayoutSummary,
+    /// The granularity every cut but the last respects.
+    pub align: u32,
+    /// Why the filesystem-aware chunker was not used, when it was asked for.
+    pub fallback: Option<String>,
+}
+
+/// Cuts an image along its filesystem's regions when `filesystem_aware` is set and the
+/// filesystem can be read, else with the 4 KiB-aligned content-defined chunker.
+pub fn cut_image(
+    image: &Image,
+    params: ChunkParams,
+    filesystem_aware: bool,
+    progress: &dyn Progress,
+) -> Result<Cuts> {
+    let mut fallback = None;
+    if filesystem_aware {
+        let whole = image.map(0, image.size())?;
+        match layout::analyse(whole.bytes()) {
+            Ok(analysis) => {
+                let l = &analysis.layout;
+                let align = match l.fs {
+                    FsKind::Squashfs => 1,
+                    _ => l.block_size,
+                };
+                return Ok(Cuts {
+                    ends: regions::cut(image, l, params, progress)?,
+                    layout: LayoutSummary::of(l),
+                    align,
+                    fallback: None,
+                });
+            }
+            Err(e) => fallback = Some(e.to_string()),
+        }
+    }
+    Ok(Cuts {
+        ends: Chunker::new(params).cut_image(image, progress)?,
+        layout: LayoutSummary::default(),
+        align: ALIGN as u32,
+        fallback,
+    })
 }
 
 #[cfg(test)]
