@@ -35,8 +35,8 @@ pub struct Region {
     pub offset: u64,
     pub len: u64,
     pub kind: Kind,
-    /// The inode whose data this is; `None` for metadata, free space and units shared by
-    /// several files (fragment blocks).
+    /// The inode whose data this is; `None` for metadata, free space, units shared by
+    /// several files (fragment blocks) and data of a file no path names.
     pub file: Option<u64>,
 }
 
