@@ -79,36 +79,13 @@ fn extra_tree() -> &'static Path {
                 .enumerate()
             {
                 let p = x.join(f);
-                setxattr(&p, "user.shared", b"the same value everywhere");
-                setxattr(&p, &format!("user.own{i}"), format!("value {i}").as_bytes());
+                set_xattr(&p, "user.shared", b"the same value everywhere");
+                set_xattr(&p, &format!("user.own{i}"), format!("value {i}").as_bytes());
             }
-            setxattr(&x.join("many"), "user.dir", b"on a directory");
+            set_xattr(&x.join("many"), "user.dir", b"on a directory");
             (dir, t)
         })
         .1
-}
-
-fn setxattr(path: &Path, name: &str, value: &[u8]) {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: NUL-terminated strings and a buffer of the given length, all alive here.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {name} on {path:?}: {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 struct Built {

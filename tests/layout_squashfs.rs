@@ -91,29 +91,6 @@ fn extra_tree() -> &'static Path {
         .1
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: NUL-terminated strings and a live slice for the duration of the call.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {path:?}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 struct Built {
     _dir: TempDir,
     image: Vec<u8>,

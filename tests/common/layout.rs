@@ -149,3 +149,27 @@ pub fn check_files(a: &Analysis, image: &[u8], extracted: &Path) {
         }
     }
 }
+
+/// Sets an extended attribute, for trees that must carry some.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of the given length, all alive here.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {path:?}: {}",
+        std::io::Error::last_os_error()
+    );
+}
