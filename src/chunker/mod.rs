@@ -192,8 +192,13 @@ pub fn cut_image(
 ) -> Result<Cuts> {
     let mut fallback = None;
     if filesystem_aware {
-        let whole = image.map(0, image.size())?;
-        match layout::analyse(whole.bytes()) {
+        // The analysis maps the whole image; drop that mapping (and the pages the
+        // analysis touched) before cutting, which maps windows of its own.
+        let analysis = {
+            let whole = image.map(0, image.size())?;
+            layout::analyse(whole.bytes())
+        };
+        match analysis {
             Ok(analysis) => {
                 let l = &analysis.layout;
                 let align = match l.fs {
