@@ -22,6 +22,8 @@ struct Atom {
     /// A chunk must start here.
     boundary: bool,
     free: bool,
+    /// A whole compression unit.
+    unit: bool,
 }
 
 /// A file whose data adds up to at least this many bytes gets chunks of its own.
@@ -59,6 +61,7 @@ fn atoms(layout: &Layout, params: ChunkParams) -> Vec<Atom> {
                 end: r.end(),
                 boundary,
                 free,
+                unit: true,
             });
         } else {
             let granule = if r.kind == Kind::Data {
@@ -73,6 +76,7 @@ fn atoms(layout: &Layout, params: ChunkParams) -> Vec<Atom> {
                     end,
                     boundary,
                     free,
+                    unit: false,
                 });
                 boundary = false;
                 pos = end;
@@ -104,10 +108,13 @@ pub fn cut(
         u64::from(params.avg),
         u64::from(params.max),
     );
-    // P(cut after an atom of len bytes) = len / (2 avg - min), once the chunk has min
-    // bytes. Forced boundaries end many groups early, so aiming at twice the average
-    // brings the mean close to avg (measured: 49 KiB for avg 64 KiB on a Debian rootfs).
-    let unit = u64::MAX / (2 * avg - min);
+    // P(cut after an atom of len bytes) = len / (2 avg - min) for blocks, once the chunk
+    // has min bytes: forced boundaries end many groups of blocks early, and aiming at
+    // twice the average brings their mean near avg (49 KiB for 64 KiB on a Debian
+    // rootfs). Compression units, large already, aim at avg itself: larger groups of
+    // them only carry more unchanged bytes into an update (measured on squashfs).
+    let per_block_byte = u64::MAX / (2 * avg - min);
+    let per_unit_byte = u64::MAX / (avg - min);
     let mut cuts = Vec::new();
     let mut start = 0u64;
     let mut atom_start = 0u64;
@@ -118,7 +125,12 @@ pub fn cut(
             start = atom_start;
         }
         let size = a.end - start;
-        if !a.free && size >= min && h < unit.saturating_mul(len) {
+        let per_byte = if a.unit {
+            per_unit_byte
+        } else {
+            per_block_byte
+        };
+        if !a.free && size >= min && h < per_byte.saturating_mul(len) {
             cuts.push(a.end);
             start = a.end;
         }
