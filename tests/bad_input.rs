@@ -282,3 +282,20 @@ fn read_only_output_directory() {
     );
     no_output_file(&out);
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    let mut child = bin()
+        .arg("info")
+        .arg(fixture("v3-tiny.bcidx"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end at once, as `blockcast info | head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}

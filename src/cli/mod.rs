@@ -103,11 +103,22 @@ impl Ui {
         human: impl FnOnce() -> String,
     ) -> Result<()> {
         if json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+            print_out(&serde_json::to_string_pretty(value)?)
         } else if !self.quiet {
-            println!("{}", human());
+            print_out(&human())
+        } else {
+            Ok(())
         }
-        Ok(())
+    }
+}
+
+/// Prints a line on stdout. A reader that went away (`blockcast info | head`) is not an
+/// error worth reporting, and never a panic.
+pub fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

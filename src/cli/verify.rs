@@ -140,7 +140,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         });
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        super::print_out(&serde_json::to_string_pretty(&outcome)?)?;
     }
     bail!(
         "{}: bad blocks (of 4096 bytes): {}",
