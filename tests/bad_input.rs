@@ -103,15 +103,8 @@ fn made(kind: &str) -> Made {
     }
 }
 
-fn extract_cmd(m: &Made, out: &Path) -> Command {
-    let mut c = bin();
-    c.arg("extract")
-        .arg(&m.index)
-        .arg("--store")
-        .arg(&m.store)
-        .arg("-o")
-        .arg(out);
-    c
+fn extract_made(m: &Made, out: &Path) -> Command {
+    extract_cmd(&m.index, &m.store, out)
 }
 
 fn no_output_file(out: &Path) {
@@ -125,7 +118,7 @@ fn missing_chunk_is_named_and_leaves_no_output() {
     let id = victim.file_stem().unwrap().to_string_lossy().to_string();
     std::fs::remove_file(victim).unwrap();
     let out = m.dir.join("out.img");
-    let err = fails(&mut extract_cmd(&m, &out));
+    let err = fails(&mut extract_made(&m, &out));
     assert!(
         err.contains(&id) && err.contains("not in any store"),
         "{err}"
@@ -161,11 +154,11 @@ fn corrupt_chunk_is_caught_and_another_store_used() {
     .unwrap();
     flip_byte(&victim);
     let out = m.dir.join("out.img");
-    let err = fails(&mut extract_cmd(&m, &out));
+    let err = fails(&mut extract_made(&m, &out));
     assert!(err.contains(&id), "{err}");
     no_output_file(&out);
 
-    let r = ok(extract_cmd(&m, &out).arg("--store").arg(&good_store));
+    let r = ok(extract_made(&m, &out).arg("--store").arg(&good_store));
     assert!(r.contains("written"));
     assert!(is_extracted(&out, &image("erofs", 2)));
 }
@@ -178,7 +171,7 @@ fn oversized_chunk_file_is_refused_without_inflating_it() {
     std::fs::write(&victim, bomb).unwrap();
     let id = victim.file_stem().unwrap().to_string_lossy().to_string();
     let out = m.dir.join("out.img");
-    let err = fails(&mut extract_cmd(&m, &out));
+    let err = fails(&mut extract_made(&m, &out));
     assert!(err.contains(&id), "{err}");
     no_output_file(&out);
 }
@@ -192,7 +185,7 @@ fn make_repairs_a_corrupt_chunk_file() {
     assert_eq!(again["repaired_chunks"], 1);
     assert!(same_bytes(&m.index, &m.dir.join("again.bcidx")));
     let out = m.dir.join("out.img");
-    ok(&mut extract_cmd(&m, &out));
+    ok(&mut extract_made(&m, &out));
     assert!(is_extracted(&out, &image("erofs", 2)));
 }
 
@@ -201,12 +194,12 @@ fn unreadable_seed_is_an_error() {
     let m = made("erofs");
     let out = m.dir.join("out.img");
     let missing = m.dir.join("no-such-seed.img");
-    let err = fails(extract_cmd(&m, &out).arg("--seed").arg(&missing));
+    let err = fails(extract_made(&m, &out).arg("--seed").arg(&missing));
     assert!(err.contains("no-such-seed.img"), "{err}");
-    let err = fails(extract_cmd(&m, &out).arg("--seed").arg(&m.store));
+    let err = fails(extract_made(&m, &out).arg("--seed").arg(&m.store));
     assert!(err.contains("seed"), "{err}");
     no_output_file(&out);
-    let err = fails(extract_cmd(&m, &out).arg("--seed-index").arg(&m.index));
+    let err = fails(extract_made(&m, &out).arg("--seed-index").arg(&m.index));
     assert!(err.contains("--seed-index"), "{err}");
 }
 
@@ -265,7 +258,7 @@ fn full_output_directory() {
     let m = made("erofs");
     let fs = Tmpfs::mount(&m.dir.join("full"), "size=256k");
     let out = fs.0.join("out.img");
-    let err = fails(&mut extract_cmd(&m, &out));
+    let err = fails(&mut extract_made(&m, &out));
     assert!(err.contains("No space left"), "{err}");
     no_output_file(&out);
 }
@@ -275,7 +268,7 @@ fn read_only_output_directory() {
     let m = made("erofs");
     let fs = Tmpfs::mount(&m.dir.join("ro"), "ro,size=4m");
     let out = fs.0.join("out.img");
-    let err = fails(&mut extract_cmd(&m, &out));
+    let err = fails(&mut extract_made(&m, &out));
     assert!(
         err.contains("Read-only file system") && err.contains("out.img"),
         "{err}"

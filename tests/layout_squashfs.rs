@@ -4,7 +4,6 @@
 mod common;
 use common::layout::*;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -202,26 +201,6 @@ fn check_units(a: &Analysis, image: &[u8], algorithm: Algorithm) {
                 f.path
             );
         }
-    }
-}
-
-fn decompress(algorithm: Algorithm, data: &[u8], size: usize) -> Vec<u8> {
-    match algorithm {
-        Algorithm::Lz4 => lz4_flex::block::decompress(data, size).expect("lz4"),
-        Algorithm::Zstd => zstd::bulk::decompress(data, size).expect("zstd"),
-        Algorithm::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::ZlibDecoder::new(data)
-                .read_to_end(&mut out)
-                .expect("zlib");
-            out
-        }
-        Algorithm::Xz => {
-            let mut out = Vec::new();
-            lzma_rs::xz_decompress(&mut &data[..], &mut out).expect("xz");
-            out
-        }
-        other => panic!("{other:?} not expected"),
     }
 }
 

@@ -32,15 +32,7 @@ fn failed_new_extract_resumes_from_its_partial_file() {
     let victim = chunks[chunks.len() - 1].clone();
     let aside = hide(&victim);
     let out = t.path().join("out.img");
-    fails(
-        bin()
-            .arg("extract")
-            .arg(&idx)
-            .arg("--store")
-            .arg(&store)
-            .arg("-o")
-            .arg(&out),
-    );
+    fails(&mut extract_cmd(&idx, &store, &out));
     assert!(!out.exists());
     let partial = partial_of(&out);
     assert!(partial.exists());
@@ -74,15 +66,7 @@ fn failed_in_place_update_is_not_a_valid_image_and_resumes() {
     let aside = hide(&new_chunk);
     let dev = t.path().join("dev.img");
     std::fs::copy(image("erofs", 1), &dev).unwrap();
-    fails(
-        bin()
-            .arg("extract")
-            .arg(&v2)
-            .arg("--store")
-            .arg(&store)
-            .arg("-o")
-            .arg(&dev),
-    );
+    fails(&mut extract_cmd(&v2, &store, &dev));
     let bytes = std::fs::read(&dev).unwrap();
     assert!(
         bytes[..4096].iter().all(|&b| b == 0),
@@ -108,16 +92,7 @@ fn killed_extract_resumes() {
     make(&img, &store, &idx);
     let out = t.path().join("out.img");
     let partial = partial_of(&out);
-    let mut child = bin()
-        .arg("extract")
-        .arg(&idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .arg("-q")
-        .spawn()
-        .unwrap();
+    let mut child = extract_cmd(&idx, &store, &out).arg("-q").spawn().unwrap();
     let start = Instant::now();
     loop {
         let written = std::fs::metadata(&partial)

@@ -56,15 +56,8 @@ fn signed() -> Signed {
 }
 
 fn extract_trusting(s: &Signed, store: &Path, key: &Path) -> Command {
-    let mut c = bin();
-    c.arg("extract")
-        .arg(&s.index)
-        .arg("--store")
-        .arg(store)
-        .arg("-o")
-        .arg(s.dir.join("out.img"))
-        .arg("--trusted-key")
-        .arg(key);
+    let mut c = extract_cmd(&s.index, store, &s.dir.join("out.img"));
+    c.arg("--trusted-key").arg(key);
     c
 }
 

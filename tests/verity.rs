@@ -48,15 +48,7 @@ fn hash_devices_match_veritysetup_format() {
         let root = made["verity_root"].as_str().unwrap().to_string();
         let out = t.path().join(format!("{name}.out"));
         let ours = t.path().join(format!("{name}.hash"));
-        ok(bin()
-            .arg("extract")
-            .arg(&idx)
-            .arg("--store")
-            .arg(&store)
-            .arg("-o")
-            .arg(&out)
-            .arg("--verity")
-            .arg(&ours));
+        ok(extract_cmd(&idx, &store, &out).arg("--verity").arg(&ours));
         assert!(is_extracted(&out, &img), "{name}");
         // veritysetup hashes the padded image, as extract writes it.
         let theirs = t.path().join(format!("{name}.ref"));
@@ -97,14 +89,7 @@ fn appended_tree_opens_with_hash_offset() {
     let made = make(&fixture("tiny.img"), &store, &idx);
     let root = made["verity_root"].as_str().unwrap().to_string();
     let out = t.path().join("tiny.out");
-    ok(bin()
-        .arg("extract")
-        .arg(&idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .arg("--verity-append"));
+    ok(extract_cmd(&idx, &store, &out).arg("--verity-append"));
     let padded = 196345u64.next_multiple_of(4096);
     let (fine, text) = veritysetup(&[
         "verify",
@@ -120,14 +105,7 @@ fn appended_tree_opens_with_hash_offset() {
         "{info}"
     );
     // Extracting again over it (in place) keeps it valid.
-    ok(bin()
-        .arg("extract")
-        .arg(&idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .arg("--verity-append"));
+    ok(extract_cmd(&idx, &store, &out).arg("--verity-append"));
     let (fine, _) = veritysetup(&[
         "verify",
         s(&out),
@@ -153,15 +131,7 @@ fn one_flipped_byte_is_caught_by_both_tools() {
     let root = made["verity_root"].as_str().unwrap().to_string();
     let out = t.path().join("v2.img");
     let hash = t.path().join("v2.hash");
-    ok(bin()
-        .arg("extract")
-        .arg(&idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .arg("--verity")
-        .arg(&hash));
+    ok(extract_cmd(&idx, &store, &out).arg("--verity").arg(&hash));
     ok(bin()
         .arg("verify")
         .arg(&idx)
@@ -223,15 +193,7 @@ fn root_mismatch_refuses_to_complete_the_output() {
     b[480..512].copy_from_slice(&d);
     std::fs::write(&idx, &b).unwrap();
     let out = t.path().join("out.img");
-    let err = fails(
-        bin()
-            .arg("extract")
-            .arg(&idx)
-            .arg("--store")
-            .arg(&store)
-            .arg("-o")
-            .arg(&out),
-    );
+    let err = fails(&mut extract_cmd(&idx, &store, &out));
     assert!(
         err.contains("root hash") && err.contains("differs"),
         "{err}"
@@ -253,29 +215,13 @@ fn rollback_is_refused() {
         .arg(&idx)
         .args(["--release", "5"]));
     let out = t.path().join("out.img");
-    let err = fails(
-        bin()
-            .arg("extract")
-            .arg(&idx)
-            .arg("--store")
-            .arg(&store)
-            .arg("-o")
-            .arg(&out)
-            .args(["--min-release", "6"]),
-    );
+    let err = fails(extract_cmd(&idx, &store, &out).args(["--min-release", "6"]));
     assert!(
         err.contains("release 5") && err.contains("rollback"),
         "{err}"
     );
     assert!(!out.exists());
-    ok(bin()
-        .arg("extract")
-        .arg(&idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("-o")
-        .arg(&out)
-        .args(["--min-release", "5"]));
+    ok(extract_cmd(&idx, &store, &out).args(["--min-release", "5"]));
     let info = json(&ok(bin().arg("info").arg(&idx).arg("--json")));
     assert_eq!(info["release"], 5);
 }

@@ -84,6 +84,18 @@ const MAX_DEPTH: u32 = 4096;
 
 type Result<T> = std::result::Result<T, LayoutError>;
 
+/// The compressed block count a non-head lcluster's first delta may carry (big
+/// pclusters only); `at` names the index entry in errors.
+fn cblkcnt(d0: u32, big: bool, at: u64, nid: u64) -> Result<Option<u64>> {
+    if d0 & D0_CBLKCNT == 0 {
+        return Ok(None);
+    }
+    if !big {
+        return Err(bad(at, format!("nid {nid}: CBLKCNT without big pclusters")));
+    }
+    Ok(Some(u64::from(d0 & !D0_CBLKCNT)))
+}
+
 fn bad(offset: u64, reason: impl Into<String>) -> LayoutError {
     LayoutError::new(FS, offset, reason)
 }
@@ -1084,15 +1096,7 @@ impl<'a> Walker<'a> {
             };
             if kind == LCLUSTER_NONHEAD {
                 let d0 = u32::from(le16(self.image, at + 4)?);
-                if d0 & D0_CBLKCNT != 0 {
-                    if !big {
-                        return Err(bad(
-                            at,
-                            format!("nid {}: CBLKCNT without big pclusters", ino.nid),
-                        ));
-                    }
-                    lc.cblkcnt = Some(u64::from(d0 & !D0_CBLKCNT));
-                }
+                lc.cblkcnt = cblkcnt(d0, big, at, ino.nid)?;
             } else {
                 lc.blkaddr = u64::from(le32(self.image, at + 4)?);
             }
@@ -1172,15 +1176,7 @@ impl<'a> Walker<'a> {
                 cblkcnt: None,
             };
             if kind == LCLUSTER_NONHEAD {
-                if lo & D0_CBLKCNT != 0 {
-                    if !big {
-                        return Err(bad(
-                            pack,
-                            format!("nid {}: CBLKCNT without big pclusters", ino.nid),
-                        ));
-                    }
-                    lc.cblkcnt = Some(u64::from(lo & !D0_CBLKCNT));
-                }
+                lc.cblkcnt = cblkcnt(lo, big, pack, ino.nid)?;
             } else {
                 lc.clusterofs = u64::from(lo);
                 lc.blkaddr = base

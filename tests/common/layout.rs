@@ -43,7 +43,8 @@ pub fn check_tiling(a: &Analysis, size: u64) {
     );
 }
 
-fn decompress(algorithm: Algorithm, data: &[u8], size: usize) -> Vec<u8> {
+/// Decodes one compression unit as the tests know how to.
+pub fn decompress(algorithm: Algorithm, data: &[u8], size: usize) -> Vec<u8> {
     use std::io::Read;
     match algorithm {
         Algorithm::Lz4 => lz4_flex::block::decompress(data, size).expect("lz4"),

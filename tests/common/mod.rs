@@ -75,14 +75,20 @@ pub fn make(img: &Path, store: &Path, index: &Path) -> serde_json::Value {
         .arg("--json")))
 }
 
-pub fn extract(index: &Path, store: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
-    json(&ok(bin()
-        .arg("extract")
+/// `blockcast extract INDEX --store STORE -o OUT`, to add to and run.
+pub fn extract_cmd(index: &Path, store: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.arg("extract")
         .arg(index)
         .arg("--store")
         .arg(store)
         .arg("-o")
-        .arg(out)
+        .arg(out);
+    c
+}
+
+pub fn extract(index: &Path, store: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    json(&ok(extract_cmd(index, store, out)
         .arg("--json")
         .args(extra)))
 }
