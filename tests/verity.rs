@@ -25,14 +25,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn make_salted(img: &Path, store: &Path, idx: &Path) -> serde_json::Value {
-    json(&ok(bin()
-        .arg("make")
-        .arg(img)
-        .arg("--store")
-        .arg(store)
-        .arg("--index")
-        .arg(idx)
-        .args(["--salt", SALT, "--uuid", UUID, "--json"])))
+    make_with(img, store, idx, &["--salt", SALT, "--uuid", UUID])
 }
 
 #[test]

@@ -65,6 +65,11 @@ pub fn json(stdout: &str) -> serde_json::Value {
 }
 
 pub fn make(img: &Path, store: &Path, index: &Path) -> serde_json::Value {
+    make_with(img, store, index, &[])
+}
+
+/// `blockcast make` with extra arguments; returns its JSON report.
+pub fn make_with(img: &Path, store: &Path, index: &Path, extra: &[&str]) -> serde_json::Value {
     json(&ok(bin()
         .arg("make")
         .arg(img)
@@ -72,7 +77,8 @@ pub fn make(img: &Path, store: &Path, index: &Path) -> serde_json::Value {
         .arg(store)
         .arg("--index")
         .arg(index)
-        .arg("--json")))
+        .arg("--json")
+        .args(extra)))
 }
 
 /// `blockcast extract INDEX --store STORE -o OUT`, to add to and run.
