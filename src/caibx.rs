@@ -10,7 +10,7 @@ use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::index::Index;
 use crate::store::codec::{self, Compressor};
-use crate::store::{ChunkStore, LocalStore};
+use crate::store::LocalStore;
 
 const INDEX_TYPE: u64 = 0x9682_4d9c_7b12_9ff9;
 const TABLE_TYPE: u64 = 0xe75b_9e11_2f17_417d;

@@ -19,6 +19,14 @@ pub enum Error {
     },
     #[error("chunk {id} (image offset {offset}) is not in any store or seed")]
     MissingChunk { id: ChunkId, offset: u64 },
+    #[error("{url}: {reason}")]
+    Remote { url: String, reason: String },
+    #[error("chunk {id} (image offset {offset}) could not be fetched: {reason}")]
+    Unavailable {
+        id: ChunkId,
+        offset: u64,
+        reason: String,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

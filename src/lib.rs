@@ -19,6 +19,7 @@ pub mod make;
 pub mod plan;
 pub mod progress;
 pub mod seed;
+pub mod serve;
 pub mod sign;
 pub mod store;
 mod sys;

@@ -14,7 +14,7 @@ use crate::index::{self, ChunkRecord, Header, LayoutSummary, VerityInfo, MAX_CHU
 use crate::layout::FsKind;
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
-use crate::store::{ChunkStore, LocalStore};
+use crate::store::LocalStore;
 use crate::verity::{self, VerityParams};
 
 /// Longest run of zero bytes one record describes.

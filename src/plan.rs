@@ -8,7 +8,7 @@ use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::index::Index;
 use crate::seed::Seed;
-use crate::store::ChunkStore;
+use crate::store::Stores;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -131,21 +131,13 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
 }
 
 /// How many of the chunks the plan fetches no store has.
-pub fn count_missing(index: &Index, plan: &Plan, stores: &[Box<dyn ChunkStore>]) -> Result<u64> {
-    let mut missing = 0;
+pub fn count_missing(index: &Index, plan: &Plan, stores: &Stores) -> Result<u64> {
     let mut seen = HashSet::new();
-    for (r, source) in index.records().zip(&plan.sources) {
-        if *source != Source::Store || !seen.insert(r.id) {
-            continue;
-        }
-        let mut found = false;
-        for store in stores {
-            if store.has(&r.id)? {
-                found = true;
-                break;
-            }
-        }
-        missing += u64::from(!found);
-    }
-    Ok(missing)
+    let ids = index
+        .records()
+        .zip(&plan.sources)
+        .filter(|(r, source)| **source == Source::Store && seen.insert(r.id))
+        .map(|(r, _)| r.id)
+        .collect();
+    stores.count_missing(ids)
 }

@@ -25,7 +25,7 @@ use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::Seed;
-use crate::store::{self, ChunkStore};
+use crate::store::Stores;
 use crate::verity::{self, HashTree};
 use order::{Copy, Step};
 use target::{Target, GUARD};
@@ -62,7 +62,7 @@ pub struct ExtractReport {
 
 struct Run<'a> {
     index: &'a Index,
-    stores: &'a [Box<dyn ChunkStore>],
+    stores: &'a Stores,
     seeds: &'a [Seed],
     target: Target,
     warn: &'a (dyn Fn(&str) + Sync),
@@ -73,7 +73,7 @@ struct Run<'a> {
 /// what it wrote, whose root it has checked against the index.
 pub fn extract(
     index: &Index,
-    stores: &[Box<dyn ChunkStore>],
+    stores: &Stores,
     seeds: Vec<Seed>,
     output: &Path,
     opts: &ExtractOptions,
@@ -209,9 +209,7 @@ impl Run<'_> {
     }
 
     fn fetch_one(&self, r: &ChunkRecord) -> Result<VerifiedChunk> {
-        store::fetch_verified(self.stores, r, &|e| {
-            (self.warn)(&format!("{e}; trying the next store"))
-        })
+        self.stores.fetch(r)
     }
 
     /// The chunks under the guard, held in memory until the end.
@@ -362,22 +360,21 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Fetches each distinct chunk once and writes it wherever the image holds it.
+    /// Fetches each distinct chunk once, many at a time, and writes it wherever the image
+    /// holds it as it arrives.
     fn fetch(&self, records: &[usize], progress: &dyn Progress) -> Result<()> {
         let mut places: HashMap<ChunkId, Vec<usize>> = HashMap::new();
         let mut order = Vec::new();
         for &i in records {
-            let id = self.index.record(i).id;
-            let entry = places.entry(id).or_default();
+            let r = self.index.record(i);
+            let entry = places.entry(r.id).or_default();
             if entry.is_empty() {
-                order.push(id);
+                order.push(r);
             }
             entry.push(i);
         }
-        order.par_iter().try_for_each(|id| -> Result<()> {
-            let at = &places[id];
-            let chunk = self.fetch_one(&self.index.record(at[0]))?;
-            for &i in at {
+        self.stores.fetch_many(order, |first, chunk| {
+            for &i in &places[&first.id] {
                 let r = self.index.record(i);
                 self.target.write(r.offset, &chunk)?;
                 progress.advance(u64::from(r.size));

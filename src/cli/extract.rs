@@ -5,16 +5,16 @@ use blockcast::assemble::{self, ExtractOptions};
 use blockcast::verity;
 use clap::Args;
 
-use super::{human_bytes, open_index, open_seeds, open_stores, parse_size, Ui};
+use super::{human_bytes, open_index, open_seeds, parse_size, StoreArgs, Ui};
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
 #[derive(Args)]
 pub struct ExtractArgs {
-    index: PathBuf,
-    /// Chunk store directory; repeat to try several in order.
-    #[arg(long, required = true)]
-    store: Vec<PathBuf>,
+    /// The index: a file or an http:// or https:// URL.
+    index: String,
+    #[command(flatten)]
+    stores: StoreArgs,
     /// The image to write (file or block device).
     #[arg(short, long)]
     output: PathBuf,
@@ -49,16 +49,19 @@ pub struct ExtractArgs {
 }
 
 pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
-    let index = open_index(&a.index, &a.trusted_key, ui)?;
+    if a.stores.is_empty() && a.seed.is_empty() {
+        bail!("give at least one --store (or --seed) to take chunks from");
+    }
+    let index = open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
     let release = index.header().release;
     if release < a.min_release {
         bail!(
             "{} has release {release}, older than --min-release {}: refusing a rollback",
-            a.index.display(),
+            a.index,
             a.min_release
         );
     }
-    let stores = open_stores(&a.store)?;
+    let stores = a.stores.open(ui)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
@@ -67,9 +70,7 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     let warn = |m: &str| ui.warn(m);
     let (report, tree) =
         assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
-            .with_context(|| {
-                format!("extracting {} to {}", a.index.display(), a.output.display())
-            })?;
+            .with_context(|| format!("extracting {} to {}", a.index, a.output.display()))?;
     if let Some(path) = &a.verity {
         let device = verity::hash_device(&tree, &index.header().verity.params());
         blockcast::durable::write_file(path, &device)

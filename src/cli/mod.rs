@@ -7,6 +7,7 @@ mod info;
 mod keygen;
 mod make;
 mod plan;
+mod serve;
 mod sign;
 mod verify;
 mod verity;
@@ -17,10 +18,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use blockcast::chunk::ChunkId;
+use blockcast::index::format::MAX_INDEX_SIZE;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
 use blockcast::seed::Seed;
-use blockcast::store::{ChunkStore, LocalStore};
+use blockcast::store::{HttpOptions, StoreOptions, Stores};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -50,6 +52,7 @@ enum Command {
     ExportCaibx(export_caibx::ExportArgs),
     Verify(verify::VerifyArgs),
     Verity(verity::VerityArgs),
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -65,9 +68,11 @@ pub fn run(args: Args) -> Result<()> {
         Command::ExportCaibx(a) => export_caibx::run(a, &ui),
         Command::Verify(a) => verify::run(a, &ui),
         Command::Verity(a) => verity::run(a, &ui),
+        Command::Serve(a) => serve::run(a, &ui),
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct Ui {
     quiet: bool,
 }
@@ -154,25 +159,116 @@ pub fn key_password() -> Option<String> {
     std::env::var(PASSWORD_ENV).ok()
 }
 
-/// Reads an index; with trusted keys, refuses it unless one of them signed its exact
-/// bytes, before the index is even parsed. Without, warns that it is unauthenticated.
-pub fn open_index(path: &Path, trusted: &[PathBuf], ui: &Ui) -> Result<Index> {
-    let bytes = Index::read_bytes(path)?;
+/// Reads an index from a path or URL; with trusted keys, refuses it unless one of them
+/// signed its exact bytes (INDEX.minisig beside it), before the index is even parsed.
+/// Without, warns that it is unauthenticated.
+pub fn open_index(
+    location: &str,
+    trusted: &[PathBuf],
+    http: &HttpOptions,
+    ui: &Ui,
+) -> Result<Index> {
+    let remote = blockcast::store::http::is_url(location);
+    let warn = |m: &str| ui.warn(m);
+    let bytes = if remote {
+        blockcast::store::fetch_file(location, MAX_INDEX_SIZE, http, &warn)?
+            .with_context(|| format!("{location}: the server has no such index"))?
+    } else {
+        Index::read_bytes(Path::new(location))?
+    };
     if trusted.is_empty() {
         ui.warn(&format!(
-            "{} is not authenticated: pass --trusted-key to check its signature",
-            path.display()
+            "{location} is not authenticated: pass --trusted-key to check its signature"
         ));
     } else {
         let keys = trusted
             .iter()
             .map(|k| blockcast::sign::PublicKey::from_file(k))
             .collect::<Result<Vec<_>, _>>()?;
-        let sig = blockcast::sign::signature_path(path);
-        blockcast::sign::verify_file(&bytes, &sig, &keys)
-            .with_context(|| format!("refusing {}", path.display()))?;
+        let checked = if remote {
+            let url = format!("{location}.minisig");
+            match blockcast::store::fetch_file(&url, MAX_SIGNATURE_SIZE, http, &warn)? {
+                Some(text) => {
+                    blockcast::sign::verify(&bytes, &String::from_utf8_lossy(&text), &keys)
+                }
+                None => Err(blockcast::Error::Invalid(format!(
+                    "signature {url} is missing: the index is not signed"
+                ))),
+            }
+        } else {
+            let sig = blockcast::sign::signature_path(Path::new(location));
+            blockcast::sign::verify_file(&bytes, &sig, &keys)
+        };
+        checked.with_context(|| format!("refusing {location}"))?;
     }
-    Ok(Index::from_bytes(path, bytes)?)
+    Ok(Index::from_bytes(Path::new(location), bytes)?)
+}
+
+/// A `.minisig` file is four short lines.
+const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
+
+/// Where chunks come from, and how remote ones are fetched: shared by the commands that
+/// read stores.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// Chunk store: a directory, or an http:// or https:// URL; repeat to try several in
+    /// order for each chunk.
+    #[arg(long, value_name = "DIR|URL")]
+    store: Vec<String>,
+    /// Keep fetched chunks in this local store, and take chunks from it first.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Chunks fetched at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Seconds one HTTP request may take, body included.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
+    /// Further attempts after a failed request (with backoff), per store.
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+    /// PEM file of a certificate authority to trust besides the system's; repeatable.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Vec<PathBuf>,
+    /// PEM client certificate for servers that ask for one (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn http(&self) -> Result<HttpOptions> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            bail!(
+                "--timeout {} is not a positive number of seconds",
+                self.timeout
+            );
+        }
+        Ok(HttpOptions {
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            retries: self.retries,
+            ca_certs: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    pub fn open(&self, ui: &Ui) -> Result<Stores> {
+        let opts = StoreOptions {
+            http: self.http()?,
+            concurrency: usize::from(self.concurrency),
+            cache: self.cache.clone(),
+        };
+        let ui = *ui;
+        let warn = std::sync::Arc::new(move |m: &str| ui.warn(m));
+        Stores::open(&self.store, &opts, warn).context("opening the stores")
+    }
 }
 
 /// Parses sizes such as `65536`, `64K`, `64KiB`, `1M`.
@@ -190,16 +286,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-pub fn open_stores(dirs: &[PathBuf]) -> Result<Vec<Box<dyn ChunkStore>>> {
-    dirs.iter()
-        .map(|d| -> Result<Box<dyn ChunkStore>> {
-            Ok(Box::new(LocalStore::open(d, false).with_context(|| {
-                format!("opening store {}", d.display())
-            })?))
-        })
-        .collect()
 }
 
 /// Seeds from `--seed` files; the i-th `--seed-index` describes the i-th seed.

@@ -1,19 +1,19 @@
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use blockcast::plan::{self, PlanSummary};
 use clap::Args;
 use serde::Serialize;
 
-use super::{human_bytes, open_index, open_seeds, open_stores, Ui};
+use super::{human_bytes, open_index, open_seeds, StoreArgs, Ui};
 
 /// Show what an extract would fetch, before fetching anything.
 #[derive(Args)]
 pub struct PlanArgs {
-    index: PathBuf,
-    /// Chunk store directory; repeatable.
-    #[arg(long, required = true)]
-    store: Vec<PathBuf>,
+    /// The index: a file or an http:// or https:// URL.
+    index: String,
+    #[command(flatten)]
+    stores: StoreArgs,
     #[arg(long)]
     seed: Vec<PathBuf>,
     #[arg(long)]
@@ -36,8 +36,11 @@ struct Output {
 }
 
 pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
-    let index = open_index(&a.index, &a.trusted_key, ui)?;
-    let stores = open_stores(&a.store)?;
+    if a.stores.is_empty() {
+        bail!("give at least one --store to plan against");
+    }
+    let index = open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
+    let stores = a.stores.open(ui)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let plan = plan::plan(&index, &seeds, &[], None);
     let missing = plan::count_missing(&index, &plan, &stores)?;

@@ -1,16 +1,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use blockcast::chunk::{ChunkId, VerifiedChunk};
+use blockcast::chunk::ChunkId;
 use blockcast::image::Image;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
-use blockcast::store::{self, ChunkStore};
+use blockcast::store::Stores;
 use blockcast::verity::{self, HashTree};
 use clap::Args;
 use serde::Serialize;
 
-use super::{open_stores, Ui};
+use super::{StoreArgs, Ui};
 
 /// Check an image or partition block by block against an index's dm-verity tree.
 #[derive(Args)]
@@ -21,9 +21,9 @@ pub struct VerifyArgs {
     /// The hash device to check against (and check itself against the index).
     #[arg(long, value_name = "FILE")]
     verity: Option<PathBuf>,
-    /// Take the tree from these stores instead.
-    #[arg(long)]
-    store: Vec<PathBuf>,
+    /// Take the tree from these stores instead (--store).
+    #[command(flatten)]
+    stores: StoreArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -74,15 +74,19 @@ fn tree_from_device(index: &Index, path: &Path) -> Result<HashTree> {
     })
 }
 
-fn tree_from_stores(index: &Index, stores: &[Box<dyn ChunkStore>], ui: &Ui) -> Result<HashTree> {
+fn tree_from_stores(index: &Index, stores: &Stores) -> Result<HashTree> {
     let v = &index.header().verity;
-    let mut tree = Vec::with_capacity(v.tree_size as usize);
-    for r in index.tree_records() {
-        let chunk: VerifiedChunk = store::fetch_verified(stores, &r, &|e| {
-            ui.warn(&format!("{e}; trying the next store"))
-        })?;
-        tree.extend_from_slice(chunk.data());
-    }
+    let mut tree = vec![0u8; v.tree_size as usize];
+    stores.fetch_many(index.tree_records().collect(), |r, chunk| {
+        let data = chunk.data();
+        let place = usize::try_from(r.offset)
+            .ok()
+            .and_then(|at| tree.get_mut(at..at.checked_add(data.len())?))
+            .with_context(|| format!("tree chunk {} lies past the tree's end", r.id))
+            .map_err(|e| blockcast::Error::Invalid(format!("{e:#}")))?;
+        place.copy_from_slice(data);
+        Ok(())
+    })?;
     verity::tree_from_bytes(v.data_blocks, tree, &v.salt, v.root)
         .context("the stored hash tree does not hash to the index's root")
 }
@@ -101,13 +105,13 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         .max(index.header().image_size);
     let leaves = verity::leaf_digests(&image, len, &v.salt, &bar)?;
     bar.finish();
-    let (reference, source) = match (&a.verity, a.store.is_empty()) {
+    let (reference, source) = match (&a.verity, a.stores.is_empty()) {
         (Some(path), _) => (
             Some(tree_from_device(&index, path)?),
             path.display().to_string(),
         ),
         (None, false) => (
-            Some(tree_from_stores(&index, &open_stores(&a.store)?, ui)?),
+            Some(tree_from_stores(&index, &a.stores.open(ui)?)?),
             "store".to_string(),
         ),
         (None, true) => (None, "computed from the image".to_string()),

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chunk::ChunkId;
 use crate::error::{Error, IoContext, Result};
-use crate::store::ChunkStore;
 
 pub struct LocalStore {
     dir: PathBuf,
@@ -77,10 +76,10 @@ impl LocalStore {
         let dir = File::open(&self.dir).at(&self.dir)?;
         crate::sys::syncfs(&dir, &self.dir)
     }
-}
 
-impl ChunkStore for LocalStore {
-    fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+    /// The stored bytes of a chunk, or `None` when the store lacks it. A chunk file longer
+    /// than `max_len` is an error, never a large allocation.
+    pub fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
         let path = self.chunk_path(id);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -108,16 +107,12 @@ impl ChunkStore for LocalStore {
         Ok(Some(bytes))
     }
 
-    fn has(&self, id: &ChunkId) -> Result<bool> {
+    pub fn has(&self, id: &ChunkId) -> Result<bool> {
         let path = self.chunk_path(id);
         match fs::metadata(&path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io { path, err: e }),
         }
-    }
-
-    fn describe(&self) -> String {
-        self.dir.display().to_string()
     }
 }

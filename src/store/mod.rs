@@ -1,64 +1,303 @@
-//! Chunk stores: where chunk files live, addressed by chunk id.
+//! Chunk stores: where chunk files live, addressed by chunk id. A store is a local
+//! directory or an HTTP(S) URL with the same layout; [`Stores`] tries several in order,
+//! many chunks at once, and keeps what it fetched in an optional local cache.
 
 pub mod codec;
+pub mod http;
 pub mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::{stored_size_bound, ChunkRecord};
 
+pub use http::HttpOptions;
 pub use local::LocalStore;
 
-pub trait ChunkStore: Send + Sync {
-    /// The stored (compressed) bytes of a chunk, or `None` when the store lacks it. A chunk
-    /// file longer than `max_len` is an error, never a large allocation.
-    fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>>;
-    fn has(&self, id: &ChunkId) -> Result<bool>;
-    /// Names the store in messages.
-    fn describe(&self) -> String;
+/// Receives warnings: a bad copy skipped, a request retried.
+pub type Warn = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub struct StoreOptions {
+    pub http: HttpOptions,
+    /// Chunks in flight at once.
+    pub concurrency: usize,
+    /// A local store tried first and filled with every chunk fetched elsewhere.
+    pub cache: Option<PathBuf>,
 }
 
-/// Fetches a chunk from the first store that has a good copy. A corrupt copy is reported
-/// and the next store is tried; the last failure is returned when none has it.
-pub fn fetch_verified(
-    stores: &[Box<dyn ChunkStore>],
-    record: &ChunkRecord,
-    on_bad: &dyn Fn(&Error),
-) -> Result<VerifiedChunk> {
-    let mut failure = Error::MissingChunk {
-        id: record.id,
-        offset: record.offset,
-    };
-    for store in stores {
-        let attempt = store
-            .get(&record.id, stored_size_bound(record.size))
-            .and_then(|stored| match stored {
-                None => Ok(None),
-                Some(stored) => {
-                    let data = codec::decompress(&stored, record.size, record.id, record.offset)?;
-                    VerifiedChunk::verify(record.id, record.offset, data).map(Some)
-                }
-            });
-        match attempt {
-            Ok(Some(chunk)) => return Ok(chunk),
-            Ok(None) => {}
-            Err(e) => {
-                let e = in_store(e, store.as_ref(), record.offset);
-                on_bad(&e);
-                failure = e;
-            }
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            http: HttpOptions::default(),
+            concurrency: 16,
+            cache: None,
         }
     }
-    Err(failure)
 }
 
-fn in_store(e: Error, store: &dyn ChunkStore, offset: u64) -> Error {
+enum Store {
+    Local(LocalStore),
+    Http { base: String, client: http::Client },
+}
+
+impl Store {
+    fn describe(&self) -> String {
+        match self {
+            Store::Local(s) => s.dir().display().to_string(),
+            Store::Http { base, .. } => base.clone(),
+        }
+    }
+}
+
+/// The stores of a run, tried in order for each chunk, with the runtime that drives
+/// remote fetches.
+pub struct Stores {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    runtime: tokio::runtime::Runtime,
+}
+
+struct Shared {
+    list: Vec<Store>,
+    cache: Option<LocalStore>,
+    warn: Warn,
+}
+
+impl Stores {
+    /// Opens each location: a directory, or an `http://` or `https://` URL.
+    pub fn open(locations: &[String], opts: &StoreOptions, warn: Warn) -> Result<Stores> {
+        let mut client = None;
+        let mut list = Vec::with_capacity(locations.len());
+        for location in locations {
+            list.push(if http::is_url(location) {
+                let client = match &client {
+                    Some(c) => c,
+                    None => client.insert(http::Client::new(&opts.http)?),
+                };
+                Store::Http {
+                    base: location.trim_end_matches('/').to_string(),
+                    client: client.clone(),
+                }
+            } else if location.contains("://") {
+                return Err(Error::Invalid(format!(
+                    "store {location}: only http:// and https:// URLs and local directories are stores"
+                )));
+            } else {
+                Store::Local(LocalStore::open(location.as_ref(), false)?)
+            });
+        }
+        let cache = match &opts.cache {
+            Some(dir) => Some(LocalStore::open(dir, true)?),
+            None => None,
+        };
+        Ok(Stores {
+            shared: Arc::new(Shared { list, cache, warn }),
+            concurrency: opts.concurrency.max(1),
+            runtime: runtime()?,
+        })
+    }
+
+    /// Fetches one chunk, verified. Blocks; not to be called from async code.
+    pub fn fetch(&self, record: &ChunkRecord) -> Result<VerifiedChunk> {
+        let shared = self.shared.clone();
+        let record = *record;
+        self.runtime
+            .block_on(async move { shared.fetch(record).await })
+    }
+
+    /// Fetches the chunks of `records` with up to `concurrency` in flight, and hands each
+    /// to `sink` as it arrives (not in order), on the calling thread. Stops at the first
+    /// error.
+    pub fn fetch_many(
+        &self,
+        records: Vec<ChunkRecord>,
+        mut sink: impl FnMut(&ChunkRecord, VerifiedChunk) -> Result<()>,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        self.runtime.block_on(async {
+            let mut arrivals = stream::iter(records)
+                .map(|r| {
+                    let shared = shared.clone();
+                    let task = tokio::spawn(async move { shared.fetch(r).await });
+                    async move { (r, task.await) }
+                })
+                .buffer_unordered(self.concurrency);
+            while let Some((r, joined)) = arrivals.next().await {
+                let chunk = joined.map_err(|_| worker_failed())??;
+                sink(&r, chunk)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// How many of `ids` no store holds, asked `concurrency` at a time.
+    pub fn count_missing(&self, ids: Vec<ChunkId>) -> Result<u64> {
+        let shared = &self.shared;
+        self.runtime.block_on(async {
+            let mut answers = stream::iter(ids)
+                .map(|id| {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { shared.has(&id).await })
+                })
+                .buffer_unordered(self.concurrency);
+            let mut missing = 0;
+            while let Some(joined) = answers.next().await {
+                missing += u64::from(!joined.map_err(|_| worker_failed())??);
+            }
+            Ok(missing)
+        })
+    }
+
+    /// Runs `future` on the stores' runtime, for callers that fetch on their own terms.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+impl Shared {
+    /// The first good copy: the cache, then each store in order. A bad copy is reported
+    /// and the next source tried; the last failure is returned when none has it.
+    async fn fetch(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
+        let max_len = stored_size_bound(r.size);
+        if let Some(cache) = &self.cache {
+            match local_get(cache, &r, max_len) {
+                Ok(Some((chunk, _))) => return Ok(chunk),
+                Ok(None) => {}
+                Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
+            }
+        }
+        let mut failure = Error::MissingChunk {
+            id: r.id,
+            offset: r.offset,
+        };
+        for store in &self.list {
+            let attempt = match store {
+                Store::Local(s) => local_get(s, &r, max_len),
+                Store::Http { base, client } => {
+                    let url = chunk_url(base, &r.id);
+                    client
+                        .get(&url, max_len, |body| open(&r, body), self.warn.as_ref())
+                        .await
+                        .map_err(|e| unavailable(&r, e))
+                }
+            };
+            match attempt {
+                Ok(Some((chunk, stored))) => {
+                    if let Some(cache) = &self.cache {
+                        if let Err(e) = cache.put(&r.id, &stored) {
+                            (self.warn)(&format!("{e}; the chunk is not cached"));
+                        }
+                    }
+                    return Ok(chunk);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let e = in_store(e, store);
+                    (self.warn)(&format!("{e}; trying the next store"));
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    async fn has(&self, id: &ChunkId) -> Result<bool> {
+        if let Some(cache) = &self.cache {
+            if cache.has(id)? {
+                return Ok(true);
+            }
+        }
+        for store in &self.list {
+            let found = match store {
+                Store::Local(s) => s.has(id)?,
+                Store::Http { base, client } => {
+                    client
+                        .exists(&chunk_url(base, id), self.warn.as_ref())
+                        .await?
+                }
+            };
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A store's chunk file, checked: the verified chunk and the stored bytes it came from.
+type Opened = (VerifiedChunk, Vec<u8>);
+
+fn local_get(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
+    match store.get(&r.id, max_len) {
+        Ok(Some(stored)) => open(r, stored).map(Some),
+        Ok(None) => Ok(None),
+        Err(Error::BadChunk { reason, .. }) => Err(Error::BadChunk {
+            id: r.id,
+            offset: r.offset,
+            reason,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+fn open(r: &ChunkRecord, stored: Vec<u8>) -> Result<Opened> {
+    let data = codec::decompress(&stored, r.size, r.id, r.offset)?;
+    Ok((VerifiedChunk::verify(r.id, r.offset, data)?, stored))
+}
+
+/// Where a store at `base` keeps a chunk: casync's layout, so any static web server
+/// serving a store directory is a store.
+pub fn chunk_url(base: &str, id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{base}/{}/{hex}.cacnk", &hex[..4])
+}
+
+fn unavailable(r: &ChunkRecord, e: Error) -> Error {
+    Error::Unavailable {
+        id: r.id,
+        offset: r.offset,
+        reason: e.to_string(),
+    }
+}
+
+fn in_store(e: Error, store: &Store) -> Error {
     match e {
-        Error::BadChunk { id, reason, .. } => Error::BadChunk {
+        Error::BadChunk { id, offset, reason } => Error::BadChunk {
             id,
             offset,
             reason: format!("{reason} (in store {})", store.describe()),
         },
         other => other,
     }
+}
+
+fn worker_failed() -> Error {
+    Error::Invalid("a fetch task panicked".into())
+}
+
+/// A runtime with a worker per core: fetches wait on the network there, and chunks are
+/// decompressed and hashed there as they arrive.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("blockcast-fetch")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))
+}
+
+/// GETs a whole file of at most `max_len` bytes from a URL (an index, a signature), with
+/// the usual retries. `None` when the server does not have it.
+pub fn fetch_file(
+    url: &str,
+    max_len: u64,
+    opts: &HttpOptions,
+    warn: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Option<Vec<u8>>> {
+    let client = http::Client::new(opts)?;
+    runtime()?.block_on(client.get(url, max_len, Ok, warn))
 }

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use blockcast::serve::{self, ServeOptions};
+use clap::Args;
+
+use super::{print_out, Ui};
+
+/// Serve a store directory and its indexes over HTTP until SIGINT or SIGTERM.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The directory to serve (a store, with indexes beside or inside it).
+    dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Milliseconds to wait before every answer, to stand in for a slow link.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    delay: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Log one line per request on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+pub fn run(a: ServeArgs, ui: &Ui) -> Result<()> {
+    if !a.dir.is_dir() {
+        anyhow::bail!("{} is not a directory", a.dir.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        if !ui.quiet {
+            print_out(&format!("serving {} on http://{addr}", a.dir.display()))?;
+        }
+        let opts = ServeOptions {
+            root: a.dir.clone(),
+            delay: Duration::from_millis(a.delay),
+            max_connections: a.max_connections,
+            verbose: a.verbose,
+        };
+        serve::serve(listener, opts, stop_signal()?)
+            .await
+            .with_context(|| format!("serving {}", a.dir.display()))
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,327 @@
+//! `blockcast serve`: a store directory and the indexes beside it over HTTP/1.1, as any
+//! static web server would serve them: GET and HEAD, single byte ranges, content types,
+//! `Cache-Control: immutable` for chunks (a chunk's name is its content), bounded
+//! connections, and a graceful stop.
+
+pub mod range;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use range::Ranged;
+
+pub struct ServeOptions {
+    /// The directory served; nothing outside it is.
+    pub root: PathBuf,
+    /// Added before every answer, to stand in for a slow link in benchmarks.
+    pub delay: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// One line per request on stderr.
+    pub verbose: bool,
+}
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long open connections get to finish once a stop is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Files are sent in pieces of this size.
+const PIECE: usize = 256 << 10;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Serves `listener` until `stop` completes, then lets open connections finish (for at
+/// most [`DRAIN_TIMEOUT`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: ServeOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::Io {
+        path: opts.root.clone(),
+        err: e,
+    })?;
+    let opts = Arc::new(ServeOptions { root, ..opts });
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            _ = &mut stop => break,
+            slot = slots.clone().acquire_owned() => slot.map_err(|_| stopped())?,
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    eprintln!("blockcast serve: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let opts = opts.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let opts = opts.clone();
+            async move { Ok::<_, Infallible>(answer(&opts, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {}
+    }
+    Ok(())
+}
+
+fn stopped() -> Error {
+    Error::Invalid("the server stopped".into())
+}
+
+async fn answer(
+    opts: &ServeOptions,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let began = Instant::now();
+    if !opts.delay.is_zero() {
+        tokio::time::sleep(opts.delay).await;
+    }
+    let response = respond(opts, &req).await;
+    if opts.verbose {
+        let sent = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        eprintln!(
+            "{peer} \"{} {} {:?}\" {} {sent} {:.1}ms",
+            req.method(),
+            req.uri().path(),
+            req.version(),
+            response.status().as_u16(),
+            began.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    response
+}
+
+async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+    };
+    let Some(path) = local_path(&opts.root, req.uri().path()) else {
+        return plain(StatusCode::BAD_REQUEST, "bad path\n");
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return plain(StatusCode::NOT_FOUND, "not found\n")
+        }
+        Err(_) => return plain(StatusCode::FORBIDDEN, "not readable\n"),
+    };
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "stat failed\n"),
+    };
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, start, end) = match range::parse(range, len) {
+        Ranged::Whole => (StatusCode::OK, 0, len),
+        Ranged::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        Ranged::Unsatisfiable => {
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            set(&mut r, header::CONTENT_RANGE, &format!("bytes */{len}"));
+            return r;
+        }
+    };
+    let body = if head || start == end {
+        empty()
+    } else {
+        if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n");
+        }
+        file_body(file, end - start)
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    set(&mut r, header::CONTENT_LENGTH, &(end - start).to_string());
+    set(&mut r, header::CONTENT_TYPE, content_type(&path));
+    set(&mut r, header::CACHE_CONTROL, cache_control(&path));
+    set(&mut r, header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        let last = end - 1;
+        set(
+            &mut r,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{last}/{len}"),
+        );
+    }
+    r
+}
+
+/// The file under `root` that a request path names: percent-decoded, and only plain
+/// names (no `..`, no empty or hidden tricks past the root).
+fn local_path(root: &Path, uri_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(uri_path)?;
+    let relative = Path::new(decoded.trim_start_matches('/'));
+    if relative.as_os_str().is_empty() {
+        return None;
+    }
+    relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| root.join(relative))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("bcidx") => "application/vnd.blockcast.index",
+        Some("minisig") | Some("pub") => "text/plain; charset=utf-8",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A chunk's name is the hash of its content, so it never changes: caches may keep it
+/// for good. Anything else (an index is republished under the same name) is revalidated.
+fn cache_control(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|e| e == "cacnk") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    }
+}
+
+fn set(r: &mut Response<Body>, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    set(&mut r, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    set(&mut r, header::CONTENT_LENGTH, &text.len().to_string());
+    r
+}
+
+/// `len` bytes of `file` from where it stands, read a piece at a time as the client takes
+/// them. A file that shrinks underneath ends the body early, which the client sees as a
+/// short body.
+fn file_body(file: tokio::fs::File, len: u64) -> Body {
+    let pieces = stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; (left as usize).min(PIECE)];
+        match file.read(&mut buf).await {
+            Ok(0) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                )),
+                (file, 0),
+            )),
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Frame::data(Bytes::from(buf))), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    });
+    StreamBody::new(pieces).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_under_the_root() {
+        let root = Path::new("/srv/store");
+        assert_eq!(
+            local_path(root, "/ab12/ab12cd.cacnk"),
+            Some(root.join("ab12/ab12cd.cacnk"))
+        );
+        assert_eq!(
+            local_path(root, "/v%201.bcidx"),
+            Some(root.join("v 1.bcidx"))
+        );
+        assert_eq!(local_path(root, "/../etc/passwd"), None);
+        assert_eq!(local_path(root, "/a/%2e%2e/%2e%2e/etc"), None);
+        assert_eq!(local_path(root, "/"), None);
+        assert_eq!(local_path(root, "/a%00b"), None);
+        assert_eq!(local_path(root, "/a%zz"), None);
+        assert_eq!(local_path(root, "/a/./b"), Some(root.join("a/b")));
+    }
+}

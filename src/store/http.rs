@@ -1,0 +1,251 @@
+//! Chunk stores and indexes over HTTP and HTTPS: one client whose connections are reused
+//! (HTTP/2 where the server offers it), a timeout per request, retries with backoff on
+//! resets, timeouts, 5xx and bad bodies, and every body capped before it is read.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+
+/// How requests are made; shared by every remote store and index of a run.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The whole of one request, from connecting to the body's last byte.
+    pub timeout: Duration,
+    /// Further attempts after a failed one.
+    pub retries: u32,
+    /// PEM files of certificate authorities trusted besides the system's roots.
+    pub ca_certs: Vec<PathBuf>,
+    /// PEM certificate and key presented to servers that ask for one (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            retries: 4,
+            ca_certs: Vec::new(),
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+/// True when `location` names a remote store or index rather than a local path.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// The first backoff; it doubles with each retry up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Client {
+    inner: reqwest::Client,
+    timeout: Duration,
+    retries: u32,
+}
+
+/// Why one attempt failed, and whether another may succeed.
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+impl Client {
+    pub fn new(opts: &HttpOptions) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("blockcast/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .tcp_nodelay(true);
+        for path in &opts.ca_certs {
+            let pem = fs::read(path).at(path)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Invalid(format!("CA certificate {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "CA certificate {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&opts.client_cert, &opts.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = fs::read(cert).at(cert)?;
+                pem.push(b'\n');
+                pem.extend(fs::read(key).at(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    Error::Invalid(format!(
+                        "client certificate {} with key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Invalid(
+                    "a client certificate needs its key, and a key its certificate".into(),
+                ))
+            }
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| Error::Invalid(format!("setting up the HTTP client: {e}")))?;
+        Ok(Client {
+            inner,
+            timeout: opts.timeout,
+            retries: opts.retries,
+        })
+    }
+
+    /// GETs `url` (at most `max_len` bytes of body) and passes the body to `check`,
+    /// retrying transient failures and bodies `check` refuses. `None` when the server
+    /// answers 404 or 410.
+    pub async fn get<T>(
+        &self,
+        url: &str,
+        max_len: u64,
+        check: impl Fn(Vec<u8>) -> Result<T>,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<T>> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reason = match self.attempt(url, max_len).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(body)) => match check(body) {
+                    Ok(value) => return Ok(Some(value)),
+                    Err(e) => e.to_string(),
+                },
+                Err(Failure::Permanent(reason)) => return Err(remote(url, reason)),
+                Err(Failure::Transient(reason)) => reason,
+            };
+            if attempt > self.retries {
+                return Err(remote(
+                    url,
+                    format!("{reason} (gave up after {attempt} attempts)"),
+                ));
+            }
+            warn(&format!(
+                "{url}: {reason}; retrying in {} ms (attempt {} of {})",
+                backoff.as_millis(),
+                attempt + 1,
+                self.retries + 1
+            ));
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn attempt(&self, url: &str, max_len: u64) -> Result<Option<Vec<u8>>, Failure> {
+        let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
+        let mut response = self
+            .inner
+            .get(url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(transient)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+            return Ok(None);
+        }
+        if status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            return Err(Failure::Transient(format!("the server answered {status}")));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(Failure::Permanent(format!("the server answered {status}")));
+        }
+        let too_large = || Failure::Permanent(format!("body larger than {max_len} bytes"));
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > max_len) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(announced.unwrap_or(0) as usize);
+        while let Some(piece) = response.chunk().await.map_err(transient)? {
+            if (body.len() + piece.len()) as u64 > max_len {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(Some(body))
+    }
+
+    /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
+    pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reason = match self.inner.head(url).timeout(self.timeout).send().await {
+                Ok(r) if r.status().is_success() => return Ok(true),
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(false),
+                Ok(r) if r.status() == reqwest::StatusCode::GONE => return Ok(false),
+                Ok(r) if !r.status().is_server_error() => {
+                    return Err(remote(url, format!("the server answered {}", r.status())))
+                }
+                Ok(r) => format!("the server answered {}", r.status()),
+                Err(e) => describe(&e),
+            };
+            if attempt > self.retries {
+                return Err(remote(
+                    url,
+                    format!("{reason} (gave up after {attempt} attempts)"),
+                ));
+            }
+            warn(&format!("{url}: {reason}; retrying"));
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn remote(url: &str, reason: String) -> Error {
+    Error::Remote {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// reqwest's message, with the causes it hides behind "error sending request".
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body was cut short"
+    } else {
+        "the request failed"
+    }
+    .to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Between half and the whole of `d`, so that many devices do not retry in step.
+fn jittered(d: Duration) -> Duration {
+    let r = getrandom::u32().unwrap_or(u32::MAX);
+    d / 2 + d.mul_f64(f64::from(r) / f64::from(u32::MAX) / 2.0)
+}
