@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use blockcast::chunk::ChunkId;
-use blockcast::index::format::MAX_INDEX_SIZE;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
 use blockcast::seed::Seed;
@@ -171,7 +170,7 @@ pub fn open_index(
     let remote = blockcast::store::http::is_url(location);
     let warn = |m: &str| ui.warn(m);
     let bytes = if remote {
-        blockcast::store::fetch_file(location, MAX_INDEX_SIZE, http, &warn)?
+        blockcast::store::fetch_index(location, http, &warn)?
             .with_context(|| format!("{location}: the server has no such index"))?
     } else {
         Index::read_bytes(Path::new(location))?

@@ -213,6 +213,31 @@ impl Index {
         Ok(bytes)
     }
 
+    /// The length of the index whose first [`HEADER_SIZE`] bytes are `header`, read
+    /// from its magic, version and record counts: lets a download stop at what the index
+    /// claims, before it is whole.
+    pub fn declared_len(header: &[u8]) -> Result<u64, String> {
+        let h = header
+            .get(..HEADER_SIZE)
+            .ok_or_else(|| format!("shorter than the {HEADER_SIZE}-byte header"))?;
+        if slice(h, &H_MAGIC) != MAGIC {
+            return Err("not a blockcast index (bad magic)".into());
+        }
+        let records = get_u64(h, &H_CHUNK_COUNT).checked_add(get_u64(h, &H_TREE_COUNT));
+        records
+            .and_then(|n| n.checked_mul(RECORD_SIZE as u64))
+            .and_then(|n| n.checked_add(HEADER_SIZE as u64))
+            .filter(|&n| n <= MAX_INDEX_SIZE)
+            .ok_or_else(|| "its record counts give an implausible size".into())
+    }
+
+    /// Whether `bytes` are whole as written: their length is the declared one and their
+    /// digest matches. Cheap enough to decide whether a download must be retried.
+    pub fn is_intact(bytes: &[u8]) -> bool {
+        Index::declared_len(bytes).is_ok_and(|n| n == bytes.len() as u64)
+            && digest(bytes) == slice(&bytes[..HEADER_SIZE], &H_DIGEST)
+    }
+
     /// `path` only names the index in errors.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Index> {
         let bad = |reason: String| Error::BadIndex {

@@ -43,6 +43,9 @@ pub fn is_url(location: &str) -> bool {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How many leading bytes tell a file's length, and how to read it from them.
+pub type Sniff<'a> = (usize, &'a (dyn Fn(&[u8]) -> Result<u64, String> + Sync));
+
 #[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
@@ -117,11 +120,26 @@ impl Client {
         check: impl Fn(Vec<u8>) -> Result<T>,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<T>> {
+        self.get_sized(url, max_len, None, check, warn).await
+    }
+
+    /// Like [`Client::get`] for a file that states its own length in its first bytes:
+    /// once `sniff.0` bytes have arrived, `sniff.1` reads them and returns the exact
+    /// length, or why they cannot start such a file; the body is held to that length. A
+    /// hostile server cannot make us take more than the file claims to be.
+    pub async fn get_sized<T>(
+        &self,
+        url: &str,
+        max_len: u64,
+        sniff: Option<Sniff<'_>>,
+        check: impl Fn(Vec<u8>) -> Result<T>,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<T>> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let reason = match self.attempt(url, max_len).await {
+            let reason = match self.attempt(url, max_len, sniff).await {
                 Ok(None) => return Ok(None),
                 Ok(Some(body)) => match check(body) {
                     Ok(value) => return Ok(Some(value)),
@@ -147,7 +165,12 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, url: &str, max_len: u64) -> Result<Option<Vec<u8>>, Failure> {
+    async fn attempt(
+        &self,
+        url: &str,
+        mut max_len: u64,
+        mut sniff: Option<Sniff<'_>>,
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
         let mut response = self
             .inner
@@ -169,17 +192,24 @@ impl Client {
         if status != reqwest::StatusCode::OK {
             return Err(Failure::Permanent(format!("the server answered {status}")));
         }
-        let too_large = || Failure::Permanent(format!("body larger than {max_len} bytes"));
+        let too_large = |max: u64| Failure::Permanent(format!("body larger than {max} bytes"));
         let announced = response.content_length();
         if announced.is_some_and(|n| n > max_len) {
-            return Err(too_large());
+            return Err(too_large(max_len));
         }
-        let mut body = Vec::with_capacity(announced.unwrap_or(0) as usize);
+        let mut body = Vec::with_capacity(announced.unwrap_or(0).min(1 << 20) as usize);
         while let Some(piece) = response.chunk().await.map_err(transient)? {
             if (body.len() + piece.len()) as u64 > max_len {
-                return Err(too_large());
+                return Err(too_large(max_len));
             }
             body.extend_from_slice(&piece);
+            if let Some((prefix, sized)) = sniff.filter(|(prefix, _)| body.len() >= *prefix) {
+                max_len = max_len.min(sized(&body[..prefix]).map_err(Failure::Permanent)?);
+                sniff = None;
+                if body.len() as u64 > max_len {
+                    return Err(too_large(max_len));
+                }
+            }
         }
         Ok(Some(body))
     }

@@ -13,6 +13,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
+use crate::index::format::MAX_INDEX_SIZE;
 use crate::index::{stored_size_bound, ChunkRecord};
 
 pub use http::HttpOptions;
@@ -288,6 +289,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))
+}
+
+/// GETs an index, retried until it arrives intact (its length and digest as it declares
+/// them): these are the bytes a signature is then checked over. The body is held to the
+/// length the index's header claims. `None` when the server does not have it.
+pub fn fetch_index(
+    url: &str,
+    opts: &HttpOptions,
+    warn: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Option<Vec<u8>>> {
+    let client = http::Client::new(opts)?;
+    let sized = |header: &[u8]| crate::index::Index::declared_len(header);
+    let sniff: http::Sniff = (crate::index::format::HEADER_SIZE, &sized);
+    let intact = |bytes: Vec<u8>| {
+        if crate::index::Index::is_intact(&bytes) {
+            Ok(bytes)
+        } else {
+            Err(Error::Remote {
+                url: url.to_string(),
+                reason: "the index arrived corrupt or truncated".into(),
+            })
+        }
+    };
+    runtime()?.block_on(client.get_sized(url, MAX_INDEX_SIZE, Some(sniff), intact, warn))
 }
 
 /// GETs a whole file of at most `max_len` bytes from a URL (an index, a signature), with

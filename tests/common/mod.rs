@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod layout;
+pub mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,335 @@
+//! Stores and indexes over HTTP from `blockcast serve`: every kind of image rebuilt
+//! byte-identical, the chunk cache, signed remote indexes, several stores in order, and
+//! the server's HTTP semantics checked with curl.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::served::Served;
+use common::*;
+
+/// A served directory holding `store/` and `NAME.bcidx` for each image.
+fn publish(dir: &Path, kinds: &[&str]) {
+    for kind in kinds {
+        make(
+            &image(kind, 2),
+            &dir.join("store"),
+            &dir.join(format!("{kind}.bcidx")),
+        );
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-D", "-", "-o", "/dev/null"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+#[test]
+fn every_kind_rebuilds_from_a_served_store() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &KINDS);
+    let server = Served::start(&www, &["--verbose"]);
+    for kind in KINDS {
+        let out = dir.path().join(format!("{kind}.img"));
+        let index = format!("{}/{kind}.bcidx", server.url);
+        let store = format!("{}/store", server.url);
+        let report = json(&ok(bin()
+            .args(["extract", &index, "--store", &store, "--json", "-o"])
+            .arg(&out)));
+        assert!(is_extracted(&out, &image(kind, 2)), "{kind}");
+        assert!(report["plan"]["store"]["chunks"].as_u64().unwrap() > 0);
+        let plan = json(&ok(
+            bin().args(["plan", &index, "--store", &store, "--json"])
+        ));
+        assert_eq!(plan["missing_from_stores"], 0, "{kind}");
+    }
+    let (status, log) = server.stop();
+    assert!(
+        status.success(),
+        "serve did not stop cleanly on SIGTERM: {status}"
+    );
+    assert!(log.contains("\"GET /store/"), "no access log: {log}");
+    assert!(log.contains(" 200 "), "{log}");
+}
+
+#[test]
+fn plan_counts_chunks_no_store_has() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let victim = chunk_files(&www.join("store")).remove(0);
+    fs::remove_file(&victim).unwrap();
+    let server = Served::start(&www, &[]);
+    let plan = json(&ok(bin().args([
+        "plan",
+        &format!("{}/erofs.bcidx", server.url),
+        "--store",
+        &format!("{}/store", server.url),
+        "--json",
+    ])));
+    assert_eq!(plan["missing_from_stores"], 1);
+}
+
+#[test]
+fn the_cache_serves_the_next_run_without_the_network() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["squashfs"]);
+    let cache = dir.path().join("cache");
+    let server = Served::start(&www, &[]);
+    let store = format!("{}/store", server.url);
+    let first = dir.path().join("first.img");
+    let report = extract(
+        &www.join("squashfs.bcidx"),
+        Path::new(&store),
+        &first,
+        &["--cache", cache.to_str().unwrap()],
+    );
+    assert!(is_extracted(&first, &image("squashfs", 2)));
+    let fetched = report["plan"]["store"]["chunks"].as_u64().unwrap();
+    assert!(fetched > 1);
+    assert_eq!(chunk_files(&cache).len() as u64, fetched);
+    drop(server);
+    // The server is gone: everything must come from the cache.
+    let second = dir.path().join("second.img");
+    extract(
+        &www.join("squashfs.bcidx"),
+        Path::new(&store),
+        &second,
+        &["--cache", cache.to_str().unwrap(), "--retries", "0"],
+    );
+    assert!(is_extracted(&second, &image("squashfs", 2)));
+    // A corrupt cached chunk is fetched again, and without a server that fails.
+    let cached = chunk_files(&cache).remove(0);
+    fs::write(&cached, b"not zstd").unwrap();
+    let err = fails(
+        extract_cmd(
+            &www.join("squashfs.bcidx"),
+            Path::new(&store),
+            &dir.path().join("third.img"),
+        )
+        .args(["--cache", cache.to_str().unwrap(), "--retries", "0"]),
+    );
+    assert!(err.contains("in the cache"), "{err}");
+    assert!(err.contains("could not be fetched"), "{err}");
+    assert!(!dir.path().join("third.img").exists());
+}
+
+#[test]
+fn a_chunk_missing_from_the_first_store_comes_from_the_next() {
+    let dir = tempdir();
+    let full = dir.path().join("full");
+    publish(&full, &["ext4"]);
+    let partial = dir.path().join("partial");
+    copy_dir(&full, &partial);
+    let removed = chunk_files(&partial.join("store"));
+    for f in removed.iter().step_by(2) {
+        fs::remove_file(f).unwrap();
+    }
+    let first = Served::start(&partial, &["--verbose"]);
+    let second = Served::start(&full, &[]);
+    let out = dir.path().join("out.img");
+    ok(bin()
+        .args(["extract", &format!("{}/ext4.bcidx", first.url)])
+        .args(["--store", &format!("{}/store", first.url)])
+        .args(["--store", &format!("{}/store", second.url)])
+        .arg("-o")
+        .arg(&out));
+    assert!(is_extracted(&out, &image("ext4", 2)));
+    let (_, log) = first.stop();
+    assert!(log.contains(".cacnk HTTP/1.1\" 404"), "{log}");
+}
+
+#[test]
+fn a_remote_index_is_refused_unless_signed_by_a_trusted_key() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    let keys = dir.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    for name in ["good", "other"] {
+        ok(bin()
+            .args(["keygen", "--secret-key"])
+            .arg(keys.join(format!("{name}.key")))
+            .arg("--public-key")
+            .arg(keys.join(format!("{name}.pub"))));
+    }
+    make_with(
+        &image("erofs", 2),
+        &www.join("store"),
+        &www.join("erofs.bcidx"),
+        &["--sign", keys.join("good.key").to_str().unwrap()],
+    );
+    let server = Served::start(&www, &["--verbose"]);
+    let index = format!("{}/erofs.bcidx", server.url);
+    let store = format!("{}/store", server.url);
+    let out = dir.path().join("out.img");
+    let err = fails(
+        bin()
+            .args(["extract", &index, "--store", &store, "--trusted-key"])
+            .arg(keys.join("other.pub"))
+            .arg("-o")
+            .arg(&out),
+    );
+    assert!(err.contains("refusing"), "{err}");
+    assert!(!out.exists());
+    ok(bin()
+        .args(["extract", &index, "--store", &store, "--trusted-key"])
+        .arg(keys.join("good.pub"))
+        .arg("-o")
+        .arg(&out));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    fs::remove_file(www.join("erofs.bcidx.minisig")).unwrap();
+    let err = fails(
+        bin()
+            .args(["plan", &index, "--store", &store, "--trusted-key"])
+            .arg(keys.join("good.pub")),
+    );
+    assert!(err.contains("not signed"), "{err}");
+    let (_, log) = server.stop();
+    let chunk_requests = log.lines().filter(|l| l.contains(".cacnk")).count();
+    let chunks = chunk_files(&www.join("store")).len();
+    assert!(
+        chunk_requests <= chunks,
+        "chunks were fetched for a refused index: {chunk_requests} requests for {chunks} chunks"
+    );
+}
+
+#[test]
+fn unusable_store_locations_are_named() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let index = www.join("erofs.bcidx");
+    let out = dir.path().join("out.img");
+    let err = fails(&mut extract_cmd(
+        &index,
+        Path::new("ftp://example.org/store"),
+        &out,
+    ));
+    assert!(err.contains("ftp://example.org/store"), "{err}");
+    // Nothing listens on port 1: the chunk is named, and nothing looks complete.
+    let err = fails(
+        extract_cmd(&index, Path::new("http://127.0.0.1:1/store"), &out).args(["--retries", "1"]),
+    );
+    assert!(err.contains("could not be fetched"), "{err}");
+    assert!(err.contains("image offset"), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!out.exists());
+    let err = fails(bin().args([
+        "plan",
+        "http://127.0.0.1:1/x.bcidx",
+        "--store",
+        "s",
+        "--retries",
+        "0",
+    ]));
+    assert!(err.contains("http://127.0.0.1:1/x.bcidx"), "{err}");
+}
+
+#[test]
+fn serve_speaks_http_as_a_static_server_does() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(&www, &[]);
+    let u = &server.url;
+    let index_len = fs::metadata(www.join("erofs.bcidx")).unwrap().len();
+
+    let head = curl(&["-I", &format!("{u}/erofs.bcidx")]);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {index_len}\r\n")),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-type: application/vnd.blockcast.index"),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+
+    let part = curl(&["-r", "10-19", &format!("{u}/erofs.bcidx")]);
+    assert!(part.starts_with("http/1.1 206"), "{part}");
+    assert!(part.contains("content-length: 10\r\n"), "{part}");
+    assert!(
+        part.contains(&format!("content-range: bytes 10-19/{index_len}")),
+        "{part}"
+    );
+    let bytes = Command::new("curl")
+        .args(["-s", "-r", "10-19", &format!("{u}/erofs.bcidx")])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(bytes, fs::read(www.join("erofs.bcidx")).unwrap()[10..20]);
+
+    let past = curl(&["-r", &format!("{index_len}-"), &format!("{u}/erofs.bcidx")]);
+    assert!(past.starts_with("http/1.1 416"), "{past}");
+    assert!(
+        past.contains(&format!("content-range: bytes */{index_len}")),
+        "{past}"
+    );
+
+    let chunk = chunk_files(&www.join("store")).remove(0);
+    let rel = chunk
+        .strip_prefix(&www)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let got = curl(&[&format!("{u}/{rel}")]);
+    assert!(got.starts_with("http/1.1 200"), "{got}");
+    assert!(
+        got.contains("cache-control: public, max-age=31536000, immutable"),
+        "{got}"
+    );
+    assert!(
+        got.contains("content-type: application/octet-stream"),
+        "{got}"
+    );
+    assert!(got.contains(&format!(
+        "content-length: {}\r\n",
+        fs::metadata(&chunk).unwrap().len()
+    )));
+
+    assert!(curl(&[&format!("{u}/nothing.bcidx")]).starts_with("http/1.1 404"));
+    assert!(curl(&[&format!("{u}/store")]).starts_with("http/1.1 404"));
+    let escape = curl(&["--path-as-is", &format!("{u}/store/../../etc/passwd")]);
+    assert!(escape.starts_with("http/1.1 400"), "{escape}");
+    let post = curl(&["-X", "POST", &format!("{u}/erofs.bcidx")]);
+    assert!(post.starts_with("http/1.1 405"), "{post}");
+    assert!(post.contains("allow: get, head"), "{post}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn serve_adds_the_delay_it_is_given() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(&www, &["--delay", "300"]);
+    let began = std::time::Instant::now();
+    curl(&[&format!("{}/erofs.bcidx", server.url)]);
+    assert!(began.elapsed() >= std::time::Duration::from_millis(300));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
