@@ -46,3 +46,14 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+impl Error {
+    /// The errno a filesystem call answers with for this error: the I/O error's own, else
+    /// EIO (bad or missing data is an I/O error to a reader).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io { err, .. } => err.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}

@@ -16,13 +16,14 @@ pub mod image;
 pub mod index;
 pub mod layout;
 pub mod make;
+pub mod mount;
 pub mod plan;
 pub mod progress;
 pub mod seed;
 pub mod serve;
 pub mod sign;
 pub mod store;
-mod sys;
+pub(crate) mod sys;
 pub mod verity;
 
 pub use error::{Error, Result};

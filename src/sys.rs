@@ -1,4 +1,4 @@
-//! The crate's only `unsafe`: a read-only file mapping and two system calls.
+//! The crate's only `unsafe`: a read-only file mapping and four system calls.
 //!
 //! Contract for mappings: they are only created over files blockcast opened for reading
 //! (images, seeds). If another process truncates such a file while it is mapped, reads
@@ -51,4 +51,39 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
         )
     };
     rc == 0
+}
+
+/// Sends `signal` to process `pid`; false when there is no such process.
+pub fn send_signal(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) only reads its two integer arguments.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// mount(2) of `source` (a file, for filesystems the kernel reads straight from one) on
+/// `target`, read-only. mount(8) would quietly put a loop device in between.
+pub fn mount_readonly(source: &Path, target: &Path, fs_type: &str) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |b: &[u8]| CString::new(b).map_err(|_| std::io::ErrorKind::InvalidInput);
+    let source = c(source.as_os_str().as_bytes())?;
+    let target = c(target.as_os_str().as_bytes())?;
+    let fs_type = c(fs_type.as_bytes())?;
+    // SAFETY: the three strings are NUL-terminated and outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fs_type.as_ptr(),
+            libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

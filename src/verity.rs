@@ -133,6 +133,20 @@ pub struct HashTree {
     pub root: [u8; 32],
 }
 
+impl HashTree {
+    /// The stored digest of data block `block`, from level 0.
+    pub fn leaf(&self, block: u64) -> Option<&[u8]> {
+        if block >= self.geometry.data_blocks {
+            return None;
+        }
+        let Some(&(first, _)) = self.geometry.levels.first() else {
+            return Some(&self.root);
+        };
+        let at = usize::try_from(first * BLOCK + block * DIGEST as u64).ok()?;
+        self.tree.get(at..at + DIGEST)
+    }
+}
+
 /// Digests of the data blocks of the first `size` bytes of an image, zero-padded to whole
 /// blocks.
 pub fn leaf_digests(

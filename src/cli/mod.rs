@@ -6,9 +6,11 @@ mod extract;
 mod info;
 mod keygen;
 mod make;
+mod mount;
 mod plan;
 mod serve;
 mod sign;
+mod umount;
 mod verify;
 mod verity;
 
@@ -52,6 +54,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     Verity(verity::VerityArgs),
     Serve(serve::ServeArgs),
+    Mount(mount::MountArgs),
+    Umount(umount::UmountArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -68,6 +72,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Verify(a) => verify::run(a, &ui),
         Command::Verity(a) => verity::run(a, &ui),
         Command::Serve(a) => serve::run(a, &ui),
+        Command::Mount(a) => mount::run(a, &ui),
+        Command::Umount(a) => umount::run(a, &ui),
     }
 }
 

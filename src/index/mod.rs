@@ -481,6 +481,13 @@ impl Index {
     }
 
     /// Number of chunk records (the tree's are counted apart).
+    /// The index's whole-file digest, as its header records it: names this exact index.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(slice(&self.bytes[..HEADER_SIZE], &H_DIGEST));
+        d
+    }
+
     pub fn len(&self) -> usize {
         self.header.chunk_count as usize
     }

@@ -153,9 +153,16 @@ impl Stores {
         })
     }
 
-    /// Runs `future` on the stores' runtime, for callers that fetch on their own terms.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+    /// Starts fetching a chunk in the background and hands the result to `done`, on a
+    /// runtime thread: for readahead.
+    pub fn spawn_fetch(
+        &self,
+        record: ChunkRecord,
+        done: impl FnOnce(Result<VerifiedChunk>) + Send + 'static,
+    ) {
+        let shared = self.shared.clone();
+        self.runtime
+            .spawn(async move { done(shared.fetch(record).await) });
     }
 }
 

@@ -1,0 +1,160 @@
+//! Attaching an image file read-only at a mountpoint, and taking it away again: a loop
+//! device, or for erofs a file-backed mount where the kernel has one: mount(2) for that
+//! one (mount(8) would quietly put a loop device in between), the system's `losetup`,
+//! `mount` and `umount` for the rest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::FsKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// erofs straight from the file where the kernel can, else a loop device.
+    Auto,
+    Loop,
+    /// erofs only: the kernel reads the file itself.
+    File,
+}
+
+/// How an image ended up attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "how")]
+pub enum Attached {
+    Loop { device: PathBuf },
+    File,
+}
+
+pub fn fs_type(kind: FsKind) -> Result<&'static str> {
+    match kind {
+        FsKind::Erofs => Ok("erofs"),
+        FsKind::Squashfs => Ok("squashfs"),
+        FsKind::Ext4 => Ok("ext4"),
+        FsKind::Unknown => Err(Error::Invalid(
+            "the index records no filesystem type this command can mount; use --no-attach and attach the file yourself".into(),
+        )),
+    }
+}
+
+/// Mounts `image` read-only on `mountpoint`.
+pub fn attach(image: &Path, kind: FsKind, mountpoint: &Path, mode: AttachMode) -> Result<Attached> {
+    let fs = fs_type(kind)?;
+    let file_backed = match (mode, kind) {
+        (AttachMode::File, FsKind::Erofs) => true,
+        (AttachMode::File, _) => {
+            return Err(Error::Invalid(format!(
+                "only erofs mounts straight from a file; this image is {fs}"
+            )))
+        }
+        (AttachMode::Auto, FsKind::Erofs) => true,
+        _ => false,
+    };
+    if file_backed {
+        match crate::sys::mount_readonly(image, mountpoint, fs) {
+            Ok(()) => return Ok(Attached::File),
+            Err(e) if mode == AttachMode::File => {
+                return Err(Error::Invalid(format!(
+                    "mounting {} on {} straight from the file: {e} (the kernel may lack file-backed erofs)",
+                    image.display(),
+                    mountpoint.display()
+                )))
+            }
+            Err(_) => {}
+        }
+    }
+    let device = output(
+        Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(image),
+    )?;
+    let device = PathBuf::from(device.trim());
+    let mounted = run(Command::new("mount")
+        .args(["-t", fs, "-o", "ro"])
+        .arg(&device)
+        .arg(mountpoint));
+    if let Err(e) = mounted {
+        let _ = run(Command::new("losetup").arg("-d").arg(&device));
+        return Err(e);
+    }
+    Ok(Attached::Loop { device })
+}
+
+/// Unmounts `mountpoint` if it is mounted, then frees the loop device if there was one.
+/// `lazy` detaches a filesystem still in use (its backing file is gone for good).
+pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> {
+    if is_mounted(mountpoint)? {
+        let mut cmd = Command::new("umount");
+        if lazy {
+            cmd.arg("--lazy");
+        }
+        run(cmd.arg(mountpoint))?;
+    }
+    if let Attached::Loop { device } = attached {
+        if loop_backing(device).is_some() {
+            run(Command::new("losetup").arg("-d").arg(device))?;
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts a FUSE mount, lazily when its server is gone.
+pub fn unmount_fuse(dir: &Path) -> Result<()> {
+    if !is_mounted(dir)? {
+        return Ok(());
+    }
+    if run(Command::new("umount").arg(dir)).is_err() {
+        run(Command::new("umount").arg("--lazy").arg(dir))?;
+    }
+    Ok(())
+}
+
+/// Whether something is mounted exactly at `path`, from /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> Result<bool> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::Io {
+        path: "/proc/self/mountinfo".into(),
+        err: e,
+    })?;
+    let wanted = escape_mount_path(&path.to_string_lossy());
+    Ok(info
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str())))
+}
+
+/// The file behind a loop device, if it is attached.
+fn loop_backing(device: &Path) -> Option<String> {
+    let name = device.file_name()?.to_str()?;
+    std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn escape_mount_path(p: &str) -> String {
+    p.replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    output(cmd).map(drop)
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Invalid(format!("running {shown}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Invalid(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

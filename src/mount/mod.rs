@@ -1,0 +1,276 @@
+//! `mount`: the image as a lazy, verified FUSE file ([`reader`], [`fuse`]), attached
+//! read-only at a mountpoint ([`attach`]), optionally filling a [`cache_image`].
+//!
+//! Each mount keeps a record under [`RUN_DIR`] (its process, FUSE directory and how it
+//! was attached), so that `blockcast umount` can take it all down even when the process
+//! that made it is gone.
+
+pub mod attach;
+pub mod cache_image;
+pub mod fuse;
+pub mod reader;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::store::{Stores, Warn};
+use crate::verity::{self, HashTree};
+use attach::{AttachMode, Attached};
+use reader::LazyImage;
+
+/// Where mounts keep their records.
+pub const RUN_DIR: &str = "/run/blockcast/mounts";
+
+/// The index's hash tree from the stores, checked against the index's root hash.
+pub fn fetch_tree(index: &Index, stores: &Stores) -> Result<HashTree> {
+    let v = &index.header().verity;
+    let mut tree = vec![0u8; v.tree_size as usize];
+    stores.fetch_many(index.tree_records().collect(), |r, chunk| {
+        let data = chunk.data();
+        let place = usize::try_from(r.offset)
+            .ok()
+            .and_then(|at| tree.get_mut(at..at.checked_add(data.len())?))
+            .ok_or_else(|| Error::BadIndex {
+                path: index.path().to_path_buf(),
+                reason: format!("tree chunk {} lies past the tree's end", r.id),
+            })?;
+        place.copy_from_slice(data);
+        Ok(())
+    })?;
+    verity::tree_from_bytes(v.data_blocks, tree, &v.salt, v.root).ok_or_else(|| Error::BadIndex {
+        path: index.path().to_path_buf(),
+        reason: "the stored hash tree does not hash to the index's root".into(),
+    })
+}
+
+/// Where the image goes.
+pub enum Target {
+    /// Mounted read-only at `mountpoint`.
+    Attach {
+        mountpoint: PathBuf,
+        mode: AttachMode,
+    },
+    /// Only exposed as `DIR/image`, for the user to attach.
+    Expose { dir: PathBuf },
+}
+
+/// What `blockcast umount` needs to know about a mount.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub pid: u32,
+    /// The mountpoint, or the directory the file is exposed in.
+    pub path: PathBuf,
+    pub fuse_dir: PathBuf,
+    pub attached: Option<Attached>,
+}
+
+pub struct Mounted {
+    session: Option<::fuser::BackgroundSession>,
+    image: Arc<LazyImage>,
+    record: MountRecord,
+    record_dir: PathBuf,
+}
+
+/// The record directory of a mount at `path`.
+pub fn record_dir(path: &Path) -> PathBuf {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(RUN_DIR).join(key)
+}
+
+fn record_file(dir: &Path) -> PathBuf {
+    dir.join("mount.json")
+}
+
+pub fn read_record(path: &Path) -> Result<Option<MountRecord>> {
+    let file = record_file(&record_dir(path));
+    match std::fs::read(&file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io { path: file, err: e }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("mount record {}: {e}", file.display()))),
+    }
+}
+
+/// Exposes `image` through FUSE and attaches it as `target` says. Whatever was set up
+/// is taken down again when a later step fails.
+pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
+    let path = match &target {
+        Target::Attach { mountpoint, .. } => mountpoint.clone(),
+        Target::Expose { dir } => dir.clone(),
+    };
+    if !path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not a directory",
+            path.display()
+        )));
+    }
+    if let Some(old) = read_record(&path)? {
+        if running(old.pid) {
+            return Err(Error::Invalid(format!(
+                "{} is already mounted by blockcast (process {}); blockcast umount it first",
+                path.display(),
+                old.pid
+            )));
+        }
+        unmount(&path, &*warn)?;
+    }
+    if attach::is_mounted(&path)? {
+        return Err(Error::Invalid(format!(
+            "something is already mounted on {}",
+            path.display()
+        )));
+    }
+    let record_dir = record_dir(&path);
+    std::fs::create_dir_all(&record_dir).at(&record_dir)?;
+    let fuse_dir = match &target {
+        Target::Attach { .. } => {
+            let d = record_dir.join("fuse");
+            std::fs::create_dir_all(&d).at(&d)?;
+            d
+        }
+        Target::Expose { dir } => dir.clone(),
+    };
+    let image = Arc::new(image);
+    let kind = image.index().header().fs_kind;
+    let session = match fuse::serve(fuse::ImageFs::new(image.clone(), warn.clone()), &fuse_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&record_dir);
+            return Err(e);
+        }
+    };
+    let mut mounted = Mounted {
+        session: Some(session),
+        image,
+        record: MountRecord {
+            pid: std::process::id(),
+            path: path.clone(),
+            fuse_dir: fuse_dir.clone(),
+            attached: None,
+        },
+        record_dir,
+    };
+    if let Target::Attach { mountpoint, mode } = target {
+        let file = fuse_dir.join(fuse::FILE_NAME);
+        mounted.record.attached = Some(attach::attach(&file, kind, &mountpoint, mode)?);
+    }
+    let json = serde_json::to_vec_pretty(&mounted.record)
+        .map_err(|e| Error::Invalid(format!("writing the mount record: {e}")))?;
+    crate::durable::write_file(&record_file(&mounted.record_dir), &json)?;
+    Ok(mounted)
+}
+
+impl Mounted {
+    pub fn record(&self) -> &MountRecord {
+        &self.record
+    }
+
+    pub fn image(&self) -> &LazyImage {
+        &self.image
+    }
+
+    /// Whether the mount is still in place (nobody unmounted it behind our back).
+    pub fn is_alive(&self) -> bool {
+        let at = match self.record.attached {
+            Some(_) => &self.record.path,
+            None => &self.record.fuse_dir,
+        };
+        attach::is_mounted(at).unwrap_or(false)
+    }
+
+    /// Saves the cache image's state, if there is one.
+    pub fn save(&self) -> Result<()> {
+        match self.image.cache() {
+            Some(c) => c.save(),
+            None => Ok(()),
+        }
+    }
+
+    /// Detaches the filesystem, ends the FUSE session, saves the cache image. A busy
+    /// filesystem stays mounted and served, and the error says so.
+    pub fn unmount(&mut self) -> Result<()> {
+        self.take_down()
+    }
+
+    fn take_down(&mut self) -> Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let detached = match &self.record.attached {
+            Some(a) => attach::detach(&self.record.path, a, false),
+            None => Ok(()),
+        };
+        if let Err(e) = detached {
+            // The filesystem is busy: keep serving it rather than pull the file away.
+            self.session = Some(session);
+            return Err(e);
+        }
+        drop(session);
+        attach::unmount_fuse(&self.record.fuse_dir)?;
+        let saved = self.save();
+        let _ = std::fs::remove_dir_all(&self.record_dir);
+        saved
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            if let Err(e) = self.take_down() {
+                eprintln!(
+                    "blockcast: warning: taking down {}: {e}",
+                    self.record.path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Takes down the mount at `path` (a mountpoint or an exposing directory): asks its
+/// process to stop and, when that process is gone, detaches everything itself.
+pub fn unmount(path: &Path, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<()> {
+    let Some(record) = read_record(path)? else {
+        return Err(Error::Invalid(format!(
+            "{} is not mounted by blockcast (no record in {RUN_DIR})",
+            path.display()
+        )));
+    };
+    let alive = running(record.pid);
+    if let Some(a) = &record.attached {
+        attach::detach(&record.path, a, !alive)?;
+    }
+    if alive && crate::sys::send_signal(record.pid, libc::SIGTERM) {
+        let began = Instant::now();
+        while running(record.pid) && began.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if running(record.pid) {
+            warn(&format!(
+                "process {} did not stop; unmounting its FUSE file anyway",
+                record.pid
+            ));
+        }
+    }
+    attach::unmount_fuse(&record.fuse_dir)?;
+    let dir = record_dir(path);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: dir, err: e }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `pid` is a live blockcast process (and not another that reused the number).
+fn running(pid: u32) -> bool {
+    crate::sys::send_signal(pid, 0)
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "blockcast")
+}

@@ -1,0 +1,410 @@
+//! Random-access reads of an image that is not there: each read fetches the chunks it
+//! touches (from the cache image, the seeds or the stores), starts fetching the chunks
+//! that follow, and checks every 4 KiB block it returns against the dm-verity tree whose
+//! root the index holds. Wrong bytes are never returned: a block that fails is fetched
+//! again from the next source, and only when none yields it does the read fail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde::Serialize;
+
+use crate::chunk::VerifiedChunk;
+use crate::error::{Error, Result};
+use crate::index::{ChunkRecord, Index};
+use crate::mount::cache_image::CacheImage;
+use crate::seed::Seed;
+use crate::store::{Stores, Warn};
+use crate::verity::{self, HashTree, BLOCK};
+
+pub struct ReaderOptions {
+    /// Chunks fetched ahead of the last one read.
+    pub readahead: usize,
+    /// Bytes of recently used chunks kept in memory.
+    pub memory: u64,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            readahead: 16,
+            memory: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReaderStats {
+    pub reads: u64,
+    pub chunks_fetched: u64,
+    pub chunks_from_seeds: u64,
+    pub blocks_refetched: u64,
+    pub failed_reads: u64,
+}
+
+pub struct LazyImage {
+    state: Arc<State>,
+    tree: HashTree,
+    salt: Vec<u8>,
+    stores: Stores,
+    seeds: Vec<Seed>,
+    readahead: usize,
+}
+
+/// What background fetches update. It holds no [`Stores`], so a fetch finishing on a
+/// runtime thread never owns the runtime it runs on.
+struct State {
+    index: Index,
+    cache: Option<CacheImage>,
+    recent: Mutex<Recent>,
+    pending: Mutex<HashMap<usize, Arc<Pending>>>,
+    memory: u64,
+    warn: Warn,
+    reads: AtomicU64,
+    fetched: AtomicU64,
+    from_seeds: AtomicU64,
+    refetched: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A fetch in flight that other readers of the same chunk wait for.
+#[derive(Default)]
+struct Pending {
+    done: Mutex<Option<Result<Arc<VerifiedChunk>, String>>>,
+    ready: Condvar,
+}
+
+/// Recently used chunks, first in first out, up to a byte budget.
+#[derive(Default)]
+struct Recent {
+    chunks: HashMap<usize, Arc<VerifiedChunk>>,
+    order: VecDeque<usize>,
+    bytes: u64,
+}
+
+impl Recent {
+    fn insert(&mut self, record: usize, chunk: Arc<VerifiedChunk>, budget: u64) {
+        self.bytes += chunk.data().len() as u64;
+        if self.chunks.insert(record, chunk).is_none() {
+            self.order.push_back(record);
+        }
+        while self.bytes > budget {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.chunks.remove(&old) {
+                self.bytes -= c.data().len() as u64;
+            }
+        }
+    }
+}
+
+impl LazyImage {
+    /// `tree` must be the index's tree, checked against its root (see
+    /// [`crate::mount::fetch_tree`]).
+    pub fn new(
+        index: Index,
+        tree: HashTree,
+        stores: Stores,
+        seeds: Vec<Seed>,
+        cache: Option<CacheImage>,
+        opts: ReaderOptions,
+        warn: Warn,
+    ) -> Result<LazyImage> {
+        let verity = &index.header().verity;
+        if tree.root != verity.root || tree.geometry.data_blocks != verity.data_blocks {
+            return Err(Error::Invalid(
+                "the hash tree is not the index's tree".into(),
+            ));
+        }
+        let salt = verity.salt.clone();
+        Ok(LazyImage {
+            state: Arc::new(State {
+                index,
+                cache,
+                recent: Mutex::new(Recent::default()),
+                pending: Mutex::new(HashMap::new()),
+                memory: opts.memory,
+                warn,
+                reads: AtomicU64::new(0),
+                fetched: AtomicU64::new(0),
+                from_seeds: AtomicU64::new(0),
+                refetched: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+            tree,
+            salt,
+            stores,
+            seeds,
+            readahead: opts.readahead,
+        })
+    }
+
+    /// The image's size as exposed: padded to whole blocks, as extract writes it.
+    pub fn size(&self) -> u64 {
+        self.state.index.header().verity.padded_size()
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.state.index
+    }
+
+    pub fn cache(&self) -> Option<&CacheImage> {
+        self.state.cache.as_ref()
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        let s = &self.state;
+        ReaderStats {
+            reads: s.reads.load(Ordering::Relaxed),
+            chunks_fetched: s.fetched.load(Ordering::Relaxed),
+            chunks_from_seeds: s.from_seeds.load(Ordering::Relaxed),
+            blocks_refetched: s.refetched.load(Ordering::Relaxed),
+            failed_reads: s.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Up to `len` bytes at `offset`, every one verified; fewer only at the end.
+    pub fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.state.reads.fetch_add(1, Ordering::Relaxed);
+        let result = self.read_verified(offset, len);
+        if result.is_err() {
+            self.state.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn read_verified(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let s = &*self.state;
+        let size = s.index.header().verity.padded_size();
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let start = offset / BLOCK * BLOCK;
+        let stop = end.div_ceil(BLOCK) * BLOCK;
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let from_cache = self.fill(&mut buf, start, true)?;
+        for block in start / BLOCK..stop / BLOCK {
+            let at = ((block * BLOCK - start) as usize)..((block * BLOCK - start + BLOCK) as usize);
+            if self.block_ok(block, &buf[at.clone()]) {
+                continue;
+            }
+            let culprits = self.records_of(block * BLOCK, block * BLOCK + BLOCK);
+            if culprits.iter().any(|i| from_cache.contains(i)) {
+                (s.warn)(&format!(
+                    "block {block} of the cache image {} failed verification; fetching it again",
+                    s.cache
+                        .as_ref()
+                        .map_or(String::new(), |c| c.path().display().to_string())
+                ));
+                s.refetched.fetch_add(1, Ordering::Relaxed);
+                for &i in &culprits {
+                    if let Some(c) = &s.cache {
+                        c.forget(i);
+                    }
+                }
+                self.fill(&mut buf[at.clone()], block * BLOCK, false)?;
+                if self.block_ok(block, &buf[at]) {
+                    continue;
+                }
+            }
+            let r = s.index.record(culprits[0]);
+            return Err(Error::BadChunk {
+                id: r.id,
+                offset: r.offset,
+                reason: format!("data block {block} does not match the dm-verity tree"),
+            });
+        }
+        self.read_ahead(end);
+        let skip = (offset - start) as usize;
+        buf.truncate(skip + (end - offset) as usize);
+        buf.drain(..skip);
+        Ok(buf)
+    }
+
+    fn block_ok(&self, block: u64, data: &[u8]) -> bool {
+        self.tree
+            .leaf(block)
+            .is_some_and(|leaf| verity::salted(&self.salt, data) == leaf)
+    }
+
+    /// Indexes of the records overlapping `[start, end)` of the image.
+    fn records_of(&self, start: u64, end: u64) -> Vec<usize> {
+        let index = &self.state.index;
+        let size = index.header().image_size;
+        let Some(first) = index.find(start.min(size.saturating_sub(1))) else {
+            return Vec::new();
+        };
+        (first..index.len())
+            .take_while(|&i| index.record(i).offset < end)
+            .collect()
+    }
+
+    /// Fills `buf` with the image's bytes from `start` (zeros past its end), from the
+    /// cache image where it holds them and `use_cache` allows, else from chunks. Returns
+    /// the records taken from the cache image.
+    fn fill(&self, buf: &mut [u8], start: u64, use_cache: bool) -> Result<Vec<usize>> {
+        let s = &*self.state;
+        let end = start + buf.len() as u64;
+        let mut from_cache = Vec::new();
+        buf.fill(0);
+        for i in self.records_of(start, end) {
+            let r = s.index.record(i);
+            let (a, b) = (r.offset.max(start), r.end().min(end));
+            let into = &mut buf[(a - start) as usize..(b - start) as usize];
+            if r.is_zero() {
+                continue;
+            }
+            if use_cache {
+                if let Some(cache) = s.cache.as_ref().filter(|c| c.holds(i)) {
+                    cache.read(a, into)?;
+                    from_cache.push(i);
+                    continue;
+                }
+            }
+            let chunk = self.chunk(i)?;
+            into.copy_from_slice(&chunk.data()[(a - r.offset) as usize..(b - r.offset) as usize]);
+        }
+        Ok(from_cache)
+    }
+
+    /// Record `i`'s chunk, verified: from memory, a fetch already under way, a seed or the
+    /// stores.
+    fn chunk(&self, i: usize) -> Result<Arc<VerifiedChunk>> {
+        let s = &*self.state;
+        if let Some(c) = s.recent.lock().map_err(poisoned)?.chunks.get(&i) {
+            return Ok(c.clone());
+        }
+        let r = s.index.record(i);
+        let (pending, mine) = {
+            let mut map = s.pending.lock().map_err(poisoned)?;
+            match map.get(&i) {
+                Some(p) => (p.clone(), false),
+                None => {
+                    let p = Arc::new(Pending::default());
+                    map.insert(i, p.clone());
+                    (p, true)
+                }
+            }
+        };
+        if mine {
+            let got = self.obtain(&r).map(Arc::new);
+            s.settle(
+                i,
+                &r,
+                &pending,
+                got.as_ref().map(Arc::clone).map_err(|e| e.to_string()),
+            );
+            return got;
+        }
+        let mut done = pending.done.lock().map_err(poisoned)?;
+        while done.is_none() {
+            done = pending.ready.wait(done).map_err(poisoned)?;
+        }
+        match done.as_ref() {
+            Some(Ok(c)) => Ok(c.clone()),
+            Some(Err(reason)) => Err(Error::Unavailable {
+                id: r.id,
+                offset: r.offset,
+                reason: reason.clone(),
+            }),
+            None => Err(poisoned(())),
+        }
+    }
+
+    /// Seeds first (local and cheap), then the stores.
+    fn obtain(&self, r: &ChunkRecord) -> Result<VerifiedChunk> {
+        for seed in &self.seeds {
+            if let Some((at, size)) = seed.locate(&r.id) {
+                match seed.read(r.id, at, size, r.offset) {
+                    Ok(c) => {
+                        self.state.from_seeds.fetch_add(1, Ordering::Relaxed);
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        (self.state.warn)(&format!("{e}; fetching it from the store instead"))
+                    }
+                }
+            }
+        }
+        let chunk = self.stores.fetch(r);
+        if chunk.is_ok() {
+            self.state.fetched.fetch_add(1, Ordering::Relaxed);
+        }
+        chunk
+    }
+
+    /// Starts fetching the chunks after image offset `end` that nothing holds yet.
+    fn read_ahead(&self, end: u64) {
+        let s = &self.state;
+        let index = &s.index;
+        let Some(first) = index.find(end.min(index.header().image_size.saturating_sub(1))) else {
+            return;
+        };
+        for i in first..(first + self.readahead).min(index.len()) {
+            let r = index.record(i);
+            let held = r.is_zero()
+                || s.cache.as_ref().is_some_and(|c| c.holds(i))
+                || self.seeds.iter().any(|seed| seed.locate(&r.id).is_some())
+                || s.recent.lock().is_ok_and(|m| m.chunks.contains_key(&i));
+            if held {
+                continue;
+            }
+            let pending = {
+                let Ok(mut map) = s.pending.lock() else {
+                    return;
+                };
+                if map.contains_key(&i) {
+                    continue;
+                }
+                let p = Arc::new(Pending::default());
+                map.insert(i, p.clone());
+                p
+            };
+            let state = s.clone();
+            self.stores.spawn_fetch(r, move |got| {
+                if got.is_ok() {
+                    state.fetched.fetch_add(1, Ordering::Relaxed);
+                }
+                let got = got.map(Arc::new).map_err(|e| e.to_string());
+                state.settle(i, &r, &pending, got);
+            });
+        }
+    }
+}
+
+impl State {
+    /// Publishes a fetch's outcome: to memory and the cache image when it succeeded, and
+    /// to whoever waits for it.
+    fn settle(
+        &self,
+        i: usize,
+        r: &ChunkRecord,
+        pending: &Pending,
+        got: Result<Arc<VerifiedChunk>, String>,
+    ) {
+        if let Ok(chunk) = &got {
+            if let Some(cache) = &self.cache {
+                if let Err(e) = cache.put(i, r.offset, chunk.data()) {
+                    (self.warn)(&format!("{e}; the chunk is not kept in the cache image"));
+                }
+            }
+            if let Ok(mut recent) = self.recent.lock() {
+                recent.insert(i, chunk.clone(), self.memory);
+            }
+        }
+        if let Ok(mut done) = pending.done.lock() {
+            *done = Some(got);
+        }
+        pending.ready.notify_all();
+        if let Ok(mut map) = self.pending.lock() {
+            map.remove(&i);
+        }
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::Invalid("a reader thread panicked".into())
+}

@@ -1,0 +1,537 @@
+//! `blockcast mount`: every kind of test image mounted lazily from a local store and
+//! from `blockcast serve`, compared with the tree it was made from; seeds; the cache
+//! image, its repair and its use without blockcast; a read that no source can verify;
+//! cleaning up after a killed daemon; and a refused signature. Needs root, FUSE and
+//! loop devices, as CI has.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use blockcast::index::Index;
+use blockcast::layout::Piece;
+use common::served::Served;
+use common::*;
+
+/// The source tree of version `v` of the test images, generated once per test.
+fn source_tree(dir: &Path, version: u32) -> PathBuf {
+    let tree = dir.join(format!("tree-v{version}"));
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/gentree.py"))
+        .arg(&tree)
+        .arg(version.to_string())
+        .output()
+        .expect("run gentree.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tree
+}
+
+/// Everything a tree holds that the image must reproduce: per path, the kind, the
+/// permission bits, and the symlink target or file content.
+fn snapshot(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == "lost+found" {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.mode() & 0o7777;
+            let (kind, body) = if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).unwrap();
+                ("symlink", target.into_os_string().into_encoded_bytes())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                ("dir", Vec::new())
+            } else {
+                let content = fs::read(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+                ("file", content)
+            };
+            out.insert(rel, (kind.to_string(), mode, body));
+        }
+    }
+    out
+}
+
+fn assert_same_tree(mounted: &Path, source: &Path) {
+    let (got, want) = (snapshot(mounted), snapshot(source));
+    assert_eq!(got.len(), want.len(), "entry counts differ");
+    for (path, w) in &want {
+        let g = got
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the mount"));
+        assert_eq!((&g.0, g.1), (&w.0, w.1), "{path}: kind or mode differs");
+        assert!(g.2 == w.2, "{path}: content differs");
+    }
+}
+
+/// Lines of /proc/self/mounts and of `losetup -a` that still mention the mount at
+/// `mp`: its mountpoint or its record directory (where its FUSE file lives). Tests run in
+/// parallel, so only this mount's traces count.
+fn leftovers(mp: &Mp) -> Vec<String> {
+    let record = blockcast::mount::record_dir(&mp.path);
+    let marks = [
+        mp.path.to_string_lossy().into_owned(),
+        record.to_string_lossy().into_owned(),
+    ];
+    let loops = Command::new("losetup").arg("-a").output().unwrap();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .chain(String::from_utf8_lossy(&loops.stdout).lines())
+        .filter(|l| marks.iter().any(|m| l.contains(m.as_str())))
+        .map(String::from)
+        .collect()
+}
+
+struct Mp {
+    path: PathBuf,
+}
+
+impl Mp {
+    fn new(dir: &Path, name: &str) -> Mp {
+        let path = dir.join(name);
+        fs::create_dir_all(&path).unwrap();
+        Mp { path }
+    }
+
+    fn mount(&self, index: &str, extra: &[&str]) -> String {
+        ok(bin()
+            .args(["mount", index])
+            .arg(&self.path)
+            .arg("--daemon")
+            .args(extra))
+    }
+
+    fn umount(&self) {
+        ok(bin().arg("umount").arg(&self.path));
+    }
+
+    /// The mount process's log, written when it ends.
+    fn log(&self) -> String {
+        let dir = blockcast::mount::record_dir(&self.path);
+        fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mp {
+    fn drop(&mut self) {
+        if blockcast::mount::read_record(&self.path)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = bin().arg("umount").arg(&self.path).output();
+        }
+    }
+}
+
+fn findmnt_source(path: &Path) -> String {
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "--mountpoint"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn publish(dir: &Path, kinds: &[&str]) -> PathBuf {
+    let www = dir.join("www");
+    for kind in kinds {
+        make(
+            &image(kind, 2),
+            &www.join("store"),
+            &www.join(format!("{kind}.bcidx")),
+        );
+    }
+    www
+}
+
+#[test]
+fn every_kind_mounts_from_a_local_store_and_over_http() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &KINDS);
+    let server = Served::start(&www, &[]);
+    for kind in KINDS {
+        let mp = Mp::new(dir.path(), kind);
+        let local = www.join(format!("{kind}.bcidx"));
+        let store = www.join("store");
+        mp.mount(
+            local.to_str().unwrap(),
+            &["--store", store.to_str().unwrap()],
+        );
+        assert_same_tree(&mp.path, &tree);
+        mp.umount();
+        assert!(leftovers(&mp).is_empty(), "{kind}: {:?}", leftovers(&mp));
+
+        let index = format!("{}/{kind}.bcidx", server.url);
+        mp.mount(&index, &["--store", &format!("{}/store", server.url)]);
+        assert_same_tree(&mp.path, &tree);
+        mp.umount();
+        assert!(
+            leftovers(&mp).is_empty(),
+            "{kind} over http: {:?}",
+            leftovers(&mp)
+        );
+    }
+}
+
+#[test]
+fn erofs_attaches_from_the_file_or_through_a_loop_device() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &["erofs"]);
+    let index = www.join("erofs.bcidx");
+    let store = www.join("store");
+    let mp = Mp::new(dir.path(), "mp");
+    let args = |mode: &'static str| ["--store", store.to_str().unwrap(), "--attach", mode];
+
+    mp.mount(index.to_str().unwrap(), &args("file"));
+    assert!(
+        findmnt_source(&mp.path).ends_with("/fuse/image"),
+        "{}",
+        findmnt_source(&mp.path)
+    );
+    assert_same_tree(&mp.path, &tree);
+    mp.umount();
+
+    mp.mount(index.to_str().unwrap(), &args("loop"));
+    assert!(
+        findmnt_source(&mp.path).starts_with("/dev/loop"),
+        "{}",
+        findmnt_source(&mp.path)
+    );
+    assert_same_tree(&mp.path, &tree);
+    mp.umount();
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+
+    // A file-backed mount of squashfs does not exist: refused, and nothing left behind.
+    let www = publish(dir.path(), &["squashfs"]);
+    let err = fails(
+        bin()
+            .args(["mount", www.join("squashfs.bcidx").to_str().unwrap()])
+            .arg(&mp.path)
+            .args([
+                "--store",
+                www.join("store").to_str().unwrap(),
+                "--attach",
+                "file",
+            ]),
+    );
+    assert!(err.contains("only erofs"), "{err}");
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+#[test]
+fn no_attach_exposes_the_verified_image_file() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["ext4"]);
+    let exposed = Mp::new(dir.path(), "exposed");
+    ok(bin()
+        .args([
+            "mount",
+            www.join("ext4.bcidx").to_str().unwrap(),
+            "--no-attach",
+        ])
+        .arg(&exposed.path)
+        .args(["--store", www.join("store").to_str().unwrap(), "--daemon"]));
+    let file = exposed.path.join("image");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+    assert!(is_extracted(&file, &image("ext4", 2)));
+    assert!(fs::OpenOptions::new().write(true).open(&file).is_err());
+    exposed.umount();
+    assert!(leftovers(&exposed).is_empty(), "{:?}", leftovers(&exposed));
+}
+
+#[test]
+fn a_seed_supplies_the_chunks_it_holds() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &["squashfs"]);
+    let server = Served::start(&www, &["--verbose"]);
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        &format!("{}/squashfs.bcidx", server.url),
+        &[
+            "--store",
+            &format!("{}/store", server.url),
+            "--seed",
+            image("squashfs", 1).to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&mp.path, &tree);
+    mp.umount();
+    let log = mp.log();
+    let from_seeds: u64 = log
+        .split(" from seeds")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no seed count in the log: {log}"));
+    assert!(from_seeds > 0, "{log}");
+    let (_, served) = server.stop();
+    let index = Index::open(&www.join("squashfs.bcidx")).unwrap();
+    let fetched = served.lines().filter(|l| l.contains(".cacnk")).count();
+    assert!(
+        fetched < index.len(),
+        "{fetched} chunks fetched for {} records despite the seed",
+        index.len()
+    );
+}
+
+/// The first data block of the largest plain file of an uncompressed erofs image, and
+/// that file's path.
+fn a_file_block(img: &Path) -> (String, u64) {
+    let bytes = fs::read(img).unwrap();
+    let analysis = blockcast::layout::analyse(&bytes).unwrap();
+    analysis
+        .files
+        .iter()
+        .filter_map(|f| match f.pieces.first() {
+            Some(Piece::Plain { offset, len }) if *len >= 8192 && offset % 4096 == 0 => {
+                Some((f.size, f.path.clone(), *offset))
+            }
+            _ => None,
+        })
+        .max()
+        .map(|(_, path, offset)| (path, offset / 4096))
+        .expect("a plain file")
+}
+
+fn flip_byte(file: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+}
+
+#[test]
+fn the_cache_image_fills_repairs_itself_and_mounts_alone() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &["erofs"]);
+    let index_path = www.join("erofs.bcidx");
+    let index = index_path.to_str().unwrap();
+    let store = www.join("store");
+    let cache = dir.path().join("cache.img");
+    let args = [
+        "--store",
+        store.to_str().unwrap(),
+        "--cache-image",
+        cache.to_str().unwrap(),
+    ];
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(index, &args);
+    assert_same_tree(&mp.path, &tree);
+    // Read the whole file too, so every chunk is in the cache image.
+    let exposed = fs::read(
+        blockcast::mount::read_record(&mp.path)
+            .unwrap()
+            .unwrap()
+            .fuse_dir
+            .join("image"),
+    )
+    .unwrap();
+    assert!(exposed.len() as u64 >= fs::metadata(image("erofs", 2)).unwrap().len());
+    mp.umount();
+
+    // Complete: blockcast verify accepts it, and the kernel mounts it without blockcast.
+    ok(bin().arg("verify").arg(&index_path).arg(&cache));
+    assert!(is_extracted(&cache, &image("erofs", 2)));
+    let plain = Mp::new(dir.path(), "plain");
+    let out = Command::new("mount")
+        .args(["-t", "erofs", "-o", "ro,loop"])
+        .arg(&cache)
+        .arg(&plain.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&plain.path, &tree);
+    assert!(Command::new("umount")
+        .arg(&plain.path)
+        .status()
+        .unwrap()
+        .success());
+
+    // A corrupt block in the cache image is fetched again: the content stays right and
+    // the event is logged.
+    let (victim, block) = a_file_block(&image("erofs", 2));
+    flip_byte(&cache, block * 4096 + 100);
+    mp.mount(index, &args);
+    assert_same_tree(&mp.path, &tree);
+    mp.umount();
+    let log = mp.log();
+    assert!(
+        log.contains(&format!("block {block} of the cache image")),
+        "{log}"
+    );
+    assert!(log.contains("fetching it again"), "{log}");
+    ok(bin().arg("verify").arg(&index_path).arg(&cache));
+
+    // Corrupt in the cache image and in the store too: that file fails with EIO, the
+    // rest of the tree reads fine, and the log names the chunk.
+    flip_byte(&cache, block * 4096 + 100);
+    let idx = Index::open(&index_path).unwrap();
+    let record = idx.record(idx.find(block * 4096).unwrap());
+    let hex = record.id.to_hex();
+    let chunk_file = store.join(&hex[..4]).join(format!("{hex}.cacnk"));
+    fs::write(&chunk_file, b"not a zstd frame").unwrap();
+    mp.mount(index, &args);
+    let err = fs::read(mp.path.join(&victim)).expect_err("a read of unverifiable data");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}: {err}");
+    let mut readable = 0;
+    for (path, (kind, _, content)) in snapshot(&tree) {
+        if kind != "file" || path == victim {
+            continue;
+        }
+        let place = mp.path.join(&path);
+        // Files whose data shares the bad chunk fail too; every other one reads right.
+        if let Ok(got) = fs::read(&place) {
+            assert!(got == content, "{path}: wrong content");
+            readable += 1;
+        }
+    }
+    assert!(readable > 100, "only {readable} files readable");
+    mp.umount();
+    let log = mp.log();
+    assert!(
+        log.contains(&hex),
+        "the log does not name chunk {hex}: {log}"
+    );
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+#[test]
+fn umount_cleans_up_after_a_killed_daemon() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["squashfs"]);
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        www.join("squashfs.bcidx").to_str().unwrap(),
+        &["--store", www.join("store").to_str().unwrap()],
+    );
+    let record = blockcast::mount::read_record(&mp.path).unwrap().unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", &record.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    while Path::new(&format!("/proc/{}", record.pid)).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    mp.umount();
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+    assert!(!blockcast::mount::record_dir(&mp.path).exists());
+    // And the mountpoint is usable again.
+    mp.mount(
+        www.join("squashfs.bcidx").to_str().unwrap(),
+        &["--store", www.join("store").to_str().unwrap()],
+    );
+    mp.umount();
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+#[test]
+fn a_signature_by_another_key_is_refused_before_anything_is_attached() {
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    for name in ["good", "other"] {
+        ok(bin()
+            .args(["keygen", "--secret-key"])
+            .arg(keys.join(format!("{name}.key")))
+            .arg("--public-key")
+            .arg(keys.join(format!("{name}.pub"))));
+    }
+    let www = dir.path().join("www");
+    make_with(
+        &image("erofs", 2),
+        &www.join("store"),
+        &www.join("erofs.bcidx"),
+        &["--sign", keys.join("good.key").to_str().unwrap()],
+    );
+    let mp = Mp::new(dir.path(), "mp");
+    let index = www.join("erofs.bcidx");
+    let store = www.join("store");
+    for foreground in [true, false] {
+        let mut cmd = bin();
+        cmd.args(["mount", index.to_str().unwrap()])
+            .arg(&mp.path)
+            .args(["--store", store.to_str().unwrap(), "--trusted-key"])
+            .arg(keys.join("other.pub"));
+        if !foreground {
+            cmd.arg("--daemon");
+        }
+        let err = fails(&mut cmd);
+        assert!(err.contains("refusing"), "{err}");
+        assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+        assert!(blockcast::mount::read_record(&mp.path).unwrap().is_none());
+    }
+    mp.mount(
+        index.to_str().unwrap(),
+        &[
+            "--store",
+            store.to_str().unwrap(),
+            "--trusted-key",
+            keys.join("good.pub").to_str().unwrap(),
+        ],
+    );
+    assert!(mp.path.join("etc").is_dir());
+    mp.umount();
+}
+
+#[test]
+fn a_foreground_mount_stops_cleanly_on_sigterm() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["ext4"]);
+    let mp = Mp::new(dir.path(), "mp");
+    let mut child = bin()
+        .args(["mount", www.join("ext4.bcidx").to_str().unwrap()])
+        .arg(&mp.path)
+        .args(["--store", www.join("store").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("mounted on"), "{line}");
+    assert!(mp.path.join("etc").is_dir());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+    assert!(!mp.path.join("etc").exists());
+}
