@@ -516,6 +516,7 @@ fn a_foreground_mount_stops_cleanly_on_sigterm() {
         .arg(&mp.path)
         .args(["--store", www.join("store").to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
