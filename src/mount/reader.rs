@@ -257,6 +257,13 @@ impl LazyImage {
             if r.is_zero() {
                 continue;
             }
+            let recent = s.recent.lock().map_err(poisoned)?.chunks.get(&i).cloned();
+            if let Some(chunk) = recent {
+                into.copy_from_slice(
+                    &chunk.data()[(a - r.offset) as usize..(b - r.offset) as usize],
+                );
+                continue;
+            }
             if use_cache {
                 if let Some(cache) = s.cache.as_ref().filter(|c| c.holds(i)) {
                     cache.read(a, into)?;

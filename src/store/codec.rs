@@ -22,6 +22,12 @@ impl Compressor {
     }
 }
 
+thread_local! {
+    /// One decompression context per thread, rather than one per chunk.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// Decompresses a chunk file, refusing output larger than the chunk's `size` and frames
 /// followed by trailing bytes.
 pub fn decompress(stored: &[u8], size: u32, id: ChunkId, offset: u64) -> Result<Vec<u8>> {
@@ -31,7 +37,11 @@ pub fn decompress(stored: &[u8], size: u32, id: ChunkId, offset: u64) -> Result<
     if frame_len != stored.len() {
         return Err(bad("chunk file has bytes after its zstd frame".into()));
     }
-    let data = zstd::bulk::decompress(stored, size as usize)
+    let data = DECOMPRESSOR
+        .with(|d| match &mut *d.borrow_mut() {
+            Some(d) => d.decompress(stored, size as usize),
+            None => zstd::bulk::decompress(stored, size as usize),
+        })
         .map_err(|e| bad(format!("zstd decompression failed: {e}")))?;
     if data.len() != size as usize {
         return Err(bad(format!(
