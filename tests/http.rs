@@ -68,7 +68,8 @@ fn plan_counts_chunks_no_store_has() {
     publish(&www, &["erofs"]);
     let victim = chunk_files(&www.join("store")).remove(0);
     fs::remove_file(&victim).unwrap();
-    let server = Served::start(&www, &[]);
+    // --quiet keeps the banner: it is how a caller learns the port.
+    let server = Served::start(&www, &["--quiet"]);
     let plan = json(&ok(bin().args([
         "plan",
         &format!("{}/erofs.bcidx", server.url),

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::ExportCaibx(a) => export_caibx::run(a, &ui),
         Command::Verify(a) => verify::run(a, &ui),
         Command::Verity(a) => verity::run(a, &ui),
-        Command::Serve(a) => serve::run(a, &ui),
+        Command::Serve(a) => serve::run(a),
         Command::Mount(a) => mount::run(a, &ui),
         Command::Umount(a) => umount::run(a, &ui),
     }

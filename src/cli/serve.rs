@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use blockcast::serve::{self, ServeOptions};
 use clap::Args;
 
-use super::{print_out, Ui};
+use super::print_out;
 
 /// Serve a store directory and its indexes over HTTP until SIGINT or SIGTERM.
 #[derive(Args)]
@@ -26,7 +26,7 @@ pub struct ServeArgs {
     verbose: bool,
 }
 
-pub fn run(a: ServeArgs, ui: &Ui) -> Result<()> {
+pub fn run(a: ServeArgs) -> Result<()> {
     if !a.dir.is_dir() {
         anyhow::bail!("{} is not a directory", a.dir.display());
     }
@@ -39,9 +39,8 @@ pub fn run(a: ServeArgs, ui: &Ui) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        if !ui.quiet {
-            print_out(&format!("serving {} on http://{addr}", a.dir.display()))?;
-        }
+        // Printed even with --quiet: with port 0 it is the only way to learn the port.
+        print_out(&format!("serving {} on http://{addr}", a.dir.display()))?;
         let opts = ServeOptions {
             root: a.dir.clone(),
             delay: Duration::from_millis(a.delay),

@@ -217,7 +217,7 @@ impl LazyImage {
                 reason: format!("data block {block} does not match the dm-verity tree"),
             });
         }
-        self.read_ahead(end);
+        self.read_ahead(start, end);
         let skip = (offset - start) as usize;
         buf.truncate(skip + (end - offset) as usize);
         buf.drain(..skip);
@@ -343,13 +343,27 @@ impl LazyImage {
         chunk
     }
 
-    /// Starts fetching the chunks after image offset `end` that nothing holds yet.
-    fn read_ahead(&self, end: u64) {
+    /// After a read of `[start, end)` that continues a sequential run (the chunk before
+    /// it is at hand), starts fetching the chunks after `end` that nothing holds yet. A
+    /// lone read (metadata, a small file) fetches nothing ahead: that would only queue
+    /// unwanted chunks before the next wanted one.
+    fn read_ahead(&self, start: u64, end: u64) {
         let s = &self.state;
         let index = &s.index;
-        let Some(first) = index.find(end.min(index.header().image_size.saturating_sub(1))) else {
+        let last = index.header().image_size.saturating_sub(1);
+        let (Some(here), Some(first)) = (index.find(start.min(last)), index.find(end.min(last)))
+        else {
             return;
         };
+        let before = here.saturating_sub(1);
+        let sequential = here == 0
+            || s.cache.as_ref().is_some_and(|c| c.holds(before))
+            || s.recent
+                .lock()
+                .is_ok_and(|m| m.chunks.contains_key(&before));
+        if !sequential {
+            return;
+        }
         for i in first..(first + self.readahead).min(index.len()) {
             let r = index.record(i);
             let held = r.is_zero()

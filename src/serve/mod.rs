@@ -20,7 +20,7 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -148,38 +148,42 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
     let Some(path) = local_path(&opts.root, req.uri().path()) else {
         return plain(StatusCode::BAD_REQUEST, "bad path\n");
     };
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return plain(StatusCode::NOT_FOUND, "not found\n")
-        }
-        Err(_) => return plain(StatusCode::FORBIDDEN, "not readable\n"),
-    };
-    let len = match file.metadata().await {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
-        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "stat failed\n"),
-    };
     let range = req
         .headers()
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, start, end) = match range::parse(range, len) {
-        Ranged::Whole => (StatusCode::OK, 0, len),
-        Ranged::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        Ranged::Unsatisfiable => {
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    // One trip to a blocking thread opens, measures and (for the small files a store is
+    // made of) reads the file, so the answer goes out in one piece.
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || open(&path, range.as_deref(), head)).await
+    };
+    let (status, start, end, len, body) = match opened {
+        Ok(Opened::Found {
+            status,
+            start,
+            end,
+            len,
+            content,
+        }) => {
+            let body = match content {
+                Content::Nothing => empty(),
+                Content::Bytes(bytes) => Full::new(Bytes::from(bytes))
+                    .map_err(|never| match never {})
+                    .boxed(),
+                Content::File(file) => file_body(tokio::fs::File::from_std(file), end - start),
+            };
+            (status, start, end, len, body)
+        }
+        Ok(Opened::Missing) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        Ok(Opened::Unreadable) => return plain(StatusCode::FORBIDDEN, "not readable\n"),
+        Ok(Opened::Unsatisfiable { len }) => {
             let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             set(&mut r, header::CONTENT_RANGE, &format!("bytes */{len}"));
             return r;
         }
-    };
-    let body = if head || start == end {
-        empty()
-    } else {
-        if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "seek failed\n");
-        }
-        file_body(file, end - start)
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "read failed\n"),
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -196,6 +200,71 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
         );
     }
     r
+}
+
+enum Opened {
+    Found {
+        status: StatusCode,
+        start: u64,
+        end: u64,
+        len: u64,
+        content: Content,
+    },
+    Missing,
+    Unreadable,
+    Unsatisfiable {
+        len: u64,
+    },
+}
+
+enum Content {
+    Nothing,
+    Bytes(Vec<u8>),
+    /// Positioned at the range's start; streamed.
+    File(std::fs::File),
+}
+
+/// Opens `path` and settles the answer: which bytes, and the bytes themselves when they
+/// fit in one piece.
+fn open(path: &Path, range: Option<&str>, head: bool) -> Opened {
+    use std::io::{Read, Seek};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Opened::Missing,
+        Err(_) => return Opened::Unreadable,
+    };
+    let len = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return Opened::Missing,
+        Err(_) => return Opened::Unreadable,
+    };
+    let (status, start, end) = match range::parse(range, len) {
+        Ranged::Whole => (StatusCode::OK, 0, len),
+        Ranged::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        Ranged::Unsatisfiable => return Opened::Unsatisfiable { len },
+    };
+    let want = end - start;
+    let content = if head || want == 0 {
+        Content::Nothing
+    } else if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
+        return Opened::Unreadable;
+    } else if want <= PIECE as u64 {
+        let mut bytes = Vec::with_capacity(want as usize);
+        match file.take(want).read_to_end(&mut bytes) {
+            // A file that shrank meanwhile: send what the headers promise or nothing.
+            Ok(n) if n as u64 == want => Content::Bytes(bytes),
+            _ => return Opened::Unreadable,
+        }
+    } else {
+        Content::File(file)
+    };
+    Opened::Found {
+        status,
+        start,
+        end,
+        len,
+        content,
+    }
 }
 
 /// The file under `root` that a request path names: percent-decoded, and only plain
