@@ -94,15 +94,15 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     let stores = a.stores.open(ui)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let tree = mount::fetch_tree(&index, &stores).context("fetching the hash tree")?;
+    let ui_copy = *ui;
+    let warn: blockcast::store::Warn = Arc::new(move |m: &str| ui_copy.warn(m));
     let cache = match &a.cache_image {
         Some(p) => Some(
-            CacheImage::open(p, &index)
+            CacheImage::open(p, &index, warn.clone())
                 .with_context(|| format!("opening the cache image {}", p.display()))?,
         ),
         None => None,
     };
-    let ui_copy = *ui;
-    let warn: blockcast::store::Warn = Arc::new(move |m: &str| ui_copy.warn(m));
     let opts = ReaderOptions {
         readahead: a.readahead,
         ..ReaderOptions::default()

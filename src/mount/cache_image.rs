@@ -11,16 +11,41 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
+use crate::chunk::VerifiedChunk;
 use crate::durable;
 use crate::error::{IoContext, Result};
 use crate::index::Index;
+use crate::store::Warn;
 
 const MAGIC: &[u8; 8] = b"BCCACHE1";
 /// Magic, index digest, record count.
 const HEADER: usize = 8 + 32 + 8;
 
 pub struct CacheImage {
+    inner: Arc<Inner>,
+    /// Writes go to a thread of their own, off the path of the read that fetched them.
+    queue: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Job {
+    Put {
+        record: usize,
+        offset: u64,
+        chunk: Arc<VerifiedChunk>,
+    },
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Chunks waiting to be written at most; a fetch waits when the writer falls this far
+/// behind.
+const QUEUE: usize = 64;
+
+struct Inner {
     path: PathBuf,
     state_path: PathBuf,
     file: File,
@@ -34,7 +59,7 @@ pub struct CacheImage {
 impl CacheImage {
     /// Opens or creates the cache image for `index`. A state written for another index is
     /// discarded, and the image emptied.
-    pub fn open(path: &Path, index: &Index) -> Result<CacheImage> {
+    pub fn open(path: &Path, index: &Index, warn: Warn) -> Result<CacheImage> {
         let records = index.len();
         let state_path = state_path(path);
         let digest = index.digest();
@@ -69,7 +94,7 @@ impl CacheImage {
             file.set_len(0).at(path)?;
         }
         file.set_len(size).at(path)?;
-        let cache = CacheImage {
+        let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             state_path,
             file,
@@ -77,29 +102,101 @@ impl CacheImage {
             records,
             held,
             dirty: AtomicBool::new(!reused),
-        };
+        });
         for (i, r) in index.records().enumerate() {
             if r.is_zero() {
-                cache.mark(i);
+                inner.mark(i);
             }
         }
-        Ok(cache)
+        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE);
+        let worker = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("blockcast-cache".into())
+            .spawn(move || {
+                for job in jobs {
+                    match job {
+                        Job::Put {
+                            record,
+                            offset,
+                            chunk,
+                        } => {
+                            if let Err(e) = worker.put(record, offset, chunk.data()) {
+                                warn(&format!("{e}; the chunk is not kept in the cache image"));
+                            }
+                        }
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .at(path)?;
+        Ok(CacheImage {
+            inner,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     pub fn holds(&self, record: usize) -> bool {
-        self.held[record / 64].load(Ordering::Relaxed) & (1 << (record % 64)) != 0
+        self.inner.holds(record)
     }
 
-    /// How many of the image's records the cache holds.
-    pub fn held_count(&self) -> u64 {
-        self.held
-            .iter()
-            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
-            .sum()
+    pub fn forget(&self, record: usize) {
+        self.inner.forget(record)
+    }
+
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read(offset, buf)
+    }
+
+    /// Queues a verified chunk's bytes for their place in the image; the chunk counts as
+    /// held once written.
+    pub fn put(&self, record: usize, offset: u64, chunk: Arc<VerifiedChunk>) {
+        if let Ok(queue) = self.queue.lock() {
+            if let Some(q) = queue.as_ref() {
+                let _ = q.send(Job::Put {
+                    record,
+                    offset,
+                    chunk,
+                });
+            }
+        }
+    }
+
+    /// Waits for the queued writes, then makes the image durable and saves its state.
+    pub fn save(&self) -> Result<()> {
+        let (done, finished) = std::sync::mpsc::channel();
+        let queued = self
+            .queue
+            .lock()
+            .ok()
+            .and_then(|q| q.as_ref().map(|q| q.send(Job::Flush(done)).is_ok()));
+        if queued == Some(true) {
+            let _ = finished.recv();
+        }
+        self.inner.save()
+    }
+}
+
+impl Drop for CacheImage {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.take();
+        }
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Inner {
+    fn holds(&self, record: usize) -> bool {
+        self.held[record / 64].load(Ordering::Relaxed) & (1 << (record % 64)) != 0
     }
 
     fn mark(&self, record: usize) {
@@ -108,24 +205,23 @@ impl CacheImage {
     }
 
     /// Forgets a chunk whose bytes in the file failed verification.
-    pub fn forget(&self, record: usize) {
+    fn forget(&self, record: usize) {
         self.held[record / 64].fetch_and(!(1 << (record % 64)), Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Stores a verified chunk's bytes at their place in the image.
-    pub fn put(&self, record: usize, offset: u64, data: &[u8]) -> Result<()> {
+    fn put(&self, record: usize, offset: u64, data: &[u8]) -> Result<()> {
         self.file.write_all_at(data, offset).at(&self.path)?;
         self.mark(record);
         Ok(())
     }
 
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.file.read_exact_at(buf, offset).at(&self.path)
     }
 
     /// Makes the image's bytes durable, then the state that describes them.
-    pub fn save(&self) -> Result<()> {
+    fn save(&self) -> Result<()> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }

@@ -408,9 +408,7 @@ impl State {
     ) {
         if let Ok(chunk) = &got {
             if let Some(cache) = &self.cache {
-                if let Err(e) = cache.put(i, r.offset, chunk.data()) {
-                    (self.warn)(&format!("{e}; the chunk is not kept in the cache image"));
-                }
+                cache.put(i, r.offset, chunk.clone());
             }
             if let Ok(mut recent) = self.recent.lock() {
                 recent.insert(i, chunk.clone(), self.memory);

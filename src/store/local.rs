@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::chunk::ChunkId;
 use crate::error::{Error, IoContext, Result};
 
+#[derive(Clone)]
 pub struct LocalStore {
     dir: PathBuf,
 }

@@ -172,7 +172,7 @@ impl Shared {
     async fn fetch(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
         let max_len = stored_size_bound(r.size);
         if let Some(cache) = &self.cache {
-            match local_get(cache, &r, max_len) {
+            match local_get(cache, &r, max_len).await {
                 Ok(Some((chunk, _))) => return Ok(chunk),
                 Ok(None) => {}
                 Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
@@ -184,7 +184,7 @@ impl Shared {
         };
         for store in &self.list {
             let attempt = match store {
-                Store::Local(s) => local_get(s, &r, max_len),
+                Store::Local(s) => local_get(s, &r, max_len).await,
                 Store::Http { base, client } => {
                     let url = chunk_url(base, &r.id);
                     client
@@ -239,7 +239,16 @@ impl Shared {
 /// A store's chunk file, checked: the verified chunk and the stored bytes it came from.
 type Opened = (VerifiedChunk, Vec<u8>);
 
-fn local_get(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
+/// Reads and checks a chunk file on the blocking pool: a cold read waits on the disk, and
+/// many may wait at once without holding up the runtime's workers.
+async fn local_get(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
+    let (store, r) = (store.clone(), *r);
+    tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len))
+        .await
+        .map_err(|_| worker_failed())?
+}
+
+fn local_get_now(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
     match store.get(&r.id, max_len) {
         Ok(Some(stored)) => open(r, stored).map(Some),
         Ok(None) => Ok(None),
