@@ -123,7 +123,7 @@ impl Stores {
             let mut arrivals = stream::iter(records)
                 .map(|r| {
                     let shared = shared.clone();
-                    let task = tokio::spawn(async move { shared.fetch(r).await });
+                    let task = Task(tokio::spawn(async move { shared.fetch(r).await }));
                     async move { (r, task.await) }
                 })
                 .buffer_unordered(self.concurrency);
@@ -142,7 +142,7 @@ impl Stores {
             let mut answers = stream::iter(ids)
                 .map(|id| {
                     let shared = shared.clone();
-                    tokio::spawn(async move { shared.has(&id).await })
+                    Task(tokio::spawn(async move { shared.has(&id).await }))
                 })
                 .buffer_unordered(self.concurrency);
             let mut missing = 0;
@@ -293,7 +293,28 @@ fn in_store(e: Error, store: &Store) -> Error {
 }
 
 fn worker_failed() -> Error {
-    Error::Invalid("a fetch task panicked".into())
+    Error::Invalid("a fetch task failed".into())
+}
+
+/// A spawned fetch that is aborted when dropped: when a run stops at its first error,
+/// the fetches still in flight stop too, rather than run on into the runtime's shutdown.
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for Task<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 /// A runtime with a worker per core: fetches wait on the network there, and chunks are
