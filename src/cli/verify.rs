@@ -5,7 +5,6 @@ use blockcast::chunk::ChunkId;
 use blockcast::image::Image;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
-use blockcast::store::Stores;
 use blockcast::verity::{self, HashTree};
 use clap::Args;
 use serde::Serialize;
@@ -74,23 +73,6 @@ fn tree_from_device(index: &Index, path: &Path) -> Result<HashTree> {
     })
 }
 
-fn tree_from_stores(index: &Index, stores: &Stores) -> Result<HashTree> {
-    let v = &index.header().verity;
-    let mut tree = vec![0u8; v.tree_size as usize];
-    stores.fetch_many(index.tree_records().collect(), |r, chunk| {
-        let data = chunk.data();
-        let place = usize::try_from(r.offset)
-            .ok()
-            .and_then(|at| tree.get_mut(at..at.checked_add(data.len())?))
-            .with_context(|| format!("tree chunk {} lies past the tree's end", r.id))
-            .map_err(|e| blockcast::Error::Invalid(format!("{e:#}")))?;
-        place.copy_from_slice(data);
-        Ok(())
-    })?;
-    verity::tree_from_bytes(v.data_blocks, tree, &v.salt, v.root)
-        .context("the stored hash tree does not hash to the index's root")
-}
-
 pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
     let index = Index::open(&a.index)?;
     let v = &index.header().verity;
@@ -111,7 +93,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
             path.display().to_string(),
         ),
         (None, false) => (
-            Some(tree_from_stores(&index, &a.stores.open(ui)?)?),
+            Some(blockcast::mount::fetch_tree(&index, &a.stores.open(ui)?)?),
             "store".to_string(),
         ),
         (None, true) => (None, "computed from the image".to_string()),
