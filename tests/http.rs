@@ -156,13 +156,8 @@ fn a_remote_index_is_refused_unless_signed_by_a_trusted_key() {
     let www = dir.path().join("www");
     let keys = dir.path().join("keys");
     fs::create_dir_all(&keys).unwrap();
-    for name in ["good", "other"] {
-        ok(bin()
-            .args(["keygen", "--secret-key"])
-            .arg(keys.join(format!("{name}.key")))
-            .arg("--public-key")
-            .arg(keys.join(format!("{name}.pub"))));
-    }
+    keygen(&keys, "good");
+    keygen(&keys, "other");
     make_with(
         &image("erofs", 2),
         &www.join("store"),

@@ -462,13 +462,8 @@ fn a_signature_by_another_key_is_refused_before_anything_is_attached() {
     let dir = tempdir();
     let keys = dir.path().join("keys");
     fs::create_dir_all(&keys).unwrap();
-    for name in ["good", "other"] {
-        ok(bin()
-            .args(["keygen", "--secret-key"])
-            .arg(keys.join(format!("{name}.key")))
-            .arg("--public-key")
-            .arg(keys.join(format!("{name}.pub"))));
-    }
+    keygen(&keys, "good");
+    keygen(&keys, "other");
     let www = dir.path().join("www");
     make_with(
         &image("erofs", 2),

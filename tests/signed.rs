@@ -16,20 +16,6 @@ struct Signed {
     public: PathBuf,
 }
 
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (sk, pk) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    ok(bin()
-        .arg("keygen")
-        .arg("--secret-key")
-        .arg(&sk)
-        .arg("--public-key")
-        .arg(&pk));
-    (sk, pk)
-}
-
 fn signed() -> Signed {
     let t = tempdir();
     let dir = t.path().to_path_buf();

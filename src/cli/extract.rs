@@ -5,7 +5,7 @@ use blockcast::assemble::{self, ExtractOptions};
 use blockcast::verity;
 use clap::Args;
 
-use super::{human_bytes, open_index, open_seeds, parse_size, StoreArgs, Ui};
+use super::{human_bytes, open_release, open_seeds, parse_size, StoreArgs, Ui};
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
@@ -52,15 +52,13 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() && a.seed.is_empty() {
         bail!("give at least one --store (or --seed) to take chunks from");
     }
-    let index = open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
-    let release = index.header().release;
-    if release < a.min_release {
-        bail!(
-            "{} has release {release}, older than --min-release {}: refusing a rollback",
-            a.index,
-            a.min_release
-        );
-    }
+    let index = open_release(
+        &a.index,
+        &a.trusted_key,
+        a.min_release,
+        &a.stores.http()?,
+        ui,
+    )?;
     let stores = a.stores.open(ui)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let opts = ExtractOptions {

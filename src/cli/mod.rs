@@ -209,6 +209,24 @@ pub fn open_index(
     Ok(Index::from_bytes(Path::new(location), bytes)?)
 }
 
+/// [`open_index`], then refuses a release older than `min_release` (a rollback).
+pub fn open_release(
+    location: &str,
+    trusted: &[PathBuf],
+    min_release: u64,
+    http: &HttpOptions,
+    ui: &Ui,
+) -> Result<Index> {
+    let index = open_index(location, trusted, http, ui)?;
+    let release = index.header().release;
+    if release < min_release {
+        bail!(
+            "{location} has release {release}, older than --min-release {min_release}: refusing a rollback"
+        );
+    }
+    Ok(index)
+}
+
 /// A `.minisig` file is four short lines.
 const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 

@@ -12,7 +12,7 @@ use blockcast::mount::reader::{LazyImage, ReaderOptions};
 use blockcast::mount::{self, Target};
 use clap::{Args, ValueEnum};
 
-use super::{open_index, open_seeds, print_out, StoreArgs, Ui};
+use super::{open_release, open_seeds, print_out, StoreArgs, Ui};
 
 /// Set in the environment of the process `--daemon` starts: it reports on stdout when
 /// the image is attached.
@@ -82,15 +82,13 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     if a.daemon {
         return daemonize(&path, ui);
     }
-    let index = open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
-    let release = index.header().release;
-    if release < a.min_release {
-        bail!(
-            "{} has release {release}, older than --min-release {}: refusing a rollback",
-            a.index,
-            a.min_release
-        );
-    }
+    let index = open_release(
+        &a.index,
+        &a.trusted_key,
+        a.min_release,
+        &a.stores.http()?,
+        ui,
+    )?;
     let stores = a.stores.open(ui)?;
     let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let tree = mount::fetch_tree(&index, &stores).context("fetching the hash tree")?;

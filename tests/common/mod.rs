@@ -142,3 +142,18 @@ pub fn chunk_files(store: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// A minisign key pair `DIR/NAME.key` and `DIR/NAME.pub`, made by `blockcast keygen`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (sk, pk) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    ok(bin()
+        .arg("keygen")
+        .arg("--secret-key")
+        .arg(&sk)
+        .arg("--public-key")
+        .arg(&pk));
+    (sk, pk)
+}
