@@ -54,9 +54,10 @@ const SIGNATURE_LEN: usize = 2 + 8 + 64;
 
 type KeyId = [u8; 8];
 
-/// How `minisign` names a key: its id as a little-endian integer in upper-case hex.
+/// How `minisign` names a key: its id as a little-endian integer in upper-case hex,
+/// without leading zeros (`%PRIX64`).
 fn hex_id(id: &KeyId) -> String {
-    format!("{:016X}", u64::from_le_bytes(*id))
+    format!("{:X}", u64::from_le_bytes(*id))
 }
 
 /// The contents of a new key pair's two files.
