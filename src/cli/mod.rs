@@ -23,7 +23,7 @@ use blockcast::chunk::ChunkId;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
 use blockcast::seed::Seed;
-use blockcast::store::{HttpOptions, StoreOptions, Stores};
+use blockcast::store::{HttpOptions, RemoteFiles, StoreOptions, Stores};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -173,13 +173,15 @@ pub fn open_index(
     http: &HttpOptions,
     ui: &Ui,
 ) -> Result<Index> {
-    let remote = blockcast::store::http::is_url(location);
+    let remote = blockcast::store::http::is_url(location)
+        .then(|| RemoteFiles::new(http))
+        .transpose()?;
     let warn = |m: &str| ui.warn(m);
-    let bytes = if remote {
-        blockcast::store::fetch_index(location, http, &warn)?
-            .with_context(|| format!("{location}: the server has no such index"))?
-    } else {
-        Index::read_bytes(Path::new(location))?
+    let bytes = match &remote {
+        Some(files) => files
+            .index(location, &warn)?
+            .with_context(|| format!("{location}: the server has no such index"))?,
+        None => Index::read_bytes(Path::new(location))?,
     };
     if trusted.is_empty() {
         ui.warn(&format!(
@@ -190,9 +192,9 @@ pub fn open_index(
             .iter()
             .map(|k| blockcast::sign::PublicKey::from_file(k))
             .collect::<Result<Vec<_>, _>>()?;
-        let checked = if remote {
+        let checked = if let Some(files) = &remote {
             let url = format!("{location}.minisig");
-            match blockcast::store::fetch_file(&url, MAX_SIGNATURE_SIZE, http, &warn)? {
+            match files.file(&url, MAX_SIGNATURE_SIZE, &warn)? {
                 Some(text) => {
                     blockcast::sign::verify(&bytes, &String::from_utf8_lossy(&text), &keys)
                 }

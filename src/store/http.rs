@@ -135,16 +135,50 @@ impl Client {
         check: impl Fn(Vec<u8>) -> Result<T>,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<T>> {
+        self.retrying(url, warn, || async {
+            match self.attempt(url, max_len, sniff).await? {
+                None => Ok(None),
+                Some(body) => check(body)
+                    .map(Some)
+                    .map_err(|e| Failure::Transient(e.to_string())),
+            }
+        })
+        .await
+    }
+
+    /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
+    pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
+        self.retrying(url, warn, || async {
+            let response = self
+                .inner
+                .head(url)
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(describe(&e)))?;
+            judge(response.status())
+        })
+        .await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or has failed `retries + 1` times,
+    /// sleeping a growing, jittered backoff between attempts.
+    async fn retrying<T, F, Fut>(
+        &self,
+        url: &str,
+        warn: &(dyn Fn(&str) + Send + Sync),
+        mut once: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let reason = match self.attempt(url, max_len, sniff).await {
-                Ok(None) => return Ok(None),
-                Ok(Some(body)) => match check(body) {
-                    Ok(value) => return Ok(Some(value)),
-                    Err(e) => e.to_string(),
-                },
+            let reason = match once().await {
+                Ok(value) => return Ok(value),
                 Err(Failure::Permanent(reason)) => return Err(remote(url, reason)),
                 Err(Failure::Transient(reason)) => reason,
             };
@@ -180,14 +214,8 @@ impl Client {
             .await
             .map_err(transient)?;
         let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        if !judge(status)? {
             return Ok(None);
-        }
-        if status.is_server_error()
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-        {
-            return Err(Failure::Transient(format!("the server answered {status}")));
         }
         if status != reqwest::StatusCode::OK {
             return Err(Failure::Permanent(format!("the server answered {status}")));
@@ -213,33 +241,23 @@ impl Client {
         }
         Ok(Some(body))
     }
+}
 
-    /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
-    pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let reason = match self.inner.head(url).timeout(self.timeout).send().await {
-                Ok(r) if r.status().is_success() => return Ok(true),
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(false),
-                Ok(r) if r.status() == reqwest::StatusCode::GONE => return Ok(false),
-                Ok(r) if !r.status().is_server_error() => {
-                    return Err(remote(url, format!("the server answered {}", r.status())))
-                }
-                Ok(r) => format!("the server answered {}", r.status()),
-                Err(e) => describe(&e),
-            };
-            if attempt > self.retries {
-                return Err(remote(
-                    url,
-                    format!("{reason} (gave up after {attempt} attempts)"),
-                ));
-            }
-            warn(&format!("{url}: {reason}; retrying"));
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+/// What a status says of the file asked for: there (`true`), not in this store (404,
+/// 410: `false`), worth asking again (408, 429, 5xx), or a failure of this store.
+fn judge(status: reqwest::StatusCode) -> Result<bool, Failure> {
+    use reqwest::StatusCode;
+    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+        Ok(false)
+    } else if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        Err(Failure::Transient(format!("the server answered {status}")))
+    } else if status.is_success() {
+        Ok(true)
+    } else {
+        Err(Failure::Permanent(format!("the server answered {status}")))
     }
 }
 

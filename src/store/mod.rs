@@ -104,10 +104,7 @@ impl Stores {
 
     /// Fetches one chunk, verified. Blocks; not to be called from async code.
     pub fn fetch(&self, record: &ChunkRecord) -> Result<VerifiedChunk> {
-        let shared = self.shared.clone();
-        let record = *record;
-        self.runtime
-            .block_on(async move { shared.fetch(record).await })
+        self.runtime.block_on(self.shared.fetch(*record))
     }
 
     /// Fetches the chunks of `records` with up to `concurrency` in flight, and hands each
@@ -317,8 +314,9 @@ impl<T> std::future::Future for Task<T> {
     }
 }
 
-/// A runtime with a worker per core: fetches wait on the network there, and chunks are
-/// decompressed and hashed there as they arrive.
+/// A runtime with a worker per core: fetches wait on the network there, and chunks
+/// fetched over HTTP are decompressed and hashed there as they arrive (local chunk files
+/// are read and checked on its blocking pool).
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -328,38 +326,57 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))
 }
 
-/// GETs an index, retried until it arrives intact (its length and digest as it declares
-/// them): these are the bytes a signature is then checked over. The body is held to the
-/// length the index's header claims. `None` when the server does not have it.
-pub fn fetch_index(
-    url: &str,
-    opts: &HttpOptions,
-    warn: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Option<Vec<u8>>> {
-    let client = http::Client::new(opts)?;
-    let sized = |header: &[u8]| crate::index::Index::declared_len(header);
-    let sniff: http::Sniff = (crate::index::format::HEADER_SIZE, &sized);
-    let intact = |bytes: Vec<u8>| {
-        if crate::index::Index::is_intact(&bytes) {
-            Ok(bytes)
-        } else {
-            Err(Error::Remote {
-                url: url.to_string(),
-                reason: "the index arrived corrupt or truncated".into(),
-            })
-        }
-    };
-    runtime()?.block_on(client.get_sized(url, MAX_INDEX_SIZE, Some(sniff), intact, warn))
+/// Whole files fetched before any store is opened: an index and its signature, over one
+/// client.
+pub struct RemoteFiles {
+    client: http::Client,
+    runtime: tokio::runtime::Runtime,
 }
 
-/// GETs a whole file of at most `max_len` bytes from a URL (an index, a signature), with
-/// the usual retries. `None` when the server does not have it.
-pub fn fetch_file(
-    url: &str,
-    max_len: u64,
-    opts: &HttpOptions,
-    warn: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Option<Vec<u8>>> {
-    let client = http::Client::new(opts)?;
-    runtime()?.block_on(client.get(url, max_len, Ok, warn))
+impl RemoteFiles {
+    pub fn new(opts: &HttpOptions) -> Result<RemoteFiles> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))?;
+        Ok(RemoteFiles {
+            client: http::Client::new(opts)?,
+            runtime,
+        })
+    }
+
+    /// GETs an index, retried until it arrives intact (its length and digest as it
+    /// declares them): these are the bytes a signature is then checked over. The body is
+    /// held to the length the index's header claims. `None` when the server does not have
+    /// it.
+    pub fn index(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<Option<Vec<u8>>> {
+        let sized = |header: &[u8]| crate::index::Index::declared_len(header);
+        let sniff: http::Sniff = (crate::index::format::HEADER_SIZE, &sized);
+        let intact = |bytes: Vec<u8>| {
+            if crate::index::Index::is_intact(&bytes) {
+                Ok(bytes)
+            } else {
+                Err(Error::Remote {
+                    url: url.to_string(),
+                    reason: "the index arrived corrupt or truncated".into(),
+                })
+            }
+        };
+        self.runtime.block_on(
+            self.client
+                .get_sized(url, MAX_INDEX_SIZE, Some(sniff), intact, warn),
+        )
+    }
+
+    /// GETs a whole file of at most `max_len` bytes (a signature), with the usual
+    /// retries. `None` when the server does not have it.
+    pub fn file(
+        &self,
+        url: &str,
+        max_len: u64,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<Vec<u8>>> {
+        self.runtime
+            .block_on(self.client.get(url, max_len, Ok, warn))
+    }
 }
