@@ -74,11 +74,19 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() && a.seed.is_empty() && a.cache_image.is_none() {
         bail!("give at least one --store (or --seed, or --cache-image) to read chunks from");
     }
-    let path = a
-        .no_attach
-        .clone()
-        .or(a.mountpoint.clone())
-        .context("no mountpoint")?;
+    let target = match (&a.no_attach, &a.mountpoint) {
+        (Some(dir), _) => Target::Expose { dir: dir.clone() },
+        (None, Some(mp)) => Target::Attach {
+            mountpoint: mp.clone(),
+            mode: match a.attach {
+                Attach::Auto => AttachMode::Auto,
+                Attach::Loop => AttachMode::Loop,
+                Attach::File => AttachMode::File,
+            },
+        },
+        (None, None) => bail!("no mountpoint"),
+    };
+    let path = target.path().to_path_buf();
     if a.daemon {
         return daemonize(&path, ui);
     }
@@ -106,18 +114,6 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
         ..ReaderOptions::default()
     };
     let image = LazyImage::new(index, tree, stores, seeds, cache, opts, warn.clone())?;
-    let target = match (&a.no_attach, &a.mountpoint) {
-        (Some(dir), _) => Target::Expose { dir: dir.clone() },
-        (None, Some(mp)) => Target::Attach {
-            mountpoint: mp.clone(),
-            mode: match a.attach {
-                Attach::Auto => AttachMode::Auto,
-                Attach::Loop => AttachMode::Loop,
-                Attach::File => AttachMode::File,
-            },
-        },
-        (None, None) => bail!("no mountpoint"),
-    };
     let mut mounted = mount::mount(image, target, warn)
         .with_context(|| format!("mounting {} on {}", a.index, path.display()))?;
     let how = match &mounted.record().attached {

@@ -60,6 +60,16 @@ pub enum Target {
     Expose { dir: PathBuf },
 }
 
+impl Target {
+    /// The mountpoint or the exposing directory: what `blockcast umount` is given.
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Attach { mountpoint, .. } => mountpoint,
+            Target::Expose { dir } => dir,
+        }
+    }
+}
+
 /// What `blockcast umount` needs to know about a mount.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MountRecord {
@@ -103,10 +113,7 @@ pub fn read_record(path: &Path) -> Result<Option<MountRecord>> {
 /// Exposes `image` through FUSE and attaches it as `target` says. Whatever was set up
 /// is taken down again when a later step fails.
 pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
-    let path = match &target {
-        Target::Attach { mountpoint, .. } => mountpoint.clone(),
-        Target::Expose { dir } => dir.clone(),
-    };
+    let path = target.path().to_path_buf();
     if !path.is_dir() {
         return Err(Error::Invalid(format!(
             "{} is not a directory",
