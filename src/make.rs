@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chunk::{is_zero, ChunkId};
-use crate::chunker::{self, ChunkParams, Cuts, ALIGN};
+use crate::chunker::{self, ChunkParams, Cuts, Cutting, ALIGN};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
@@ -73,7 +73,14 @@ pub fn make(
 ) -> Result<(Vec<u8>, MakeReport)> {
     let image = Image::open(image)?;
     progress.start("chunking", image.size());
-    let cuts = chunker::cut_image(&image, opts.params, opts.filesystem_aware, progress)?;
+    let cutting = if opts.filesystem_aware {
+        Cutting::Filesystem {
+            metadata_apart: true,
+        }
+    } else {
+        Cutting::Aligned
+    };
+    let cuts = chunker::cut_image(&image, opts.params, cutting, progress)?;
     progress.finish();
     make_with_cuts(&image, &cuts, store, opts, progress)
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
-use crate::chunker::{self, ChunkParams};
+use crate::chunker::{self, ChunkParams, Cutting};
 use crate::error::Result;
 use crate::image::Image;
 use crate::index::Index;
@@ -23,7 +23,7 @@ impl Seed {
     pub fn scan(
         path: &Path,
         params: ChunkParams,
-        filesystem_aware: bool,
+        cutting: Cutting,
         wanted: &HashSet<ChunkId>,
         progress: &dyn Progress,
     ) -> Result<Seed> {
@@ -32,7 +32,7 @@ impl Seed {
             &format!("scanning seed {}", path.display()),
             image.size() * 2,
         );
-        let ends = chunker::cut_image(&image, params, filesystem_aware, progress)?.ends;
+        let ends = chunker::cut_image(&image, params, cutting, progress)?.ends;
         let found = image.par_map_chunks(&ends, progress, |offset, data| {
             if is_zero(data) {
                 return Ok(None);

@@ -81,6 +81,10 @@ fn constants_match() {
         ("MAX_INDEX_SIZE", format::MAX_INDEX_SIZE.to_string()),
         ("TREE_PIECE", format::TREE_PIECE.to_string()),
         ("LAYOUT_ALIGNED_CDC", format::LAYOUT_ALIGNED_CDC.to_string()),
+        (
+            "LAYOUT_FILESYSTEM_V1",
+            format::LAYOUT_FILESYSTEM_V1.to_string(),
+        ),
         ("LAYOUT_FILESYSTEM", format::LAYOUT_FILESYSTEM.to_string()),
     ];
     assert_eq!(rows.len(), code.len());

@@ -102,8 +102,8 @@ pub fn extract(
             .copied()
             .collect();
         let h = index.header();
-        let aware = h.layout.filesystem_aware;
-        let mut own = Seed::scan(target.path(), h.params, aware, &missing, progress)?;
+        let cutting = h.layout.cutting();
+        let mut own = Seed::scan(target.path(), h.params, cutting, &missing, progress)?;
         own.forget_before(GUARD);
         for (r, &here) in index.records().zip(&in_place) {
             if here && r.offset >= GUARD && missing.contains(&r.id) {

@@ -182,16 +182,26 @@ pub struct Cuts {
     pub fallback: Option<String>,
 }
 
-/// Cuts an image along its filesystem's regions when `filesystem_aware` is set and the
-/// filesystem can be read, else with the 4 KiB-aligned content-defined chunker.
+/// How an image is to be cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cutting {
+    /// The 4 KiB-aligned content-defined chunker (layout 0).
+    Aligned,
+    /// Along the filesystem's regions where it can be read (layouts 1 and 2); with
+    /// `metadata_apart`, metadata never shares a chunk with file data (layout 2).
+    Filesystem { metadata_apart: bool },
+}
+
+/// Cuts an image as `cutting` says; an image whose filesystem cannot be read is cut with
+/// the 4 KiB-aligned content-defined chunker.
 pub fn cut_image(
     image: &Image,
     params: ChunkParams,
-    filesystem_aware: bool,
+    cutting: Cutting,
     progress: &dyn Progress,
 ) -> Result<Cuts> {
     let mut fallback = None;
-    if filesystem_aware {
+    if let Cutting::Filesystem { metadata_apart } = cutting {
         // The analysis maps the whole image; drop that mapping (and the pages the
         // analysis touched) before cutting, which maps windows of its own.
         let analysis = {
@@ -206,8 +216,11 @@ pub fn cut_image(
                     _ => l.block_size,
                 };
                 return Ok(Cuts {
-                    ends: regions::cut(image, l, params, progress)?,
-                    layout: LayoutSummary::of(l),
+                    ends: regions::cut(image, l, params, metadata_apart, progress)?,
+                    layout: LayoutSummary {
+                        metadata_apart,
+                        ..LayoutSummary::of(l)
+                    },
                     align,
                     fallback: None,
                 });

@@ -3,7 +3,9 @@
 //! The image becomes a sequence of atoms that are never cut inside: filesystem blocks of
 //! file data, metadata and free space, and whole compression units. A large file's data
 //! starts a chunk and ends one, so an unchanged file yields the same chunks wherever it
-//! lands; free space is kept apart from data. Between those forced boundaries atoms are
+//! lands; free space is kept apart from data, and so is metadata (layout 2): on erofs
+//! every inode block changes when data moves, and a group mixing them with small files
+//! brought those unchanged files into every update. Between those forced boundaries atoms are
 //! grouped by their content: after an atom, a chunk ends when a hash of that atom's bytes
 //! falls under a threshold proportional to its length, so a changed atom regroups only
 //! its own neighbourhood.
@@ -42,7 +44,17 @@ fn file_sizes(regions: &[Region]) -> std::collections::HashMap<u64, u64> {
     sizes
 }
 
-fn atoms(layout: &Layout, params: ChunkParams) -> Vec<Atom> {
+/// Which stretches a chunk never spans: free space, metadata (when kept apart) and file
+/// data.
+fn class(r: &Region, metadata_apart: bool) -> u8 {
+    match r.kind {
+        Kind::Free => 0,
+        Kind::Metadata if metadata_apart => 1,
+        _ => 2,
+    }
+}
+
+fn atoms(layout: &Layout, params: ChunkParams, metadata_apart: bool) -> Vec<Atom> {
     let sizes = file_sizes(&layout.regions);
     let is_large = |r: &Region| r.file.is_some_and(|f| sizes[&f] >= large(params));
     let data_granule = u64::from(layout.block_size.max(1));
@@ -53,8 +65,8 @@ fn atoms(layout: &Layout, params: ChunkParams) -> Vec<Atom> {
         let same_run = prev.is_some_and(|p| p.file.is_some() && p.file == r.file);
         let ends_large_run = prev.is_some_and(&is_large) && !same_run;
         let starts_large_run = is_large(r) && !same_run;
-        let free_edge = prev.is_some_and(|p| (p.kind == Kind::Free) != (r.kind == Kind::Free));
-        let mut boundary = starts_large_run || ends_large_run || free_edge;
+        let class_edge = prev.is_some_and(|p| class(p, metadata_apart) != class(r, metadata_apart));
+        let mut boundary = starts_large_run || ends_large_run || class_edge;
         let free = r.kind == Kind::Free;
         if r.kind == Kind::Compressed {
             out.push(Atom {
@@ -98,9 +110,10 @@ pub fn cut(
     image: &Image,
     layout: &Layout,
     params: ChunkParams,
+    metadata_apart: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<u64>> {
-    let atoms = atoms(layout, params);
+    let atoms = atoms(layout, params, metadata_apart);
     let ends: Vec<u64> = atoms.iter().map(|a| a.end).collect();
     let hashes = image.par_map_chunks(&ends, progress, |_, data| Ok(atom_hash(data)))?;
     let (min, avg, max) = (
@@ -170,19 +183,23 @@ mod tests {
                 region(56248, 8000, Kind::Free, None),
             ],
         };
-        let atoms = atoms(&layout, p);
-        let boundaries: Vec<u64> = atoms
-            .iter()
-            .scan(0, |start, a| {
-                let s = *start;
-                *start = a.end;
-                Some((s, a.boundary))
-            })
-            .filter(|(_, b)| *b)
-            .map(|(s, _)| s)
-            .collect();
+        let boundaries = |metadata_apart| -> Vec<u64> {
+            atoms(&layout, p, metadata_apart)
+                .iter()
+                .scan(0, |start, a| {
+                    let s = *start;
+                    *start = a.end;
+                    Some((s, a.boundary))
+                })
+                .filter(|(_, b)| *b)
+                .map(|(s, _)| s)
+                .collect()
+        };
         // The large file 12 starts and ends a chunk; free space starts one.
-        assert_eq!(boundaries, vec![12288, 53248, 56248]);
+        assert_eq!(boundaries(false), vec![12288, 53248, 56248]);
+        // Layout 2 also ends the metadata's chunk where file data starts.
+        assert_eq!(boundaries(true), vec![8192, 12288, 53248, 56248]);
+        let atoms = atoms(&layout, p, true);
         assert!(atoms
             .iter()
             .all(|a| a.end % 4096 == 0 || a.end == 56248 || a.end == 64248));

@@ -340,7 +340,7 @@ pub fn open_seeds(
                 }
                 None => {
                     let h = target.header();
-                    Seed::scan(path, h.params, h.layout.filesystem_aware, &wanted, &bar)
+                    Seed::scan(path, h.params, h.layout.cutting(), &wanted, &bar)
                 }
             };
             seed.with_context(|| format!("opening seed {}", path.display()))

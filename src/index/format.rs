@@ -13,7 +13,10 @@ pub const MAX_INDEX_SIZE: u64 = 1 << 30;
 pub const HASH_SHA256: u8 = 1;
 pub const COMPRESSION_ZSTD: u8 = 1;
 pub const LAYOUT_ALIGNED_CDC: u8 = 0;
-pub const LAYOUT_FILESYSTEM: u8 = 1;
+/// Filesystem-aware as first defined: metadata grouped with small files' data.
+pub const LAYOUT_FILESYSTEM_V1: u8 = 1;
+/// Filesystem-aware with metadata cut apart from file data.
+pub const LAYOUT_FILESYSTEM: u8 = 2;
 
 /// Record flag: the chunk is all zero bytes; it is never stored and its id field is zero.
 pub const FLAG_ZERO: u32 = 1;

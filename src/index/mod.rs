@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::chunk::ChunkId;
-use crate::chunker::{ChunkParams, ALIGN};
+use crate::chunker::{ChunkParams, Cutting, ALIGN};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::FsKind;
 use crate::verity::{self, Geometry, VerityParams};
@@ -39,6 +39,9 @@ pub struct LayoutSummary {
     /// True when the cuts follow the filesystem's regions; false for the plain
     /// 4 KiB-aligned content-defined chunker.
     pub filesystem_aware: bool,
+    /// True when metadata is cut apart from file data (layout 2); false for indexes of
+    /// layout 1, whose seeds must be cut as they were.
+    pub metadata_apart: bool,
     pub metadata: RegionTally,
     pub data: RegionTally,
     pub compressed: RegionTally,
@@ -76,6 +79,7 @@ impl LayoutSummary {
         use crate::layout::Kind;
         let mut s = LayoutSummary {
             filesystem_aware: true,
+            metadata_apart: true,
             ..LayoutSummary::default()
         };
         for r in &layout.regions {
@@ -89,6 +93,14 @@ impl LayoutSummary {
             t.bytes += r.len;
         }
         s
+    }
+
+    /// How a seed must be cut to match the image this summary describes.
+    pub fn cutting(&self) -> crate::chunker::Cutting {
+        match (self.filesystem_aware, self.metadata_apart) {
+            (false, _) => Cutting::Aligned,
+            (true, metadata_apart) => Cutting::Filesystem { metadata_apart },
+        }
     }
 
     fn tallies(&self) -> [(&Field, &RegionTally); 4] {
@@ -278,9 +290,10 @@ impl Index {
         check(&H_RECORD_SIZE, RECORD_SIZE as u64)?;
         check(&H_FLAGS, 0)?;
         check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
-        let filesystem_aware = match h[H_LAYOUT.offset] {
-            LAYOUT_ALIGNED_CDC => false,
-            LAYOUT_FILESYSTEM => true,
+        let (filesystem_aware, metadata_apart) = match h[H_LAYOUT.offset] {
+            LAYOUT_ALIGNED_CDC => (false, false),
+            LAYOUT_FILESYSTEM_V1 => (true, false),
+            LAYOUT_FILESYSTEM => (true, true),
             other => return Err(bad(format!("unknown layout {other}"))),
         };
         let align = get_u32(h, &H_ALIGN);
@@ -362,6 +375,7 @@ impl Index {
             fs_kind,
             layout: LayoutSummary {
                 filesystem_aware,
+                metadata_apart,
                 metadata: RegionTally::decode(slice(h, &H_METADATA)),
                 data: RegionTally::decode(slice(h, &H_DATA)),
                 compressed: RegionTally::decode(slice(h, &H_COMPRESSED)),
@@ -569,10 +583,14 @@ pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) ->
         h[H_HASH.offset] = HASH_SHA256;
         h[H_COMPRESSION.offset] = COMPRESSION_ZSTD;
         h[H_FS_KIND.offset] = header.fs_kind.code();
-        h[H_LAYOUT.offset] = if header.layout.filesystem_aware {
-            LAYOUT_FILESYSTEM
-        } else {
-            LAYOUT_ALIGNED_CDC
+        h[H_LAYOUT.offset] = match header.layout.cutting() {
+            Cutting::Aligned => LAYOUT_ALIGNED_CDC,
+            Cutting::Filesystem {
+                metadata_apart: false,
+            } => LAYOUT_FILESYSTEM_V1,
+            Cutting::Filesystem {
+                metadata_apart: true,
+            } => LAYOUT_FILESYSTEM,
         };
         for (f, t) in header.layout.tallies() {
             put(h, f, &t.encode());
@@ -664,6 +682,28 @@ mod tests {
         assert_eq!(index.find(5000), Some(1));
         assert_eq!(index.find(17351), Some(2));
         assert_eq!(index.find(17352), None);
+    }
+
+    /// Layout 1 indexes read back as such, so their seeds are cut by the layout-1 rule.
+    #[test]
+    fn both_filesystem_layouts_round_trip() {
+        for (metadata_apart, code) in [(false, LAYOUT_FILESYSTEM_V1), (true, LAYOUT_FILESYSTEM)] {
+            let (mut header, records, tree) = sample();
+            header.align = 1;
+            header.layout = LayoutSummary {
+                filesystem_aware: true,
+                metadata_apart,
+                ..LayoutSummary::default()
+            };
+            let bytes = encode(&header, &records, &tree);
+            assert_eq!(bytes[H_LAYOUT.offset], code);
+            let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
+            assert_eq!(index.header(), &header);
+            assert_eq!(
+                index.header().layout.cutting(),
+                Cutting::Filesystem { metadata_apart }
+            );
+        }
     }
 
     #[test]
