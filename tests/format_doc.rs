@@ -114,3 +114,48 @@ fn golden_v3_index_still_reads() {
         }
     }
 }
+
+/// An index of layout 1 (`tests/fixtures/layout1-erofs-v1.bcidx`: `blockcast make
+/// testimages/erofs-v1.img` by the build before layout 2) still finds every chunk in a
+/// seed of the same image, because the seed is cut by the layout-1 rule; cut by the
+/// layout-2 rule the seed would miss some.
+#[test]
+fn layout1_seeds_are_cut_as_layout1_was() {
+    use blockcast::chunker::Cutting;
+    use blockcast::seed::Seed;
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let index = blockcast::index::Index::open(
+        format!("{dir}/tests/fixtures/layout1-erofs-v1.bcidx").as_ref(),
+    )
+    .unwrap();
+    let h = index.header();
+    assert_eq!(
+        h.layout.cutting(),
+        Cutting::Filesystem {
+            metadata_apart: false
+        }
+    );
+    let ids: std::collections::HashSet<_> = index
+        .records()
+        .filter(|r| !r.is_zero())
+        .map(|r| r.id)
+        .collect();
+    let image = std::path::PathBuf::from(format!("{dir}/testimages/erofs-v1.img"));
+    let found = |cutting| {
+        let seed = Seed::scan(
+            &image,
+            h.params,
+            cutting,
+            &ids,
+            &blockcast::progress::Silent,
+        )
+        .unwrap();
+        ids.iter().filter(|id| seed.locate(id).is_some()).count()
+    };
+    assert_eq!(found(h.layout.cutting()), ids.len());
+    assert!(
+        found(Cutting::Filesystem {
+            metadata_apart: true
+        }) < ids.len()
+    );
+}

@@ -5,10 +5,10 @@
 //! starts a chunk and ends one, so an unchanged file yields the same chunks wherever it
 //! lands; free space is kept apart from data, and so is metadata (layout 2): on erofs
 //! every inode block changes when data moves, and a group mixing them with small files
-//! brought those unchanged files into every update. Between those forced boundaries atoms are
-//! grouped by their content: after an atom, a chunk ends when a hash of that atom's bytes
-//! falls under a threshold proportional to its length, so a changed atom regroups only
-//! its own neighbourhood.
+//! brought those unchanged files into every update. Between those forced boundaries
+//! atoms are grouped by their content: after an atom, a chunk ends when a hash of that
+//! atom's bytes falls under a threshold proportional to its length, so a changed atom
+//! regroups only its own neighbourhood.
 
 use sha2::{Digest, Sha256};
 

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
-use blockcast::chunker::ChunkParams;
+use blockcast::chunker::{ChunkParams, Cutting};
 use blockcast::index::Index;
 use blockcast::index::LayoutSummary;
 use clap::Args;
@@ -130,10 +130,14 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         format_version: blockcast::index::format::VERSION,
         image_size: h.image_size,
         filesystem: h.fs_kind.name(),
-        layout: if h.layout.filesystem_aware {
-            "filesystem-aware"
-        } else {
-            "aligned content-defined"
+        layout: match h.layout.cutting() {
+            Cutting::Filesystem {
+                metadata_apart: true,
+            } => "filesystem-aware",
+            Cutting::Filesystem {
+                metadata_apart: false,
+            } => "filesystem-aware, metadata grouped with file data (layout 1)",
+            Cutting::Aligned => "aligned content-defined",
         },
         params: h.params,
         align: h.align,

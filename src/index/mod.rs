@@ -96,7 +96,7 @@ impl LayoutSummary {
     }
 
     /// How a seed must be cut to match the image this summary describes.
-    pub fn cutting(&self) -> crate::chunker::Cutting {
+    pub fn cutting(&self) -> Cutting {
         match (self.filesystem_aware, self.metadata_apart) {
             (false, _) => Cutting::Aligned,
             (true, metadata_apart) => Cutting::Filesystem { metadata_apart },
