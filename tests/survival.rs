@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashSet;
 
-use blockcast::chunk::ChunkId;
 use blockcast::index::Index;
 use blockcast::layout::{self, Kind};
 use common::layout::content;
@@ -16,17 +15,12 @@ fn unchanged_files_keep_their_chunks() {
     let t = tempdir();
     let store = t.path().join("store");
     for kind in KINDS {
-        let (v1, v2) = (image(kind, 1), image(kind, 2));
-        let (i1, i2) = (
-            t.path().join(format!("{kind}-1.bcidx")),
-            t.path().join(format!("{kind}-2.bcidx")),
-        );
-        for (img, idx) in [(&v1, &i1), (&v2, &i2)] {
-            let made = make(img, &store, idx);
+        let ([v1, v2], [i1, i2], made) = make_versions(t.path(), &store, kind);
+        for made in &made {
             assert!(made["fallback"].is_null(), "{kind}: {}", made["fallback"]);
             assert_eq!(made["layout"]["filesystem_aware"], true);
         }
-        let old_ids: HashSet<ChunkId> = Index::open(&i1).unwrap().records().map(|r| r.id).collect();
+        let old_ids = chunk_ids(&i1);
         let new = Index::open(&i2).unwrap();
         let (b1, b2) = (std::fs::read(&v1).unwrap(), std::fs::read(&v2).unwrap());
         let (a1, a2) = (layout::analyse(&b1).unwrap(), layout::analyse(&b2).unwrap());

@@ -1,11 +1,10 @@
-use std::collections::HashSet;
 use std::path::PathBuf;
 
-use anyhow::Result;
-use blockcast::chunk::ChunkId;
+use anyhow::{Context, Result};
+use blockcast::diff::{self, ByRegion, Tally};
+use blockcast::image::Image;
 use blockcast::index::Index;
 use clap::Args;
-use serde::Serialize;
 
 use super::{human_bytes, Ui};
 
@@ -14,63 +13,23 @@ use super::{human_bytes, Ui};
 pub struct DiffArgs {
     old: PathBuf,
     new: PathBuf,
+    /// The image NEW was made from: break the new chunks down by the kind of filesystem
+    /// region they hold (metadata, file data, compression units, free space).
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Serialize, Default)]
-struct Side {
-    chunks: u64,
-    bytes: u64,
-    stored_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Diff {
-    new_image_size: u64,
-    /// Distinct data chunks of the new index also in the old one.
-    shared: Side,
-    /// Distinct data chunks only in the new index: what an update from the old fetches.
-    new: Side,
-    /// Bytes of all-zero records, never fetched.
-    zero_bytes: u64,
-}
-
 pub fn run(a: DiffArgs, ui: &Ui) -> Result<()> {
     let old = Index::open(&a.old)?;
     let new = Index::open(&a.new)?;
-    let old_ids: HashSet<ChunkId> = old
-        .records()
-        .filter(|r| !r.is_zero())
-        .map(|r| r.id)
-        .collect();
-    let mut seen = HashSet::new();
-    let mut d = Diff {
-        new_image_size: new.header().image_size,
-        shared: Side::default(),
-        new: Side::default(),
-        zero_bytes: 0,
-    };
-    for r in new.records() {
-        if r.is_zero() {
-            d.zero_bytes += u64::from(r.size);
-            continue;
-        }
-        if !seen.insert(r.id) {
-            continue;
-        }
-        let side = if old_ids.contains(&r.id) {
-            &mut d.shared
-        } else {
-            &mut d.new
-        };
-        side.chunks += 1;
-        side.bytes += u64::from(r.size);
-        side.stored_bytes += u64::from(r.stored_size);
-    }
+    let image = a.image.as_deref().map(Image::open).transpose()?;
+    let d = diff::compare(&old, &new, image.as_ref())
+        .with_context(|| format!("comparing {} with {}", a.new.display(), a.old.display()))?;
     ui.report(a.json, &d, || {
-        format!(
+        let mut t = format!(
             "shared: {} chunks, {} ({} stored)\nnew:    {} chunks, {} ({} stored)\nzero:   {}",
             d.shared.chunks,
             human_bytes(d.shared.bytes),
@@ -79,6 +38,35 @@ pub fn run(a: DiffArgs, ui: &Ui) -> Result<()> {
             human_bytes(d.new.bytes),
             human_bytes(d.new.stored_bytes),
             human_bytes(d.zero_bytes)
-        )
+        );
+        if let Some(b) = &d.new_by_region {
+            t.push_str(&by_region(b));
+        }
+        t
     })
+}
+
+fn by_region(b: &ByRegion) -> String {
+    let row = |name: &str, t: &Tally| {
+        format!(
+            "\n  {name:<13} {:>10} in new chunks; {} chunks of it alone",
+            human_bytes(t.bytes),
+            t.chunks
+        )
+    };
+    let mut s = String::from("new, by region of the new image:");
+    for (name, t) in [
+        ("metadata", &b.metadata),
+        ("file data", &b.data),
+        ("compressed", &b.compressed),
+        ("shared units", &b.shared_units),
+        ("free", &b.free),
+    ] {
+        s.push_str(&row(name, t));
+    }
+    s.push_str(&format!(
+        "\n  {} chunks hold more than one kind",
+        b.mixed_chunks
+    ));
+    format!("\n{s}")
 }

@@ -83,6 +83,28 @@ pub fn make_with(img: &Path, store: &Path, index: &Path, extra: &[&str]) -> serd
         .args(extra)))
 }
 
+/// Makes `kind`'s v1 and v2 test images into `store`, their indexes in `dir`: returns the
+/// images, the indexes and make's reports, v1 first.
+pub fn make_versions(
+    dir: &Path,
+    store: &Path,
+    kind: &str,
+) -> ([PathBuf; 2], [PathBuf; 2], [serde_json::Value; 2]) {
+    let images = [image(kind, 1), image(kind, 2)];
+    let indexes = [1, 2].map(|v| dir.join(format!("{kind}-{v}.bcidx")));
+    let made = [0, 1].map(|i| make(&images[i], store, &indexes[i]));
+    (images, indexes, made)
+}
+
+/// The distinct chunk ids an index names.
+pub fn chunk_ids(index: &Path) -> std::collections::HashSet<blockcast::chunk::ChunkId> {
+    blockcast::index::Index::open(index)
+        .unwrap()
+        .records()
+        .map(|r| r.id)
+        .collect()
+}
+
 /// `blockcast extract INDEX --store STORE -o OUT`, to add to and run.
 pub fn extract_cmd(index: &Path, store: &Path, out: &Path) -> Command {
     let mut c = bin();

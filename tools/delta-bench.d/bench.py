@@ -337,6 +337,16 @@ def report(args):
             if r.get("blockcast_warnings"):
                 line += "; warnings: " + " | ".join(r["blockcast_warnings"])
             print(line)
+        by = r.get("blockcast_new_by_region")
+        if by:
+            parts = [
+                f"{name} {mib(by[key]['bytes'])} MiB ({by[key]['chunks']} chunks)"
+                for key, name in [("metadata", "metadata"), ("data", "file data"),
+                                  ("compressed", "units"), ("shared_units", "shared units")]
+                if by[key]["bytes"]
+            ]
+            parts.append(f"{by['mixed_chunks']} mixed chunks")
+            print(f"{r['kind']}: blockcast's new chunks hold " + ", ".join(parts))
     for note in head.get("notes", []):
         print(note)
 
