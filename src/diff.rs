@@ -62,14 +62,36 @@ pub struct Tally {
     pub bytes: u64,
 }
 
-impl ByRegion {
-    fn tally(&mut self, r: &Region) -> &mut Tally {
+/// Which tally of [`ByRegion`] a region counts under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Metadata,
+    Data,
+    Compressed,
+    SharedUnits,
+    Free,
+}
+
+impl Slot {
+    fn of(r: &Region) -> Slot {
         match (r.kind, r.file) {
-            (Kind::Metadata, _) => &mut self.metadata,
-            (Kind::Data, _) => &mut self.data,
-            (Kind::Compressed, Some(_)) => &mut self.compressed,
-            (Kind::Compressed, None) => &mut self.shared_units,
-            (Kind::Free, _) => &mut self.free,
+            (Kind::Metadata, _) => Slot::Metadata,
+            (Kind::Data, _) => Slot::Data,
+            (Kind::Compressed, Some(_)) => Slot::Compressed,
+            (Kind::Compressed, None) => Slot::SharedUnits,
+            (Kind::Free, _) => Slot::Free,
+        }
+    }
+}
+
+impl ByRegion {
+    fn tally(&mut self, slot: Slot) -> &mut Tally {
+        match slot {
+            Slot::Metadata => &mut self.metadata,
+            Slot::Data => &mut self.data,
+            Slot::Compressed => &mut self.compressed,
+            Slot::SharedUnits => &mut self.shared_units,
+            Slot::Free => &mut self.free,
         }
     }
 }
@@ -139,19 +161,18 @@ fn attribute(index: &Index, image: &Image, records: &[ChunkRecord]) -> Result<By
         while first < regions.len() && regions[first].end() <= r.offset {
             first += 1;
         }
-        let mut kinds = Vec::new();
+        let mut slots = Vec::new();
         for g in regions[first..].iter().take_while(|g| g.offset < r.end()) {
-            let overlap = g.end().min(r.end()) - g.offset.max(r.offset);
-            out.tally(g).bytes += overlap;
-            let kind = (g.kind, g.kind == Kind::Compressed && g.file.is_none());
-            if !kinds.contains(&kind) {
-                kinds.push(kind);
+            let slot = Slot::of(g);
+            out.tally(slot).bytes += g.end().min(r.end()) - g.offset.max(r.offset);
+            if !slots.contains(&slot) {
+                slots.push(slot);
             }
         }
-        if kinds.len() == 1 {
-            out.tally(&regions[first]).chunks += 1;
-        } else if kinds.len() > 1 {
-            out.mixed_chunks += 1;
+        match slots.as_slice() {
+            [] => {}
+            [only] => out.tally(*only).chunks += 1,
+            _ => out.mixed_chunks += 1,
         }
     }
     Ok(out)
