@@ -5,7 +5,7 @@ use blockcast::assemble::{self, ExtractOptions};
 use blockcast::verity;
 use clap::Args;
 
-use super::{human_bytes, open_release, open_seeds, parse_size, StoreArgs, Ui};
+use super::{human_bytes, open_sources, parse_size, StoreArgs, Ui};
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
@@ -52,15 +52,15 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() && a.seed.is_empty() {
         bail!("give at least one --store (or --seed) to take chunks from");
     }
-    let index = open_release(
+    let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
         a.min_release,
-        &a.stores.http()?,
+        &a.stores,
+        &a.seed,
+        &a.seed_index,
         ui,
     )?;
-    let stores = a.stores.open(ui)?;
-    let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
         verity_append: a.verity_append,

@@ -167,12 +167,7 @@ pub fn key_password() -> Option<String> {
 /// Reads an index from a path or URL; with trusted keys, refuses it unless one of them
 /// signed its exact bytes (INDEX.minisig beside it), before the index is even parsed.
 /// Without, warns that it is unauthenticated.
-pub fn open_index(
-    location: &str,
-    trusted: &[PathBuf],
-    http: &HttpOptions,
-    ui: &Ui,
-) -> Result<Index> {
+fn open_index(location: &str, trusted: &[PathBuf], http: &HttpOptions, ui: &Ui) -> Result<Index> {
     let remote = blockcast::store::http::is_url(location)
         .then(|| RemoteFiles::new(http))
         .transpose()?;
@@ -212,7 +207,7 @@ pub fn open_index(
 }
 
 /// [`open_index`], then refuses a release older than `min_release` (a rollback).
-pub fn open_release(
+fn open_release(
     location: &str,
     trusted: &[PathBuf],
     min_release: u64,
@@ -313,8 +308,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// What extract, plan and mount read from: the index (checked as [`open_release`] checks
+/// it), then the stores, then the seeds.
+pub fn open_sources(
+    location: &str,
+    trusted: &[PathBuf],
+    min_release: u64,
+    stores: &StoreArgs,
+    seeds: &[PathBuf],
+    seed_indexes: &[PathBuf],
+    ui: &Ui,
+) -> Result<(Index, Stores, Vec<Seed>)> {
+    let index = open_release(location, trusted, min_release, &stores.http()?, ui)?;
+    let stores = stores.open(ui)?;
+    let seeds = open_seeds(&index, seeds, seed_indexes, ui)?;
+    Ok((index, stores, seeds))
+}
+
 /// Seeds from `--seed` files; the i-th `--seed-index` describes the i-th seed.
-pub fn open_seeds(
+fn open_seeds(
     target: &Index,
     seeds: &[PathBuf],
     seed_indexes: &[PathBuf],

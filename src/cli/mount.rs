@@ -12,7 +12,7 @@ use blockcast::mount::reader::{LazyImage, ReaderOptions};
 use blockcast::mount::{self, Target};
 use clap::{Args, ValueEnum};
 
-use super::{open_release, open_seeds, print_out, StoreArgs, Ui};
+use super::{open_sources, print_out, StoreArgs, Ui};
 
 /// Set in the environment of the process `--daemon` starts: it reports on stdout when
 /// the image is attached.
@@ -90,15 +90,15 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     if a.daemon {
         return daemonize(&path, ui);
     }
-    let index = open_release(
+    let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
         a.min_release,
-        &a.stores.http()?,
+        &a.stores,
+        &a.seed,
+        &a.seed_index,
         ui,
     )?;
-    let stores = a.stores.open(ui)?;
-    let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
     let tree = mount::fetch_tree(&index, &stores).context("fetching the hash tree")?;
     let ui_copy = *ui;
     let warn: blockcast::store::Warn = Arc::new(move |m: &str| ui_copy.warn(m));

@@ -5,7 +5,7 @@ use blockcast::plan::{self, PlanSummary};
 use clap::Args;
 use serde::Serialize;
 
-use super::{human_bytes, open_index, open_seeds, StoreArgs, Ui};
+use super::{human_bytes, open_sources, StoreArgs, Ui};
 
 /// Show what an extract would fetch, before fetching anything.
 #[derive(Args)]
@@ -39,9 +39,16 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() {
         bail!("give at least one --store to plan against");
     }
-    let index = open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
-    let stores = a.stores.open(ui)?;
-    let seeds = open_seeds(&index, &a.seed, &a.seed_index, ui)?;
+    // Plan refuses no release: it only reports.
+    let (index, stores, seeds) = open_sources(
+        &a.index,
+        &a.trusted_key,
+        0,
+        &a.stores,
+        &a.seed,
+        &a.seed_index,
+        ui,
+    )?;
     let plan = plan::plan(&index, &seeds, &[], None);
     let missing = plan::count_missing(&index, &plan, &stores)?;
     let out = Output {
