@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::chunk::ChunkId;
-use crate::error::Result;
-use crate::index::Index;
+use crate::chunk::{ChunkId, VerifiedChunk};
+use crate::error::{Error, Result};
+use crate::index::{stored_size_bound, Index};
 use crate::store::codec::{self, Compressor};
 use crate::store::LocalStore;
 
@@ -62,6 +62,44 @@ pub fn store_zero_chunks(store: &LocalStore, sizes: &BTreeSet<u32>) -> Result<()
         }
     }
     store.sync()
+}
+
+/// Writes each part of a gathered chunk into `store` as a chunk file of its own, since
+/// casync fetches one file per chunk; returns how many it wrote.
+pub fn store_gathered_parts(index: &Index, store: &LocalStore) -> Result<u64> {
+    let mut compressor = Compressor::new(codec::DEFAULT_LEVEL)?;
+    let mut unit: Option<VerifiedChunk> = None;
+    let mut written = 0;
+    for r in index.records() {
+        let Some(p) = r.part else {
+            continue;
+        };
+        let existing = store.get(&r.id, stored_size_bound(r.size))?;
+        if existing.is_some_and(|s| codec::decompress(&s, r.size, r.id, r.offset).is_ok()) {
+            continue;
+        }
+        let g = p.gathered;
+        let whole = match unit.take() {
+            Some(u) if u.id() == g.id => u,
+            _ => {
+                let stored =
+                    store
+                        .get(&g.id, stored_size_bound(g.size))?
+                        .ok_or(Error::MissingChunk {
+                            id: g.id,
+                            offset: g.offset,
+                        })?;
+                let data = codec::decompress(&stored, g.size, g.id, g.offset)?;
+                VerifiedChunk::verify(g.id, g.offset, data)?
+            }
+        };
+        let part = r.take_from(&whole)?;
+        store.put(&r.id, &compressor.compress(part.data())?)?;
+        written += 1;
+        unit = Some(whole);
+    }
+    store.sync()?;
+    Ok(written)
 }
 
 /// Encodes the caibx for `index`; `zero_sizes` lists the zero chunks it references.

@@ -60,7 +60,7 @@ pub fn is_zero(data: &[u8]) -> bool {
 }
 
 /// Bytes whose SHA-256 has been checked against the id they claim to be.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct VerifiedChunk {
     id: ChunkId,
     data: Vec<u8>,

@@ -15,14 +15,15 @@ use crate::layout::{self, Kind, Region};
 pub struct Side {
     pub chunks: u64,
     pub bytes: u64,
+    /// Bytes of the chunk files that hold these chunks: a gathered chunk counts once, on
+    /// the new side when any of its parts is new.
     pub stored_bytes: u64,
 }
 
 impl Side {
-    fn add(&mut self, size: u32, stored_size: u32) {
+    fn add(&mut self, size: u32) {
         self.chunks += 1;
         self.bytes += u64::from(size);
-        self.stored_bytes += u64::from(stored_size);
     }
 }
 
@@ -118,11 +119,24 @@ pub fn compare(old: &Index, new: &Index, image: Option<&Image>) -> Result<Diff> 
             d.zero_bytes += u64::from(r.size);
         } else if seen.insert(r.id) {
             if old_ids.contains(&r.id) {
-                d.shared.add(r.size, r.stored_size);
+                d.shared.add(r.size);
             } else {
-                d.new.add(r.size, r.stored_size);
+                d.new.add(r.size);
                 fresh.push(r);
             }
+        }
+    }
+    let fetched: HashSet<ChunkId> = fresh.iter().map(|r| r.unit().id).collect();
+    let mut files = HashSet::new();
+    for r in new.records().filter(|r| !r.is_zero()) {
+        let unit = r.unit();
+        if files.insert(unit.id) {
+            let side = if fetched.contains(&unit.id) {
+                &mut d.new
+            } else {
+                &mut d.shared
+            };
+            side.stored_bytes += u64::from(unit.stored_size);
         }
     }
     if let Some(image) = image {

@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod diff;
 pub mod durable;
 pub mod error;
+pub mod gather;
 pub mod image;
 pub mod index;
 pub mod layout;

@@ -1,16 +1,20 @@
 //! `make`: cut an image into chunks, store each new chunk once, describe it in an index.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
+
+use rayon::prelude::*;
 
 use serde::Serialize;
 
 use crate::chunk::{is_zero, ChunkId};
 use crate::chunker::{self, ChunkParams, Cuts, Cutting, ALIGN};
 use crate::error::{Error, Result};
+use crate::gather;
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
-use crate::index::{self, ChunkRecord, Header, LayoutSummary, VerityInfo, MAX_CHUNK};
+use crate::index::{self, ChunkRecord, Header, LayoutSummary, Unit, VerityInfo, MAX_CHUNK};
 use crate::layout::FsKind;
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
@@ -57,11 +61,25 @@ pub struct MakeReport {
     pub written_bytes: u64,
     /// Chunk files found corrupt and rewritten.
     pub repaired_chunks: u64,
+    /// Chunks stored as one file gathered from several small metadata chunks, and how
+    /// many such parts they hold.
+    pub gathered_chunks: u64,
+    pub gathered_parts: u64,
     pub tree_chunks: u64,
     pub verity_root: String,
     pub layout: LayoutSummary,
     /// Why the filesystem-aware chunker was not used, when it was asked for.
     pub fallback: Option<String>,
+}
+
+impl MakeReport {
+    fn count_stored(&mut self, c: &StoredChunk) {
+        if c.written {
+            self.written_chunks += 1;
+            self.written_bytes += u64::from(c.stored_size);
+        }
+        self.repaired_chunks += u64::from(c.repaired);
+    }
 }
 
 /// Chunks `image` into `store` and returns the encoded index.
@@ -157,6 +175,8 @@ struct StoredChunk {
 enum Stored {
     Zero,
     Chunk(StoredChunk),
+    /// Small metadata, to be stored gathered with others.
+    Part(ChunkId),
 }
 
 /// Stores the chunks ending at `cuts.ends` (any byte offsets, in order, the last at the
@@ -171,21 +191,39 @@ pub fn make_with_cuts(
     let ends = &cuts.ends;
     check_cuts(image, ends)?;
     let head = image.read_at(0, image.size().min(4096) as usize)?;
+    let small = gather::small_metadata(cuts, opts.params);
     progress.start("storing", image.size());
     let outcomes = image.par_map_chunks(ends, progress, |offset, data| {
         if is_zero(data) {
             return Ok(Stored::Zero);
         }
+        if small.contains(&offset) {
+            return Ok(Stored::Part(ChunkId::of(data)));
+        }
         store_chunk(store, data, offset, opts.level).map(Stored::Chunk)
     })?;
+    let pieces: Vec<gather::Piece> = outcomes
+        .iter()
+        .zip(std::iter::once(0).chain(ends.iter().copied()))
+        .zip(ends)
+        .filter_map(|((o, start), &end)| match o {
+            Stored::Part(id) => Some(gather::Piece {
+                offset: start,
+                size: (end - start) as u32,
+                id: *id,
+            }),
+            _ => None,
+        })
+        .collect();
     progress.finish();
-
     let mut report = MakeReport {
         image_size: image.size(),
         layout: cuts.layout.clone(),
         fallback: cuts.fallback.clone(),
         ..MakeReport::default()
     };
+    let (gathered, placed) = store_gathered(image, store, &pieces, opts, &mut report)?;
+
     let mut records: Vec<ChunkRecord> = Vec::with_capacity(outcomes.len());
     let mut start = 0u64;
     for (outcome, &end) in outcomes.into_iter().zip(ends) {
@@ -200,24 +238,10 @@ pub fn make_with_cuts(
                     _ => records.push(ChunkRecord::zero(start, size as u32)),
                 }
             }
-            Stored::Chunk(StoredChunk {
-                id,
-                stored_size,
-                written,
-                repaired,
-            }) => {
-                if written {
-                    report.written_chunks += 1;
-                    report.written_bytes += u64::from(stored_size);
-                }
-                report.repaired_chunks += u64::from(repaired);
-                records.push(ChunkRecord {
-                    offset: start,
-                    size: size as u32,
-                    stored_size,
-                    flags: 0,
-                    id,
-                });
+            Stored::Part(_) => records.push(placed[&start]),
+            Stored::Chunk(c) => {
+                report.count_stored(&c);
+                records.push(ChunkRecord::stored(start, size as u32, c.stored_size, c.id));
             }
         }
         start = end;
@@ -233,17 +257,13 @@ pub fn make_with_cuts(
     for (i, piece) in tree.tree.chunks(TREE_PIECE as usize).enumerate() {
         let offset = i as u64 * TREE_PIECE;
         let c = store_chunk(store, piece, offset, opts.level)?;
-        if c.written {
-            report.written_chunks += 1;
-            report.written_bytes += u64::from(c.stored_size);
-        }
-        tree_records.push(ChunkRecord {
+        report.count_stored(&c);
+        tree_records.push(ChunkRecord::stored(
             offset,
-            size: piece.len() as u32,
-            stored_size: c.stored_size,
-            flags: 0,
-            id: c.id,
-        });
+            piece.len() as u32,
+            c.stored_size,
+            c.id,
+        ));
     }
     report.tree_chunks = tree_records.len() as u64;
     report.verity_root = ChunkId(tree.root).to_hex();
@@ -256,6 +276,7 @@ pub fn make_with_cuts(
             .iter()
             .filter(|r| !r.is_zero())
             .map(|r| r.size)
+            .chain(gathered.iter().map(|u| u.size))
             .max()
             .unwrap_or(0),
         fs_kind: FsKind::detect(&head),
@@ -271,5 +292,62 @@ pub fn make_with_cuts(
     };
     // The chunks must be durable before an index that names them exists.
     store.sync()?;
-    Ok((index::encode(&header, &records, &tree_records), report))
+    Ok((
+        index::encode(&header, &records, &tree_records, &gathered),
+        report,
+    ))
+}
+
+/// Stores the small metadata `pieces` in groups (see [`gather`]): returns the gathered
+/// chunks and, by offset, each piece's record: a part of a gathered chunk, or a record of
+/// its own when its group is just itself.
+fn store_gathered(
+    image: &Image,
+    store: &LocalStore,
+    pieces: &[gather::Piece],
+    opts: &MakeOptions,
+    report: &mut MakeReport,
+) -> Result<(Vec<Unit>, HashMap<u64, ChunkRecord>)> {
+    let groups = gather::group(pieces, opts.params);
+    let stored = groups
+        .par_iter()
+        .map(|g| -> Result<StoredChunk> {
+            let mut data = Vec::with_capacity(g.size as usize);
+            for p in &pieces[g.parts.clone()] {
+                data.extend_from_slice(&image.read_at(p.offset, p.size as usize)?);
+            }
+            store_chunk(store, &data, pieces[g.parts.start].offset, opts.level)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut gathered = Vec::new();
+    let mut placed = HashMap::new();
+    for (g, c) in groups.iter().zip(&stored) {
+        report.count_stored(c);
+        let parts = &pieces[g.parts.clone()];
+        if let [p] = parts {
+            placed.insert(
+                p.offset,
+                ChunkRecord::stored(p.offset, p.size, c.stored_size, c.id),
+            );
+            continue;
+        }
+        let unit = Unit {
+            offset: parts[0].offset,
+            size: g.size,
+            stored_size: c.stored_size,
+            id: c.id,
+        };
+        let mut at = 0;
+        for p in parts {
+            placed.insert(
+                p.offset,
+                ChunkRecord::gathered(p.offset, p.size, p.id, unit, at),
+            );
+            at += p.size;
+        }
+        gathered.push(unit);
+        report.gathered_parts += parts.len() as u64;
+    }
+    report.gathered_chunks = gathered.len() as u64;
+    Ok((gathered, placed))
 }

@@ -40,11 +40,12 @@ impl Tally {
     }
 }
 
-/// What must be fetched, counted once per distinct chunk.
+/// What must be fetched, counted once per distinct chunk file (a gathered chunk once,
+/// however many of its parts are wanted).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct StoreTally {
     pub chunks: u64,
-    /// Uncompressed bytes of those chunks.
+    /// Uncompressed bytes of those chunk files.
     pub bytes: u64,
     /// Bytes of their chunk files: what the transfer costs.
     pub stored_bytes: u64,
@@ -119,10 +120,11 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
                 summary.output.add(size);
                 return Source::Output { offset };
             }
-            if fetched.insert(r.id) {
+            let unit = r.unit();
+            if fetched.insert(unit.id) {
                 summary.store.chunks += 1;
-                summary.store.bytes += size;
-                summary.store.stored_bytes += u64::from(r.stored_size);
+                summary.store.bytes += u64::from(unit.size);
+                summary.store.stored_bytes += u64::from(unit.stored_size);
             }
             Source::Store
         })
@@ -136,8 +138,8 @@ pub fn count_missing(index: &Index, plan: &Plan, stores: &Stores) -> Result<u64>
     let ids = index
         .records()
         .zip(&plan.sources)
-        .filter(|(r, source)| **source == Source::Store && seen.insert(r.id))
-        .map(|(r, _)| r.id)
+        .filter(|(r, source)| **source == Source::Store && seen.insert(r.unit().id))
+        .map(|(r, _)| r.unit().id)
         .collect();
     stores.count_missing(ids)
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 
-const BROKEN: [(&str, &str); 15] = [
+const BROKEN: [(&str, &str); 16] = [
     ("empty.bcidx", "truncated"),
     ("garbage.bcidx", "bad magic"),
     ("v3-truncated-header.bcidx", "truncated"),
@@ -16,9 +16,10 @@ const BROKEN: [(&str, &str); 15] = [
     ("v3-flipped-table.bcidx", "digest mismatch"),
     ("v3-flipped-header.bcidx", "digest mismatch"),
     (
-        "v4-future-version.bcidx",
-        "format version 4 is not supported",
+        "v5-future-version.bcidx",
+        "format version 5 is not supported",
     ),
+    ("v3-gather-count.bcidx", "version 3 has no gathered chunks"),
     ("v3-absurd-count.bcidx", "chunk count 1152921504606846976"),
     ("v3-absurd-chunk-size.bcidx", "chunk record 0"),
     (

@@ -25,7 +25,8 @@ const INDEX: &str = "/x.bcidx";
 struct Site {
     dir: tempfile::TempDir,
     img: PathBuf,
-    /// The chunks extract fetches, each once, in index order.
+    /// The chunk files extract fetches, each once, in index order (a gathered chunk as a
+    /// record of its own, named as errors name it: by its first part's offset).
     chunks: Vec<ChunkRecord>,
 }
 
@@ -39,7 +40,10 @@ impl Site {
         let mut seen = HashSet::new();
         let chunks: Vec<ChunkRecord> = index
             .records()
-            .filter(|r| !r.is_zero() && seen.insert(r.id))
+            .filter(|r| !r.is_zero())
+            .map(|r| r.unit())
+            .filter(|u| seen.insert(u.id))
+            .map(|u| ChunkRecord::stored(u.offset, u.size, u.stored_size, u.id))
             .collect();
         assert!(chunks.len() >= 8, "{kind}: only {} chunks", chunks.len());
         Site { dir, img, chunks }

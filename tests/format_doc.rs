@@ -74,6 +74,7 @@ fn constants_match() {
         ("HEADER_SIZE", format::HEADER_SIZE.to_string()),
         ("RECORD_SIZE", format::RECORD_SIZE.to_string()),
         ("FLAG_ZERO", format::FLAG_ZERO.to_string()),
+        ("FLAG_GATHERED", format::FLAG_GATHERED.to_string()),
         ("HASH_SHA256", format::HASH_SHA256.to_string()),
         ("COMPRESSION_ZSTD", format::COMPRESSION_ZSTD.to_string()),
         ("ALIGN", blockcast::chunker::ALIGN.to_string()),

@@ -17,6 +17,7 @@ use common::*;
 fn explicit(ends: Vec<u64>) -> Cuts {
     Cuts {
         ends,
+        metadata: Vec::new(),
         layout: LayoutSummary {
             filesystem_aware: true,
             ..LayoutSummary::default()
@@ -113,20 +114,37 @@ fn unaligned_index_round_trips_with_seed_index_and_in_place() {
     assert!(same_bytes(&ca_out, &new_img));
 }
 
+/// `make` writes exactly the indexes it wrote when the fixtures were made: the aligned
+/// chunker's cuts (`v4-tiny.bcidx`, the same records as `v3-tiny.bcidx`) and the
+/// filesystem-aware cuts with their gathered chunks (`v4-erofs-v1.bcidx`).
 #[test]
 fn golden_chunk_boundaries_are_stable() {
     let t = tempdir();
-    let idx = t.path().join("tiny.bcidx");
-    ok(bin()
-        .arg("make")
-        .arg(fixture("tiny.img"))
-        .arg("--store")
-        .arg(t.path().join("store"))
-        .arg("--index")
-        .arg(&idx)
-        .args(["--chunk-size", "16K"]));
-    assert!(
-        same_bytes(&idx, &fixture("v3-tiny.bcidx")),
-        "the chunker or index writer changed its output: bump the format or fix it"
-    );
+    for (image, args, golden) in [
+        (
+            fixture("tiny.img"),
+            &["--chunk-size", "16K"][..],
+            "v4-tiny.bcidx",
+        ),
+        (image("erofs", 1), &[][..], "v4-erofs-v1.bcidx"),
+    ] {
+        let idx = t.path().join(golden);
+        ok(bin()
+            .arg("make")
+            .arg(image)
+            .arg("--store")
+            .arg(t.path().join("store"))
+            .arg("--index")
+            .arg(&idx)
+            .args(args));
+        assert!(
+            same_bytes(&idx, &fixture(golden)),
+            "{golden}: the chunker or index writer changed its output: bump the format or fix it"
+        );
+    }
+    let gathered = blockcast::index::Index::open(&fixture("v4-erofs-v1.bcidx")).unwrap();
+    assert!(gathered.gathered_len() > 0);
+    let v3 = std::fs::read(fixture("v3-tiny.bcidx")).unwrap();
+    let v4 = std::fs::read(fixture("v4-tiny.bcidx")).unwrap();
+    assert_eq!(v3[512..], v4[512..], "the same records in both versions");
 }

@@ -175,6 +175,9 @@ impl Chunker {
 pub struct Cuts {
     /// End offsets of the chunks, in order; the last is the image size.
     pub ends: Vec<u64>,
+    /// Per chunk, whether it holds filesystem metadata alone; empty when the cuts do not
+    /// follow the filesystem.
+    pub metadata: Vec<bool>,
     pub layout: LayoutSummary,
     /// The granularity every cut but the last respects.
     pub align: u32,
@@ -215,8 +218,10 @@ pub fn cut_image(
                     FsKind::Squashfs => 1,
                     _ => l.block_size,
                 };
+                let (ends, metadata) = regions::cut(image, l, params, metadata_apart, progress)?;
                 return Ok(Cuts {
-                    ends: regions::cut(image, l, params, metadata_apart, progress)?,
+                    ends,
+                    metadata,
                     layout: LayoutSummary {
                         metadata_apart,
                         ..LayoutSummary::of(l)
@@ -230,6 +235,7 @@ pub fn cut_image(
     }
     Ok(Cuts {
         ends: Chunker::new(params).cut_image(image, progress)?,
+        metadata: Vec::new(),
         layout: LayoutSummary::default(),
         align: ALIGN as u32,
         fallback,

@@ -24,6 +24,7 @@ struct Atom {
     /// A chunk must start here.
     boundary: bool,
     free: bool,
+    metadata: bool,
     /// A whole compression unit.
     unit: bool,
 }
@@ -68,11 +69,13 @@ fn atoms(layout: &Layout, params: ChunkParams, metadata_apart: bool) -> Vec<Atom
         let class_edge = prev.is_some_and(|p| class(p, metadata_apart) != class(r, metadata_apart));
         let mut boundary = starts_large_run || ends_large_run || class_edge;
         let free = r.kind == Kind::Free;
+        let metadata = r.kind == Kind::Metadata;
         if r.kind == Kind::Compressed {
             out.push(Atom {
                 end: r.end(),
                 boundary,
                 free,
+                metadata,
                 unit: true,
             });
         } else {
@@ -88,6 +91,7 @@ fn atoms(layout: &Layout, params: ChunkParams, metadata_apart: bool) -> Vec<Atom
                     end,
                     boundary,
                     free,
+                    metadata,
                     unit: false,
                 });
                 boundary = false;
@@ -105,14 +109,15 @@ fn atom_hash(data: &[u8]) -> u64 {
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
-/// End offsets of the chunks of an image whose layout is known.
+/// End offsets of the chunks of an image whose layout is known, and whether each chunk
+/// holds metadata alone.
 pub fn cut(
     image: &Image,
     layout: &Layout,
     params: ChunkParams,
     metadata_apart: bool,
     progress: &dyn Progress,
-) -> Result<Vec<u64>> {
+) -> Result<(Vec<u64>, Vec<bool>)> {
     let atoms = atoms(layout, params, metadata_apart);
     let ends: Vec<u64> = atoms.iter().map(|a| a.end).collect();
     let hashes = image.par_map_chunks(&ends, progress, |_, data| Ok(atom_hash(data)))?;
@@ -129,14 +134,19 @@ pub fn cut(
     let per_block_byte = u64::MAX / (2 * avg - min);
     let per_unit_byte = u64::MAX / (avg - min);
     let mut cuts = Vec::new();
+    let mut metadata = Vec::new();
+    let mut all_metadata = true;
     let mut start = 0u64;
     let mut atom_start = 0u64;
     for (a, h) in atoms.iter().zip(hashes) {
         let len = a.end - atom_start;
         if atom_start > start && (a.boundary || atom_start - start + len > max) {
             cuts.push(atom_start);
+            metadata.push(all_metadata);
+            all_metadata = true;
             start = atom_start;
         }
+        all_metadata &= a.metadata;
         let size = a.end - start;
         let per_byte = if a.unit {
             per_unit_byte
@@ -145,14 +155,17 @@ pub fn cut(
         };
         if !a.free && size >= min && h < per_byte.saturating_mul(len) {
             cuts.push(a.end);
+            metadata.push(all_metadata);
+            all_metadata = true;
             start = a.end;
         }
         atom_start = a.end;
     }
     if start < image.size() {
         cuts.push(image.size());
+        metadata.push(all_metadata);
     }
-    Ok(cuts)
+    Ok((cuts, metadata))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ pub struct ExportArgs {
     /// The .caibx to write.
     #[arg(short, long)]
     output: PathBuf,
-    /// The store the index's chunks are in; the all-zero chunks casync needs are added.
+    /// The store the index's chunks are in; the chunk files casync needs and blockcast
+    /// does not keep (all-zero chunks, parts of gathered chunks) are added.
     #[arg(long)]
     store: PathBuf,
 }
@@ -25,6 +26,7 @@ pub fn run(a: ExportArgs, ui: &Ui) -> Result<()> {
     let store = LocalStore::open(&a.store, false)?;
     let (bytes, zero_sizes) = caibx::export(&index);
     caibx::store_zero_chunks(&store, &zero_sizes)?;
+    caibx::store_gathered_parts(&index, &store)?;
     blockcast::durable::write_file(&a.output, &bytes)?;
     ui.report(false, &(), || {
         format!(

@@ -32,6 +32,11 @@ struct Info {
     zero_bytes: u64,
     data_chunks: u64,
     distinct_chunks: u64,
+    /// Distinct chunk files: a gathered chunk is one file for several records.
+    chunk_files: u64,
+    gathered_chunks: u64,
+    /// Records stored only as parts of gathered chunks.
+    gathered_parts: u64,
     /// Bytes of the distinct chunk files: what a fetch of everything costs.
     stored_bytes: u64,
     chunk_size: Distribution,
@@ -95,8 +100,8 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
     let index = Index::open(&a.index)?;
     let h = index.header();
     let mut sizes = Vec::new();
-    let mut seen = HashSet::new();
-    let (mut zero_records, mut zero_bytes, mut stored_bytes) = (0, 0, 0);
+    let (mut seen, mut files) = (HashSet::new(), HashSet::new());
+    let (mut zero_records, mut zero_bytes, mut stored_bytes, mut parts) = (0, 0, 0, 0);
     for r in index.records() {
         if r.is_zero() {
             zero_records += 1;
@@ -104,8 +109,11 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             continue;
         }
         sizes.push(r.size);
-        if seen.insert(r.id) {
-            stored_bytes += u64::from(r.stored_size);
+        parts += u64::from(r.part.is_some());
+        seen.insert(r.id);
+        let unit = r.unit();
+        if files.insert(unit.id) {
+            stored_bytes += u64::from(unit.stored_size);
         }
     }
     let v = &h.verity;
@@ -127,7 +135,7 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         tree_stored_bytes: index.tree_records().map(|r| u64::from(r.stored_size)).sum(),
     };
     let info = Info {
-        format_version: blockcast::index::format::VERSION,
+        format_version: index.version(),
         image_size: h.image_size,
         filesystem: h.fs_kind.name(),
         layout: match h.layout.cutting() {
@@ -146,6 +154,9 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         zero_bytes,
         data_chunks: sizes.len() as u64,
         distinct_chunks: seen.len() as u64,
+        chunk_files: files.len() as u64,
+        gathered_chunks: index.gathered_len() as u64,
+        gathered_parts: parts,
         stored_bytes,
         chunk_size: distribution(sizes),
         release: h.release,
@@ -155,7 +166,7 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &info, || {
         let d = &info.chunk_size;
         let mut t = format!(
-            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, cuts aligned to {}\nchunks       {} data ({} distinct, {} stored), {} zero runs ({})\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
+            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, cuts aligned to {}\nchunks       {} data ({} distinct, in {} chunk files, {} stored), {} zero runs ({})\ngathered     {} chunk files hold {} small metadata chunks\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
             a.index.display(),
             info.format_version,
             human_bytes(info.image_size),
@@ -168,9 +179,12 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             info.align,
             info.data_chunks,
             info.distinct_chunks,
+            info.chunk_files,
             human_bytes(info.stored_bytes),
             info.zero_records,
             human_bytes(info.zero_bytes),
+            info.gathered_chunks,
+            info.gathered_parts,
             d.min, d.p10, d.median, d.mean, d.p90, d.max,
         );
         for (bound, count) in &d.histogram {

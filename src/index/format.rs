@@ -1,9 +1,11 @@
-//! Byte layout of the index, version 3. `docs/FORMAT.md` is the specification; the tests
+//! Byte layout of the index, version 4. `docs/FORMAT.md` is the specification; the tests
 //! in `tests/format_doc.rs` hold these constants to it.
 
 /// First 8 bytes of every index.
 pub const MAGIC: [u8; 8] = *b"BCASTIDX";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
+/// Oldest version still read: version 3 is version 4 without gathered chunks.
+pub const OLDEST_VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 512;
 pub const RECORD_SIZE: usize = 56;
 
@@ -20,6 +22,9 @@ pub const LAYOUT_FILESYSTEM: u8 = 2;
 
 /// Record flag: the chunk is all zero bytes; it is never stored and its id field is zero.
 pub const FLAG_ZERO: u32 = 1;
+/// Record flag: the bytes are a part of a gathered chunk (in the gather table), stored only
+/// as part of it; the id is still the SHA-256 of the record's own bytes.
+pub const FLAG_GATHERED: u32 = 2;
 
 /// Bytes of hash area per tree chunk (16 hash blocks): a lazy reader fetches only the
 /// pieces on the path of the blocks it verifies.
@@ -66,10 +71,11 @@ pub const H_METADATA: Field = field("metadata_regions", 418, 12);
 pub const H_DATA: Field = field("data_regions", 430, 12);
 pub const H_COMPRESSED: Field = field("compressed_regions", 442, 12);
 pub const H_FREE: Field = field("free_regions", 454, 12);
-pub const H_RESERVED: Field = field("reserved", 466, 14);
+pub const H_GATHER_COUNT: Field = field("gather_count", 466, 8);
+pub const H_RESERVED: Field = field("reserved", 474, 6);
 pub const H_DIGEST: Field = field("digest", 480, 32);
 
-pub const HEADER_FIELDS: [&Field; 32] = [
+pub const HEADER_FIELDS: [&Field; 33] = [
     &H_MAGIC,
     &H_VERSION,
     &H_HEADER_SIZE,
@@ -100,6 +106,7 @@ pub const HEADER_FIELDS: [&Field; 32] = [
     &H_DATA,
     &H_COMPRESSED,
     &H_FREE,
+    &H_GATHER_COUNT,
     &H_RESERVED,
     &H_DIGEST,
 ];
@@ -108,7 +115,7 @@ pub const R_OFFSET: Field = field("offset", 0, 8);
 pub const R_SIZE: Field = field("size", 8, 4);
 pub const R_STORED_SIZE: Field = field("stored_size", 12, 4);
 pub const R_FLAGS: Field = field("flags", 16, 4);
-pub const R_RESERVED: Field = field("reserved", 20, 4);
+pub const R_PART_OFFSET: Field = field("part_offset", 20, 4);
 pub const R_ID: Field = field("id", 24, 32);
 
 pub const RECORD_FIELDS: [&Field; 6] = [
@@ -116,7 +123,7 @@ pub const RECORD_FIELDS: [&Field; 6] = [
     &R_SIZE,
     &R_STORED_SIZE,
     &R_FLAGS,
-    &R_RESERVED,
+    &R_PART_OFFSET,
     &R_ID,
 ];
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::chunker::{ChunkParams, Cutting, ALIGN};
 use crate::error::{Error, IoContext, Result};
 use crate::layout::FsKind;
@@ -147,10 +147,33 @@ impl VerityInfo {
 pub struct ChunkRecord {
     pub offset: u64,
     pub size: u32,
-    /// Bytes of the chunk file in the store: what fetching it transfers. Zero for zero chunks.
+    /// Bytes of the chunk file in the store: what fetching it transfers. Zero for zero
+    /// chunks and for parts of a gathered chunk.
     pub stored_size: u32,
     pub flags: u32,
+    /// SHA-256 of the record's own bytes, also for a part of a gathered chunk.
     pub id: ChunkId,
+    /// For a part of a gathered chunk: that chunk, and where in it these bytes are.
+    pub part: Option<Part>,
+}
+
+/// What a store holds as one chunk file and a fetch transfers: a record's own chunk, or
+/// the gathered chunk a part belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unit {
+    /// For a gathered chunk, where its first part is in the image.
+    pub offset: u64,
+    pub size: u32,
+    pub stored_size: u32,
+    pub id: ChunkId,
+}
+
+/// The place of a record's bytes inside a gathered chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub gathered: Unit,
+    /// Offset of the record's bytes within the gathered chunk.
+    pub at: u32,
 }
 
 impl ChunkRecord {
@@ -161,6 +184,31 @@ impl ChunkRecord {
             stored_size: 0,
             flags: FLAG_ZERO,
             id: ChunkId::default(),
+            part: None,
+        }
+    }
+
+    /// A record whose bytes are stored in a chunk file of their own.
+    pub fn stored(offset: u64, size: u32, stored_size: u32, id: ChunkId) -> ChunkRecord {
+        ChunkRecord {
+            offset,
+            size,
+            stored_size,
+            flags: 0,
+            id,
+            part: None,
+        }
+    }
+
+    /// A record whose bytes are stored only as part of `gathered`, at `at` in it.
+    pub fn gathered(offset: u64, size: u32, id: ChunkId, gathered: Unit, at: u32) -> ChunkRecord {
+        ChunkRecord {
+            offset,
+            size,
+            stored_size: 0,
+            flags: FLAG_GATHERED,
+            id,
+            part: Some(Part { gathered, at }),
         }
     }
 
@@ -172,16 +220,55 @@ impl ChunkRecord {
         self.offset + u64::from(self.size)
     }
 
-    fn decode(b: &[u8]) -> ChunkRecord {
+    /// The chunk file a fetch of this record transfers.
+    pub fn unit(&self) -> Unit {
+        match self.part {
+            Some(p) => p.gathered,
+            None => Unit {
+                offset: self.offset,
+                size: self.size,
+                stored_size: self.stored_size,
+                id: self.id,
+            },
+        }
+    }
+
+    /// This record's bytes out of its unit's (see [`ChunkRecord::unit`]), checked
+    /// against its id; a copy of the unit when the record is not a part.
+    pub fn take_from(&self, unit: &VerifiedChunk) -> Result<VerifiedChunk> {
+        let Some(p) = self.part else {
+            return Ok(unit.clone());
+        };
+        let at = p.at as usize;
+        let bytes = unit
+            .data()
+            .get(at..at + self.size as usize)
+            .ok_or_else(|| Error::BadChunk {
+                id: p.gathered.id,
+                offset: self.offset,
+                reason: format!(
+                    "gathered chunk of {} bytes has no part of {} bytes at {at}",
+                    unit.data().len(),
+                    self.size
+                ),
+            })?;
+        VerifiedChunk::verify(self.id, self.offset, bytes.to_vec())
+    }
+
+    /// Decodes the record's own fields; the gathered chunk of a part is filled in by
+    /// [`Index::record`].
+    fn decode(b: &[u8]) -> (ChunkRecord, u32) {
         let mut id = [0u8; 32];
         id.copy_from_slice(slice(b, &R_ID));
-        ChunkRecord {
+        let r = ChunkRecord {
             offset: get_u64(b, &R_OFFSET),
             size: get_u32(b, &R_SIZE),
             stored_size: get_u32(b, &R_STORED_SIZE),
             flags: get_u32(b, &R_FLAGS),
             id: ChunkId(id),
-        }
+            part: None,
+        };
+        (r, get_u32(b, &R_PART_OFFSET))
     }
 
     fn encode(&self, b: &mut [u8]) {
@@ -189,7 +276,26 @@ impl ChunkRecord {
         put(b, &R_SIZE, &self.size.to_le_bytes());
         put(b, &R_STORED_SIZE, &self.stored_size.to_le_bytes());
         put(b, &R_FLAGS, &self.flags.to_le_bytes());
+        let at = self.part.map_or(0, |p| p.at);
+        put(b, &R_PART_OFFSET, &at.to_le_bytes());
         put(b, &R_ID, &self.id.0);
+    }
+}
+
+impl Unit {
+    fn decode(b: &[u8]) -> (Unit, u32, u32) {
+        let (r, at) = ChunkRecord::decode(b);
+        let unit = Unit {
+            offset: r.offset,
+            size: r.size,
+            stored_size: r.stored_size,
+            id: r.id,
+        };
+        (unit, r.flags, at)
+    }
+
+    fn encode(&self, b: &mut [u8]) {
+        ChunkRecord::stored(self.offset, self.size, self.stored_size, self.id).encode(b)
     }
 }
 
@@ -207,6 +313,7 @@ pub struct Index {
     path: PathBuf,
     bytes: Vec<u8>,
     header: Header,
+    tree_count: usize,
 }
 
 impl Index {
@@ -235,7 +342,9 @@ impl Index {
         if slice(h, &H_MAGIC) != MAGIC {
             return Err("not a blockcast index (bad magic)".into());
         }
-        let records = get_u64(h, &H_CHUNK_COUNT).checked_add(get_u64(h, &H_TREE_COUNT));
+        let records = get_u64(h, &H_CHUNK_COUNT)
+            .checked_add(get_u64(h, &H_TREE_COUNT))
+            .and_then(|n| n.checked_add(get_u64(h, &H_GATHER_COUNT)));
         records
             .and_then(|n| n.checked_mul(RECORD_SIZE as u64))
             .and_then(|n| n.checked_add(HEADER_SIZE as u64))
@@ -270,9 +379,9 @@ impl Index {
             return Err(bad("not a blockcast index (bad magic)".into()));
         }
         let version = get_u32(h, &H_VERSION);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(bad(format!(
-                "format version {version} is not supported (this build reads version {VERSION})"
+                "format version {version} is not supported (this build reads versions {OLDEST_VERSION} to {VERSION})"
             )));
         }
         let check = |f: &Field, want: u64| -> Result<()> {
@@ -308,11 +417,19 @@ impl Index {
         }
         let chunk_count = get_u64(h, &H_CHUNK_COUNT);
         let tree_count = get_u64(h, &H_TREE_COUNT);
+        let gather_count = get_u64(h, &H_GATHER_COUNT);
+        if version < 4 && gather_count != 0 {
+            return Err(bad(format!(
+                "version {version} has no gathered chunks, yet gather_count is {gather_count}"
+            )));
+        }
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
-        let records = chunk_count.checked_add(tree_count);
+        let records = chunk_count
+            .checked_add(tree_count)
+            .and_then(|n| n.checked_add(gather_count));
         if records.and_then(|n| n.checked_mul(RECORD_SIZE as u64)) != Some(table_len) {
             return Err(bad(format!(
-                "chunk count {chunk_count} and tree chunk count {tree_count} do not match the {table_len}-byte tables (truncated or corrupt)"
+                "chunk count {chunk_count}, tree chunk count {tree_count} and gather count {gather_count} do not match the {table_len}-byte tables (truncated or corrupt)"
             )));
         }
         check(
@@ -394,17 +511,21 @@ impl Index {
             path: path.to_path_buf(),
             bytes,
             header,
+            tree_count: tree_count as usize,
         };
         index.check_records()?;
         index.check_tree_records()?;
         Ok(index)
     }
 
-    /// Records must tile the image in order, and every size must be plausible.
+    /// Records must tile the image in order, every size must be plausible, and the parts
+    /// of gathered chunks must fill them in order, one after the other.
     fn check_records(&self) -> Result<()> {
         let mut expected = 0u64;
         let mut largest = 0u32;
-        for (i, r) in self.records().enumerate() {
+        let mut gathering = Gathering::default();
+        for (i, raw) in self.raw_records().enumerate() {
+            let (r, at) = ChunkRecord::decode(raw);
             let bad = |what: &str| Error::BadIndex {
                 path: self.path.clone(),
                 reason: format!("chunk record {i} (offset {}): {what}", r.offset),
@@ -415,13 +536,21 @@ impl Index {
             if r.size == 0 {
                 return Err(bad("size is zero"));
             }
-            if r.flags & !FLAG_ZERO != 0 {
+            if r.flags != 0 && r.flags != FLAG_ZERO && r.flags != FLAG_GATHERED {
                 return Err(bad("unknown flags"));
+            }
+            if r.flags != FLAG_GATHERED && at != 0 {
+                return Err(bad("part offset outside a gathered chunk"));
             }
             if r.is_zero() {
                 if r.stored_size != 0 || r.id != ChunkId::default() {
                     return Err(bad("zero chunk with an id or stored size"));
                 }
+            } else if r.flags == FLAG_GATHERED {
+                if r.stored_size != 0 {
+                    return Err(bad("part of a gathered chunk with a stored size"));
+                }
+                gathering.take(self, &r, at).map_err(|e| bad(&e))?;
             } else {
                 if r.size > self.header.largest_chunk {
                     return Err(bad("larger than the header's largest chunk"));
@@ -442,6 +571,18 @@ impl Index {
                 ),
             });
         }
+        let filled = gathering.unit.is_none_or(|u| gathering.fill == u.size);
+        if !filled || gathering.next != self.gathered_len() {
+            return Err(Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!(
+                    "the parts fill {} of {} gathered chunks",
+                    gathering.next - usize::from(!filled),
+                    self.gathered_len()
+                ),
+            });
+        }
+        largest = self.gathered().map(|u| u.size).fold(largest, u32::max);
         if largest != self.header.largest_chunk {
             return Err(Error::BadIndex {
                 path: self.path.clone(),
@@ -453,6 +594,22 @@ impl Index {
 
     /// Tree records tile the hash area in pieces of at most `TREE_PIECE` bytes.
     fn check_tree_records(&self) -> Result<()> {
+        for (g, raw) in self.raw_gathered().enumerate() {
+            let (u, flags, at) = Unit::decode(raw);
+            let plausible = u.size > 0
+                && u.size <= self.header.largest_chunk
+                && u.stored_size > 0
+                && u64::from(u.stored_size) <= stored_size_bound(u.size);
+            if !plausible || flags != 0 || at != 0 {
+                return Err(Error::BadIndex {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "gathered chunk {g} (first part at offset {}): bad size, stored size or flags",
+                        u.offset
+                    ),
+                });
+            }
+        }
         let mut expected = 0u64;
         for (i, r) in self.tree_records().enumerate() {
             let bad = |what: &str| Error::BadIndex {
@@ -486,6 +643,11 @@ impl Index {
         &self.path
     }
 
+    /// The format version the index was written in.
+    pub fn version(&self) -> u32 {
+        get_u32(&self.bytes, &H_VERSION)
+    }
+
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -507,29 +669,78 @@ impl Index {
     }
 
     pub fn tree_len(&self) -> usize {
-        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE - self.len()
+        self.tree_count
+    }
+
+    /// Number of gathered chunks.
+    pub fn gathered_len(&self) -> usize {
+        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE - self.len() - self.tree_count
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    fn table(&self, first: usize, count: usize) -> std::slice::ChunksExact<'_, u8> {
+        let at = HEADER_SIZE + first * RECORD_SIZE;
+        self.bytes[at..at + count * RECORD_SIZE].chunks_exact(RECORD_SIZE)
+    }
+
+    fn raw_records(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.table(0, self.len())
+    }
+
+    fn raw_gathered(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.table(self.len() + self.tree_count, self.gathered_len())
+    }
+
+    /// Record `i`, with the gathered chunk of a part filled in.
     pub fn record(&self, i: usize) -> ChunkRecord {
         let at = HEADER_SIZE + i * RECORD_SIZE;
-        ChunkRecord::decode(&self.bytes[at..at + RECORD_SIZE])
+        self.resolve(ChunkRecord::decode(&self.bytes[at..at + RECORD_SIZE]))
     }
 
     pub fn records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
-        self.bytes[HEADER_SIZE..HEADER_SIZE + self.len() * RECORD_SIZE]
-            .chunks_exact(RECORD_SIZE)
-            .map(ChunkRecord::decode)
+        self.raw_records()
+            .map(|b| self.resolve(ChunkRecord::decode(b)))
     }
 
     /// The hash tree's chunks; their offsets are within the hash area.
     pub fn tree_records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
-        self.bytes[HEADER_SIZE + self.len() * RECORD_SIZE..]
-            .chunks_exact(RECORD_SIZE)
-            .map(ChunkRecord::decode)
+        self.table(self.len(), self.tree_count)
+            .map(|b| ChunkRecord::decode(b).0)
+    }
+
+    /// The gathered chunks, in the order of their first parts.
+    pub fn gathered(&self) -> impl ExactSizeIterator<Item = Unit> + '_ {
+        self.raw_gathered().map(|b| Unit::decode(b).0)
+    }
+
+    /// The gathered chunk a part at `offset` belongs to: the last one whose first part
+    /// starts at or before it, since gathered chunks do not interleave.
+    fn gathered_at(&self, offset: u64) -> Option<Unit> {
+        let first = self.len() + self.tree_count;
+        let (mut lo, mut hi) = (0, self.gathered_len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = HEADER_SIZE + (first + mid) * RECORD_SIZE;
+            if get_u64(&self.bytes[at..], &R_OFFSET) <= offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let at = HEADER_SIZE + (first + lo.checked_sub(1)?) * RECORD_SIZE;
+        Some(Unit::decode(&self.bytes[at..at + RECORD_SIZE]).0)
+    }
+
+    fn resolve(&self, (mut r, at): (ChunkRecord, u32)) -> ChunkRecord {
+        if r.flags == FLAG_GATHERED {
+            r.part = self
+                .gathered_at(r.offset)
+                .map(|gathered| Part { gathered, at });
+        }
+        r
     }
 
     /// The record holding image byte `offset`, by binary search.
@@ -553,6 +764,54 @@ impl Index {
     }
 }
 
+/// Where the check of the chunk table stands in the gathered chunks: parts must fill
+/// each in turn, from its first byte to its last.
+#[derive(Default)]
+struct Gathering {
+    /// The gathered chunk being filled.
+    unit: Option<Unit>,
+    fill: u32,
+    /// Number of the next gathered chunk to start.
+    next: usize,
+}
+
+impl Gathering {
+    fn take(&mut self, index: &Index, r: &ChunkRecord, at: u32) -> Result<(), String> {
+        let filling = self.unit.filter(|u| self.fill < u.size);
+        let unit = match filling {
+            Some(u) => u,
+            None => {
+                let raw = index
+                    .raw_gathered()
+                    .nth(self.next)
+                    .ok_or("a part beyond the gathered chunks")?;
+                let u = Unit::decode(raw).0;
+                if u.offset != r.offset {
+                    return Err(format!(
+                        "starts gathered chunk {}, whose first part is at {}",
+                        self.next, u.offset
+                    ));
+                }
+                self.next += 1;
+                self.fill = 0;
+                self.unit = Some(u);
+                u
+            }
+        };
+        if at != self.fill {
+            return Err(format!(
+                "part offset {at}, expected {} in the gathered chunk",
+                self.fill
+            ));
+        }
+        self.fill = at
+            .checked_add(r.size)
+            .filter(|&end| end <= unit.size)
+            .ok_or("part runs past its gathered chunk")?;
+        Ok(())
+    }
+}
+
 /// SHA-256 of the whole index with the digest field taken as zeros.
 fn digest(bytes: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -562,10 +821,17 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Serialises a header, its chunk records (tiling the image in order) and its tree records
-/// (tiling the hash area in order).
-pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) -> Vec<u8> {
-    let mut bytes = vec![0u8; HEADER_SIZE + (records.len() + tree.len()) * RECORD_SIZE];
+/// Serialises a header, its chunk records (tiling the image in order), its tree records
+/// (tiling the hash area in order) and the gathered chunks its parts name (in the order
+/// of their first parts).
+pub fn encode(
+    header: &Header,
+    records: &[ChunkRecord],
+    tree: &[ChunkRecord],
+    gathered: &[Unit],
+) -> Vec<u8> {
+    let tables = records.len() + tree.len() + gathered.len();
+    let mut bytes = vec![0u8; HEADER_SIZE + tables * RECORD_SIZE];
     {
         let h = &mut bytes[..HEADER_SIZE];
         put(h, &H_MAGIC, &MAGIC);
@@ -599,6 +865,7 @@ pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) ->
         put(h, &H_RELEASE, &header.release.to_le_bytes());
         put(h, &H_DATA_BLOCKS, &v.data_blocks.to_le_bytes());
         put(h, &H_TREE_COUNT, &(tree.len() as u64).to_le_bytes());
+        put(h, &H_GATHER_COUNT, &(gathered.len() as u64).to_le_bytes());
         let tree_offset = (HEADER_SIZE + records.len() * RECORD_SIZE) as u64;
         put(h, &H_TREE_OFFSET, &tree_offset.to_le_bytes());
         put(h, &H_TREE_SIZE, &v.tree_size.to_le_bytes());
@@ -608,12 +875,12 @@ pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) ->
         put(h, &H_SALT_SIZE, &(salt.len() as u16).to_le_bytes());
         h[H_SALT.offset..H_SALT.offset + salt.len()].copy_from_slice(salt);
     }
-    for (r, out) in records
-        .iter()
-        .chain(tree)
-        .zip(bytes[HEADER_SIZE..].chunks_exact_mut(RECORD_SIZE))
-    {
-        r.encode(out);
+    let mut out = bytes[HEADER_SIZE..].chunks_exact_mut(RECORD_SIZE);
+    for (r, b) in records.iter().chain(tree).zip(&mut out) {
+        r.encode(b);
+    }
+    for (u, b) in gathered.iter().zip(&mut out) {
+        u.encode(b);
     }
     let d = digest(&bytes);
     put(&mut bytes, &H_DIGEST, &d);
@@ -624,78 +891,118 @@ pub fn encode(header: &Header, records: &[ChunkRecord], tree: &[ChunkRecord]) ->
 mod tests {
     use super::*;
 
-    fn sample() -> (Header, Vec<ChunkRecord>, Vec<ChunkRecord>) {
+    /// Records of every kind, unaligned, with one gathered chunk whose two parts have a
+    /// zero run and nothing else between them.
+    fn sample() -> (Header, Vec<ChunkRecord>, Vec<ChunkRecord>, Vec<Unit>) {
+        let gathered = Unit {
+            offset: 5000,
+            size: 7096,
+            stored_size: 200,
+            id: ChunkId([9; 32]),
+        };
         let records = vec![
-            ChunkRecord {
-                offset: 0,
-                size: 5000,
-                stored_size: 300,
-                flags: 0,
-                id: ChunkId([1; 32]),
-            },
-            ChunkRecord::zero(5000, 12345),
-            ChunkRecord {
-                offset: 17345,
-                size: 7,
-                stored_size: 16,
-                flags: 0,
-                id: ChunkId([2; 32]),
-            },
+            ChunkRecord::stored(0, 5000, 300, ChunkId([1; 32])),
+            ChunkRecord::gathered(5000, 4096, ChunkId([7; 32]), gathered, 0),
+            ChunkRecord::zero(9096, 12345),
+            ChunkRecord::gathered(21441, 3000, ChunkId([8; 32]), gathered, 4096),
+            ChunkRecord::stored(24441, 7, 16, ChunkId([2; 32])),
         ];
         let header = Header {
-            image_size: 17352,
-            chunk_count: 3,
+            image_size: 24448,
+            chunk_count: 5,
             params: ChunkParams::from_avg(65536).unwrap(),
             align: ALIGN as u32,
-            largest_chunk: 5000,
+            largest_chunk: 7096,
             fs_kind: FsKind::Squashfs,
             layout: LayoutSummary::default(),
             release: 7,
             verity: VerityInfo {
-                data_blocks: 5,
+                data_blocks: 6,
                 tree_size: 4096,
                 root: [3; 32],
                 uuid: [4; 16],
                 salt: vec![5; 32],
             },
         };
-        let tree = vec![ChunkRecord {
-            offset: 0,
-            size: 4096,
-            stored_size: 100,
-            flags: 0,
-            id: ChunkId([6; 32]),
-        }];
-        (header, records, tree)
+        let tree = vec![ChunkRecord::stored(0, 4096, 100, ChunkId([6; 32]))];
+        (header, records, tree, vec![gathered])
     }
 
     #[test]
     fn round_trips_unaligned_records() {
-        let (header, records, tree) = sample();
-        let bytes = encode(&header, &records, &tree);
+        let (header, records, tree, gathered) = sample();
+        let bytes = encode(&header, &records, &tree, &gathered);
         let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
         assert_eq!(index.header(), &header);
+        assert_eq!(index.version(), VERSION);
         assert_eq!(index.records().collect::<Vec<_>>(), records);
         assert_eq!(index.tree_records().collect::<Vec<_>>(), tree);
+        assert_eq!(index.gathered().collect::<Vec<_>>(), gathered);
+        assert_eq!(index.record(3).unit(), gathered[0]);
+        assert_eq!(index.record(3).part.map(|p| p.at), Some(4096));
         assert_eq!(index.find(0), Some(0));
         assert_eq!(index.find(4999), Some(0));
         assert_eq!(index.find(5000), Some(1));
-        assert_eq!(index.find(17351), Some(2));
-        assert_eq!(index.find(17352), None);
+        assert_eq!(index.find(24447), Some(4));
+        assert_eq!(index.find(24448), None);
+    }
+
+    /// A part's bytes come out of its gathered chunk, and must hash to its own id.
+    #[test]
+    fn parts_are_taken_from_their_gathered_chunk() {
+        let (a, b) = (vec![1u8; 4096], vec![2u8; 3000]);
+        let whole = [a.clone(), b.clone()].concat();
+        let unit = Unit {
+            offset: 5000,
+            size: whole.len() as u32,
+            stored_size: 100,
+            id: ChunkId::of(&whole),
+        };
+        let whole = VerifiedChunk::verify(unit.id, 5000, whole).unwrap();
+        let second = ChunkRecord::gathered(21441, 3000, ChunkId::of(&b), unit, 4096);
+        assert_eq!(second.take_from(&whole).unwrap().data(), &b[..]);
+        let wrong = ChunkRecord::gathered(21441, 3000, ChunkId::of(&a), unit, 4096);
+        assert!(wrong.take_from(&whole).is_err());
+        let past = ChunkRecord::gathered(21441, 3000, ChunkId::of(&b), unit, 4097);
+        assert!(past.take_from(&whole).is_err());
+    }
+
+    /// Version 3 is version 4 without gathered chunks, and is still read.
+    #[test]
+    fn version_3_reads_without_gathered_chunks() {
+        let (header, _, tree, _) = sample();
+        let records = vec![
+            ChunkRecord::stored(0, 7096, 300, ChunkId([1; 32])),
+            ChunkRecord::zero(7096, 17352),
+        ];
+        let mut bytes = encode(&header, &records, &tree, &[]);
+        put(&mut bytes, &H_VERSION, &3u32.to_le_bytes());
+        let d = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &d);
+        let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
+        assert_eq!(index.version(), 3);
+        assert_eq!(index.gathered_len(), 0);
+        let (header, records, tree, gathered) = sample();
+        let mut bytes = encode(&header, &records, &tree, &gathered);
+        put(&mut bytes, &H_VERSION, &3u32.to_le_bytes());
+        let d = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &d);
+        let err = Index::from_bytes(Path::new("t"), bytes).err().unwrap();
+        assert!(err.to_string().contains("no gathered chunks"), "{err}");
     }
 
     /// Layout 1 indexes read back as such, so their seeds are cut by the layout-1 rule.
     #[test]
     fn both_filesystem_layouts_round_trip() {
         for (metadata_apart, code) in [(false, LAYOUT_FILESYSTEM_V1), (true, LAYOUT_FILESYSTEM)] {
-            let (mut header, records, tree) = sample();
+            let (mut header, records, tree, gathered) = sample();
             header.align = 1;
             header.layout = LayoutSummary {
                 filesystem_aware: true,
                 metadata_apart,
                 ..LayoutSummary::default()
             };
-            let bytes = encode(&header, &records, &tree);
+            let bytes = encode(&header, &records, &tree, &gathered);
             assert_eq!(bytes[H_LAYOUT.offset], code);
             let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
             assert_eq!(index.header(), &header);
@@ -708,8 +1015,8 @@ mod tests {
 
     #[test]
     fn every_truncation_and_byte_flip_is_an_error() {
-        let (header, records, tree) = sample();
-        let bytes = encode(&header, &records, &tree);
+        let (header, records, tree, gathered) = sample();
+        let bytes = encode(&header, &records, &tree, &gathered);
         for len in 0..bytes.len() {
             assert!(Index::from_bytes(Path::new("t"), bytes[..len].to_vec()).is_err());
         }
@@ -722,16 +1029,47 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_tables_even_with_a_valid_digest() {
-        let (header, mut records, tree) = sample();
-        records[2].offset += 1;
-        let err = Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).err();
-        assert!(err.unwrap().to_string().contains("expected offset"));
-        let (mut header, records, tree) = sample();
-        header.image_size += 1;
-        assert!(Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).is_err());
-        let (header, records, mut tree) = sample();
-        tree[0].size = 4095;
-        let err = Index::from_bytes(Path::new("t"), encode(&header, &records, &tree)).err();
-        assert!(err.unwrap().to_string().contains("hash tree"));
+        let reject = |(h, r, t, g): (Header, Vec<ChunkRecord>, Vec<ChunkRecord>, Vec<Unit>),
+                      why: &str| {
+            let err = Index::from_bytes(Path::new("t"), encode(&h, &r, &t, &g)).err();
+            let err = err.expect(why).to_string();
+            assert!(err.contains(why), "{err} lacks {why}");
+        };
+        let mut s = sample();
+        s.1[4].offset += 1;
+        reject(s, "expected offset");
+        let mut s = sample();
+        s.0.image_size += 1;
+        reject(s, "the image has");
+        let mut s = sample();
+        s.2[0].size = 4095;
+        reject(s, "hash tree");
+        // A part out of place in its gathered chunk.
+        let mut s = sample();
+        if let Some(p) = s.1[3].part.as_mut() {
+            p.at = 4000;
+        }
+        reject(s, "expected 4096 in the gathered chunk");
+        // A gathered chunk its parts do not fill.
+        let mut s = sample();
+        s.3[0].size = 8000;
+        s.0.largest_chunk = 8000;
+        reject(s, "the parts fill 0 of 1 gathered chunks");
+        // A gathered chunk that does not start at its first part.
+        let mut s = sample();
+        s.3[0].offset = 4999;
+        reject(s, "starts gathered chunk 0");
+        // Parts with no gathered chunk.
+        let mut s = sample();
+        s.3.clear();
+        reject(s, "beyond the gathered chunks");
+        // A part with a stored size of its own.
+        let mut s = sample();
+        s.1[1].stored_size = 10;
+        reject(s, "with a stored size");
+        // A part offset on a record that is no part.
+        let mut s = sample();
+        s.1[0].part = s.1[3].part;
+        reject(s, "part offset outside");
     }
 }

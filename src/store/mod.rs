@@ -6,15 +6,16 @@ pub mod codec;
 pub mod http;
 pub mod local;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
-use crate::index::{stored_size_bound, ChunkRecord};
+use crate::index::{stored_size_bound, ChunkRecord, Unit};
 
 pub use http::HttpOptions;
 pub use local::LocalStore;
@@ -66,7 +67,13 @@ struct Shared {
     list: Vec<Store>,
     cache: Option<LocalStore>,
     warn: Warn,
+    /// Gathered chunks fetched last, so that reading their parts one by one (as a lazy
+    /// mount does) fetches each once.
+    gathered: Mutex<VecDeque<Arc<VerifiedChunk>>>,
 }
+
+/// Gathered chunks kept by [`Shared::fetch_record`].
+const GATHERED_KEPT: usize = 16;
 
 impl Stores {
     /// Opens each location: a directory, or an `http://` or `https://` URL.
@@ -96,37 +103,68 @@ impl Stores {
             None => None,
         };
         Ok(Stores {
-            shared: Arc::new(Shared { list, cache, warn }),
+            shared: Arc::new(Shared {
+                list,
+                cache,
+                warn,
+                gathered: Mutex::new(VecDeque::new()),
+            }),
             concurrency: opts.concurrency.max(1),
             runtime: runtime()?,
         })
     }
 
-    /// Fetches one chunk, verified. Blocks; not to be called from async code.
+    /// Fetches one record's bytes, verified. Blocks; not to be called from async code.
     pub fn fetch(&self, record: &ChunkRecord) -> Result<VerifiedChunk> {
-        self.runtime.block_on(self.shared.fetch(*record))
+        self.runtime.block_on(self.shared.fetch_record(*record))
     }
 
-    /// Fetches the chunks of `records` with up to `concurrency` in flight, and hands each
-    /// to `sink` as it arrives (not in order), on the calling thread. Stops at the first
+    /// Fetches the bytes of `records` with up to `concurrency` chunk files in flight, each
+    /// file once however many of the records it holds, and hands each record's bytes to
+    /// `sink` as they arrive (not in order), on the calling thread. Stops at the first
     /// error.
     pub fn fetch_many(
         &self,
         records: Vec<ChunkRecord>,
         mut sink: impl FnMut(&ChunkRecord, VerifiedChunk) -> Result<()>,
     ) -> Result<()> {
+        let mut by_unit: HashMap<ChunkId, Vec<ChunkRecord>> = HashMap::new();
+        let mut units = Vec::new();
+        for r in records {
+            let unit = r.unit();
+            let holders = by_unit.entry(unit.id).or_default();
+            if holders.is_empty() {
+                units.push((unit, r.part.is_some()));
+            }
+            holders.push(r);
+        }
         let shared = &self.shared;
         self.runtime.block_on(async {
-            let mut arrivals = stream::iter(records)
-                .map(|r| {
+            let mut arrivals = stream::iter(units)
+                .map(|(u, gathered)| {
                     let shared = shared.clone();
-                    let task = Task(tokio::spawn(async move { shared.fetch(r).await }));
-                    async move { (r, task.await) }
+                    let task = Task(tokio::spawn(async move {
+                        if gathered {
+                            shared.fetch_gathered(u).await
+                        } else {
+                            shared.fetch(u).await.map(Arc::new)
+                        }
+                    }));
+                    async move { (u, task.await) }
                 })
                 .buffer_unordered(self.concurrency);
-            while let Some((r, joined)) = arrivals.next().await {
-                let chunk = joined.map_err(|_| worker_failed())??;
-                sink(&r, chunk)?;
+            while let Some((u, joined)) = arrivals.next().await {
+                let unit = joined.map_err(|_| worker_failed())??;
+                match by_unit.remove(&u.id).unwrap_or_default().as_slice() {
+                    [r] if r.part.is_none() => {
+                        sink(r, Arc::try_unwrap(unit).unwrap_or_else(|u| (*u).clone()))?
+                    }
+                    holders => {
+                        for r in holders {
+                            sink(r, r.take_from(&unit)?)?;
+                        }
+                    }
+                }
             }
             Ok(())
         })
@@ -159,14 +197,43 @@ impl Stores {
     ) {
         let shared = self.shared.clone();
         self.runtime
-            .spawn(async move { done(shared.fetch(record).await) });
+            .spawn(async move { done(shared.fetch_record(record).await) });
     }
 }
 
 impl Shared {
-    /// The first good copy: the cache, then each store in order. A bad copy is reported
-    /// and the next source tried; the last failure is returned when none has it.
-    async fn fetch(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
+    /// A record's bytes: its own chunk, or its part of a gathered chunk.
+    async fn fetch_record(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
+        match r.part {
+            None => self.fetch(r.unit()).await,
+            Some(part) => r.take_from(&*self.fetch_gathered(part.gathered).await?),
+        }
+    }
+
+    /// A gathered chunk, from those fetched last when it is one of them.
+    async fn fetch_gathered(&self, unit: Unit) -> Result<Arc<VerifiedChunk>> {
+        let kept = self
+            .gathered
+            .lock()
+            .ok()
+            .and_then(|g| g.iter().find(|c| c.id() == unit.id).cloned());
+        if let Some(chunk) = kept {
+            return Ok(chunk);
+        }
+        let chunk = Arc::new(self.fetch(unit).await?);
+        if let Ok(mut g) = self.gathered.lock() {
+            if g.len() == GATHERED_KEPT {
+                g.pop_front();
+            }
+            g.push_back(chunk.clone());
+        }
+        Ok(chunk)
+    }
+
+    /// The first good copy of a chunk file: the cache, then each store in order. A bad
+    /// copy is reported and the next source tried; the last failure is returned when none
+    /// has it.
+    async fn fetch(&self, r: Unit) -> Result<VerifiedChunk> {
         let max_len = stored_size_bound(r.size);
         if let Some(cache) = &self.cache {
             match local_get(cache, &r, max_len).await {
@@ -238,14 +305,14 @@ type Opened = (VerifiedChunk, Vec<u8>);
 
 /// Reads and checks a chunk file on the blocking pool: a cold read waits on the disk, and
 /// many may wait at once without holding up the runtime's workers.
-async fn local_get(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
+async fn local_get(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Opened>> {
     let (store, r) = (store.clone(), *r);
     tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len))
         .await
         .map_err(|_| worker_failed())?
 }
 
-fn local_get_now(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Option<Opened>> {
+fn local_get_now(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Opened>> {
     match store.get(&r.id, max_len) {
         Ok(Some(stored)) => open(r, stored).map(Some),
         Ok(None) => Ok(None),
@@ -258,7 +325,7 @@ fn local_get_now(store: &LocalStore, r: &ChunkRecord, max_len: u64) -> Result<Op
     }
 }
 
-fn open(r: &ChunkRecord, stored: Vec<u8>) -> Result<Opened> {
+fn open(r: &Unit, stored: Vec<u8>) -> Result<Opened> {
     let data = codec::decompress(&stored, r.size, r.id, r.offset)?;
     Ok((VerifiedChunk::verify(r.id, r.offset, data)?, stored))
 }
@@ -270,7 +337,7 @@ pub fn chunk_url(base: &str, id: &ChunkId) -> String {
     format!("{base}/{}/{hex}.cacnk", &hex[..4])
 }
 
-fn unavailable(r: &ChunkRecord, e: Error) -> Error {
+fn unavailable(r: &Unit, e: Error) -> Error {
     Error::Unavailable {
         id: r.id,
         offset: r.offset,
