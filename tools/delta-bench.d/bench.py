@@ -6,8 +6,12 @@
   bench.py new-files OLD_DIR NEW_DIR COUNTFILE    NEW's files whose content OLD lacks, to stdout
   bench.py changed-packages OLD.list NEW.list     packages added, removed or changed
   bench.py bita ARCHIVE CLONE_LOG INFO_LOG        bita's figures from its archive and logs
+  bench.py fetched-blocks OLD.img NEW.img OLD.bcidx NEW.bcidx
+                                                  what the chunk files blockcast fetches
+                                                  hold: blocks OLD lacks, blocks it has
   bench.py report [--json] RESULTS.json...        the table (or one JSON object)
 """
+import bisect
 import hashlib
 import json
 import os
@@ -102,6 +106,74 @@ def new_blocks(old, new, countfile):
     out.flush()
     with open(countfile, "w") as f:
         json.dump({"new_blocks": n, "blocks": total}, f)
+
+
+# --- blockcast's fetched chunk files ---------------------------------------------------
+# Read as docs/FORMAT.md specifies: a 512-byte header, then 56-byte records (chunk
+# table, tree table, gather table).
+FLAG_ZERO, FLAG_GATHERED = 1, 2
+
+
+def read_bcidx(path):
+    """(records, gathered): records as (offset, size, stored_size, flags, id), gathered
+    chunks as (first part offset, stored_size, id)."""
+    b = open(path, "rb").read()
+    chunks, trees = struct.unpack_from("<Q", b, 32)[0], struct.unpack_from("<Q", b, 88)[0]
+    version = struct.unpack_from("<I", b, 8)[0]
+    gathers = struct.unpack_from("<Q", b, 466)[0] if version >= 4 else 0
+
+    def record(i):
+        at = 512 + 56 * i
+        off, size, stored, flags = struct.unpack_from("<QIII", b, at)
+        return off, size, stored, flags, b[at + 24:at + 56]
+
+    records = [record(i) for i in range(chunks)]
+    gathered = [record(chunks + trees + i) for i in range(gathers)]
+    return records, [(g[0], g[2], g[4]) for g in gathered]
+
+
+def fetched_blocks(old_img, new_img, old_idx, new_idx):
+    """Splits the bytes of the chunk files an update from OLD fetches (those holding a
+    record whose id OLD's index lacks, as a seed cut the same way would) into 4 KiB
+    blocks OLD lacks ("changed") and blocks OLD has somewhere ("carried"). A chunk file
+    more carried than changed is "sparse". Only meaningful when the cuts are 4 KiB-aligned
+    (not squashfs, whose units sit at any offset): "aligned" says whether they are."""
+    align = struct.unpack_from("<I", open(new_idx, "rb").read(64), 60)[0]
+    have = {hashlib.sha256(b).digest() for b in blocks(old_img)}
+    old_ids = {r[4] for r in read_bcidx(old_idx)[0]}
+    records, gathered = read_bcidx(new_idx)
+    starts = [g[0] for g in gathered]
+    def unit(r):
+        if r[3] == FLAG_GATHERED:
+            g = gathered[bisect.bisect_right(starts, r[0]) - 1]
+            return g[2], g[1]
+        return r[4], r[2]
+
+    wanted = {unit(r) for r in records if r[3] != FLAG_ZERO and r[4] not in old_ids}
+    per_unit = {}
+    with open(new_img, "rb") as f:
+        for r in records:
+            u = unit(r)
+            if r[3] == FLAG_ZERO or u not in wanted:
+                continue
+            t = per_unit.setdefault(u, [0, 0])
+            first, end = r[0] // BLOCK * BLOCK, r[0] + r[1]
+            for at in range(first, end, BLOCK):
+                f.seek(at)
+                block = f.read(BLOCK).ljust(BLOCK, b"\0")
+                overlap = min(at + BLOCK, end) - max(at, r[0])
+                t[0 if hashlib.sha256(block).digest() not in have else 1] += overlap
+    sparse = [(u, t) for u, t in per_unit.items() if t[1] > t[0]]
+    print(json.dumps({
+        "aligned": align % BLOCK == 0,
+        "files": len(per_unit),
+        "changed_bytes": sum(t[0] for t in per_unit.values()),
+        "carried_bytes": sum(t[1] for t in per_unit.values()),
+        "sparse_files": len(sparse),
+        "sparse_changed_bytes": sum(t[0] for _, t in sparse),
+        "sparse_carried_bytes": sum(t[1] for _, t in sparse),
+        "sparse_stored_bytes": sum(u[1] for u, _ in sparse),
+    }))
 
 
 def regular_files(root):
@@ -347,6 +419,13 @@ def report(args):
             ]
             parts.append(f"{by['mixed_chunks']} mixed chunks")
             print(f"{r['kind']}: blockcast's new chunks hold " + ", ".join(parts))
+        fb = r.get("blockcast_fetched_blocks")
+        if fb and fb["aligned"]:
+            print(f"{r['kind']}: the {fb['files']} chunk files fetched hold {mib(fb['changed_bytes'])} MiB "
+                  f"of blocks v1 lacks and {mib(fb['carried_bytes'])} MiB of blocks it has; "
+                  f"{fb['sparse_files']} of them carry more than they change "
+                  f"({mib(fb['sparse_carried_bytes'])} MiB carried, {mib(fb['sparse_changed_bytes'])} MiB "
+                  f"changed, {mib(fb['sparse_stored_bytes'])} MiB stored)")
     for note in head.get("notes", []):
         print(note)
 
@@ -365,6 +444,8 @@ def main():
         changed_packages(*args)
     elif cmd == "bita" and len(args) == 3:
         bita_figures(*args)
+    elif cmd == "fetched-blocks" and len(args) == 4:
+        fetched_blocks(*args)
     elif cmd == "report":
         report(args)
     else:
