@@ -10,7 +10,7 @@ use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::{stored_size_bound, Index};
 use crate::store::codec::{self, Compressor};
-use crate::store::LocalStore;
+use crate::store::{read_local, LocalStore};
 
 const INDEX_TYPE: u64 = 0x9682_4d9c_7b12_9ff9;
 const TABLE_TYPE: u64 = 0xe75b_9e11_2f17_417d;
@@ -81,17 +81,10 @@ pub fn store_gathered_parts(index: &Index, store: &LocalStore) -> Result<u64> {
         let g = p.gathered;
         let whole = match unit.take() {
             Some(u) if u.id() == g.id => u,
-            _ => {
-                let stored =
-                    store
-                        .get(&g.id, stored_size_bound(g.size))?
-                        .ok_or(Error::MissingChunk {
-                            id: g.id,
-                            offset: g.offset,
-                        })?;
-                let data = codec::decompress(&stored, g.size, g.id, g.offset)?;
-                VerifiedChunk::verify(g.id, g.offset, data)?
-            }
+            _ => read_local(store, &g)?.ok_or(Error::MissingChunk {
+                id: g.id,
+                offset: g.offset,
+            })?,
         };
         let part = r.take_from(&whole)?;
         store.put(&r.id, &compressor.compress(part.data())?)?;

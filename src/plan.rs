@@ -138,8 +138,9 @@ pub fn count_missing(index: &Index, plan: &Plan, stores: &Stores) -> Result<u64>
     let ids = index
         .records()
         .zip(&plan.sources)
-        .filter(|(r, source)| **source == Source::Store && seen.insert(r.unit().id))
+        .filter(|(_, source)| **source == Source::Store)
         .map(|(r, _)| r.unit().id)
+        .filter(|id| seen.insert(*id))
         .collect();
     stores.count_missing(ids)
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use blockcast::chunk::ChunkId;
 use blockcast::index::{Index, Unit};
@@ -18,6 +19,17 @@ fn units_for(index: &Index, have: &HashSet<ChunkId>) -> HashMap<ChunkId, Unit> {
         .filter(|r| !r.is_zero() && !have.contains(&r.id))
         .map(|r| (r.unit().id, r.unit()))
         .collect()
+}
+
+/// `blockcast plan INDEX --store STORE --json EXTRA…`.
+fn plan(index: &Path, store: &Path, extra: &[&str]) -> serde_json::Value {
+    json(&ok(bin()
+        .arg("plan")
+        .arg(index)
+        .arg("--store")
+        .arg(store)
+        .arg("--json")
+        .args(extra)))
 }
 
 #[test]
@@ -47,23 +59,18 @@ fn small_metadata_is_stored_gathered_and_fetched_once_per_file() {
         }
 
         // Without a seed every chunk file is fetched once.
-        let plan = |extra: &[&str]| {
-            json(&ok(bin()
-                .arg("plan")
-                .arg(&indexes[1])
-                .arg("--store")
-                .arg(&store)
-                .arg("--json")
-                .args(extra)))
-        };
         let all = units_for(&index, &HashSet::new());
-        let p = plan(&[]);
+        let p = plan(&indexes[1], &store, &[]);
         assert_eq!(p["store"]["chunks"], all.len() as u64, "{kind}");
         // With v1 as seed, a gathered chunk is fetched when any of its parts is not in
         // the seed, and only then; the seed is cut as v1's index was, so its ids are the
         // seed's chunks.
         let wanted = units_for(&index, &chunk_ids(&indexes[0]));
-        let p = plan(&["--seed", images[0].to_str().unwrap()]);
+        let p = plan(
+            &indexes[1],
+            &store,
+            &["--seed", images[0].to_str().unwrap()],
+        );
         assert_eq!(p["store"]["chunks"], wanted.len() as u64, "{kind}");
         let stored: u64 = wanted.values().map(|u| u64::from(u.stored_size)).sum();
         assert_eq!(p["store"]["stored_bytes"], stored, "{kind}");
@@ -156,14 +163,7 @@ fn parts_come_from_the_seed_one_by_one() {
     assert!(!siblings.is_empty());
     assert!(siblings.iter().all(|r| old_ids.contains(&r.id)));
 
-    let p = json(&ok(bin()
-        .arg("plan")
-        .arg(&new_idx)
-        .arg("--store")
-        .arg(&store)
-        .arg("--seed")
-        .arg(&img)
-        .arg("--json")));
+    let p = plan(&new_idx, &store, &["--seed", img.to_str().unwrap()]);
     let from_seed = new
         .records()
         .filter(|r| !r.is_zero() && old_ids.contains(&r.id))

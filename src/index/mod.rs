@@ -513,6 +513,7 @@ impl Index {
             header,
             tree_count: tree_count as usize,
         };
+        index.check_gather_records()?;
         index.check_records()?;
         index.check_tree_records()?;
         Ok(index)
@@ -592,8 +593,9 @@ impl Index {
         Ok(())
     }
 
-    /// Tree records tile the hash area in pieces of at most `TREE_PIECE` bytes.
-    fn check_tree_records(&self) -> Result<()> {
+    /// Gather records must describe plausible chunk files; whether the parts fill them is
+    /// checked with the chunk table.
+    fn check_gather_records(&self) -> Result<()> {
         for (g, raw) in self.raw_gathered().enumerate() {
             let (u, flags, at) = Unit::decode(raw);
             let plausible = u.size > 0
@@ -610,6 +612,11 @@ impl Index {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Tree records tile the hash area in pieces of at most `TREE_PIECE` bytes.
+    fn check_tree_records(&self) -> Result<()> {
         let mut expected = 0u64;
         for (i, r) in self.tree_records().enumerate() {
             let bad = |what: &str| Error::BadIndex {
@@ -686,6 +693,12 @@ impl Index {
         self.bytes[at..at + count * RECORD_SIZE].chunks_exact(RECORD_SIZE)
     }
 
+    /// Row `i` of the tables: the chunk table, then the tree table, then the gather table.
+    fn row(&self, i: usize) -> &[u8] {
+        let at = HEADER_SIZE + i * RECORD_SIZE;
+        &self.bytes[at..at + RECORD_SIZE]
+    }
+
     fn raw_records(&self) -> std::slice::ChunksExact<'_, u8> {
         self.table(0, self.len())
     }
@@ -696,8 +709,7 @@ impl Index {
 
     /// Record `i`, with the gathered chunk of a part filled in.
     pub fn record(&self, i: usize) -> ChunkRecord {
-        let at = HEADER_SIZE + i * RECORD_SIZE;
-        self.resolve(ChunkRecord::decode(&self.bytes[at..at + RECORD_SIZE]))
+        self.resolve(ChunkRecord::decode(self.row(i)))
     }
 
     pub fn records(&self) -> impl ExactSizeIterator<Item = ChunkRecord> + '_ {
@@ -720,18 +732,25 @@ impl Index {
     /// starts at or before it, since gathered chunks do not interleave.
     fn gathered_at(&self, offset: u64) -> Option<Unit> {
         let first = self.len() + self.tree_count;
-        let (mut lo, mut hi) = (0, self.gathered_len());
+        let g = self.last_at_or_before(first, self.gathered_len(), offset)?;
+        Some(Unit::decode(self.row(first + g)).0)
+    }
+
+    /// Of the `rows` records from row `first` of the tables, sorted by offset, the number
+    /// of the last one that starts at or before `offset`: a binary search that reads the
+    /// offsets alone.
+    fn last_at_or_before(&self, first: usize, rows: usize, offset: u64) -> Option<usize> {
+        let start = |i: usize| get_u64(self.row(first + i), &R_OFFSET);
+        let (mut lo, mut hi) = (0, rows);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let at = HEADER_SIZE + (first + mid) * RECORD_SIZE;
-            if get_u64(&self.bytes[at..], &R_OFFSET) <= offset {
+            if start(mid) <= offset {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        let at = HEADER_SIZE + (first + lo.checked_sub(1)?) * RECORD_SIZE;
-        Some(Unit::decode(&self.bytes[at..at + RECORD_SIZE]).0)
+        lo.checked_sub(1)
     }
 
     fn resolve(&self, (mut r, at): (ChunkRecord, u32)) -> ChunkRecord {
@@ -748,19 +767,9 @@ impl Index {
         if offset >= self.header.image_size {
             return None;
         }
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let r = self.record(mid);
-            if offset < r.offset {
-                hi = mid;
-            } else if offset >= r.end() {
-                lo = mid + 1;
-            } else {
-                return Some(mid);
-            }
-        }
-        None
+        // The records tile the image from 0, so the last one starting at or before
+        // `offset` holds it.
+        self.last_at_or_before(0, self.len(), offset)
     }
 }
 

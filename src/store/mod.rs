@@ -129,33 +129,26 @@ impl Stores {
         mut sink: impl FnMut(&ChunkRecord, VerifiedChunk) -> Result<()>,
     ) -> Result<()> {
         let mut by_unit: HashMap<ChunkId, Vec<ChunkRecord>> = HashMap::new();
-        let mut units = Vec::new();
+        let mut firsts = Vec::new();
         for r in records {
-            let unit = r.unit();
-            let holders = by_unit.entry(unit.id).or_default();
+            let holders = by_unit.entry(r.unit().id).or_default();
             if holders.is_empty() {
-                units.push((unit, r.part.is_some()));
+                firsts.push(r);
             }
             holders.push(r);
         }
         let shared = &self.shared;
         self.runtime.block_on(async {
-            let mut arrivals = stream::iter(units)
-                .map(|(u, gathered)| {
+            let mut arrivals = stream::iter(firsts)
+                .map(|r| {
                     let shared = shared.clone();
-                    let task = Task(tokio::spawn(async move {
-                        if gathered {
-                            shared.fetch_gathered(u).await
-                        } else {
-                            shared.fetch(u).await.map(Arc::new)
-                        }
-                    }));
-                    async move { (u, task.await) }
+                    let task = Task(tokio::spawn(async move { shared.fetch_unit(&r).await }));
+                    async move { (r.unit().id, task.await) }
                 })
                 .buffer_unordered(self.concurrency);
-            while let Some((u, joined)) = arrivals.next().await {
+            while let Some((id, joined)) = arrivals.next().await {
                 let unit = joined.map_err(|_| worker_failed())??;
-                match by_unit.remove(&u.id).unwrap_or_default().as_slice() {
+                match by_unit.remove(&id).unwrap_or_default().as_slice() {
                     [r] if r.part.is_none() => {
                         sink(r, Arc::try_unwrap(unit).unwrap_or_else(|u| (*u).clone()))?
                     }
@@ -206,7 +199,16 @@ impl Shared {
     async fn fetch_record(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
         match r.part {
             None => self.fetch(r.unit()).await,
-            Some(part) => r.take_from(&*self.fetch_gathered(part.gathered).await?),
+            Some(_) => r.take_from(&*self.fetch_unit(&r).await?),
+        }
+    }
+
+    /// The chunk file holding a record's bytes: its own, or its gathered chunk (kept
+    /// among those fetched last).
+    async fn fetch_unit(&self, r: &ChunkRecord) -> Result<Arc<VerifiedChunk>> {
+        match r.part {
+            None => self.fetch(r.unit()).await.map(Arc::new),
+            Some(part) => self.fetch_gathered(part.gathered).await,
         }
     }
 
@@ -310,6 +312,13 @@ async fn local_get(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<
     tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len))
         .await
         .map_err(|_| worker_failed())?
+}
+
+/// A chunk file of a local store, decompressed and checked against its id; `None` when
+/// the store lacks it.
+pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChunk>> {
+    let opened = local_get_now(store, unit, stored_size_bound(unit.size))?;
+    Ok(opened.map(|(chunk, _)| chunk))
 }
 
 fn local_get_now(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Opened>> {
