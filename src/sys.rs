@@ -62,6 +62,19 @@ pub fn send_signal(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22):
+/// with the pid, it names one process, never another that reused the number. None when
+/// there is no such process, or it has exited and only awaits its parent (a zombie).
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
 /// mount(2) of `source` (a file, for filesystems the kernel reads straight from one) on
 /// `target`, read-only. mount(8) would quietly put a loop device in between.
 pub fn mount_readonly(source: &Path, target: &Path, fs_type: &str) -> std::io::Result<()> {
@@ -85,5 +98,38 @@ pub fn mount_readonly(source: &Path, target: &Path, fs_type: &str) -> std::io::R
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_start;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_process_is_known_by_its_start_until_it_exits() {
+        let me = process_start(std::process::id());
+        assert!(me.is_some());
+        assert_eq!(process_start(std::process::id()), me);
+
+        let mut child = Command::new("sleep")
+            .arg("0.2")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let started = process_start(pid).expect("a running child");
+        assert!(started >= me.unwrap());
+        // Exited but not yet reaped: a zombie, which no longer counts.
+        let began = Instant::now();
+        while process_start(pid).is_some() {
+            assert!(began.elapsed() < Duration::from_secs(10), "never exited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(state.contains(") Z "), "{state}");
+        child.wait().unwrap();
+        assert_eq!(process_start(pid), None);
     }
 }

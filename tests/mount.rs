@@ -1,8 +1,8 @@
 //! `blockcast mount`: every kind of test image mounted lazily from a local store and
 //! from `blockcast serve`, compared with the tree it was made from; seeds; the cache
 //! image, its repair and its use without blockcast; a read that no source can verify;
-//! cleaning up after a killed daemon; and a refused signature. Needs root, FUSE and
-//! loop devices, as CI has.
+//! cleaning up after a killed daemon; umount waiting for the mount process; and a
+//! refused signature. Needs root, FUSE and loop devices, as CI has.
 
 mod common;
 
@@ -455,6 +455,50 @@ fn umount_cleans_up_after_a_killed_daemon() {
     );
     mp.umount();
     assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
+fn exited(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+#[test]
+fn umount_returns_once_the_mount_process_is_done_whatever_its_executable_is_called() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &["erofs"]);
+    let renamed = dir.path().join("bc-renamed");
+    fs::copy(env!("CARGO_BIN_EXE_blockcast"), &renamed).unwrap();
+    let cache = dir.path().join("cache.img");
+    let state = blockcast::mount::cache_image::state_path(&cache);
+    let mp = Mp::new(dir.path(), "mp");
+    // Mounting again right after umount finds nothing of the last mount in the way.
+    for round in 0..3 {
+        ok(Command::new(&renamed)
+            .arg("mount")
+            .arg(www.join("erofs.bcidx"))
+            .arg(&mp.path)
+            .arg("--daemon")
+            .arg("--store")
+            .arg(www.join("store"))
+            .arg("--cache-image")
+            .arg(&cache));
+        let pid = blockcast::mount::read_record(&mp.path)
+            .unwrap()
+            .unwrap()
+            .pid;
+        assert_same_tree(&mp.path, &tree);
+        if round == 0 {
+            assert!(!state.exists());
+        }
+        mp.umount();
+        assert!(exited(pid), "round {round}: process {pid} still runs");
+        assert!(
+            state.exists(),
+            "round {round}: the cache state is not saved"
+        );
+        assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+    }
 }
 
 #[test]

@@ -91,7 +91,7 @@ pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> 
         if lazy {
             cmd.arg("--lazy");
         }
-        run(cmd.arg(mountpoint))?;
+        gone_or(mountpoint, run(cmd.arg(mountpoint)))?;
     }
     if let Attached::Loop { device } = attached {
         if loop_backing(device).is_some() {
@@ -107,9 +107,18 @@ pub fn unmount_fuse(dir: &Path) -> Result<()> {
         return Ok(());
     }
     if run(Command::new("umount").arg(dir)).is_err() {
-        run(Command::new("umount").arg("--lazy").arg(dir))?;
+        gone_or(dir, run(Command::new("umount").arg("--lazy").arg(dir)))?;
     }
     Ok(())
+}
+
+/// A failed unmount is no failure when `path` is no longer mounted: another process
+/// (the mount's own, stopping) took it down first.
+fn gone_or(path: &Path, unmounted: Result<()>) -> Result<()> {
+    match unmounted {
+        Err(e) if is_mounted(path)? => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Whether something is mounted exactly at `path`, from /proc/self/mountinfo.

@@ -74,6 +74,10 @@ impl Target {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MountRecord {
     pub pid: u32,
+    /// When that process started ([`crate::sys::process_start`]); absent in records
+    /// written before it was kept.
+    #[serde(default)]
+    pub started: Option<u64>,
     /// The mountpoint, or the directory the file is exposed in.
     pub path: PathBuf,
     pub fuse_dir: PathBuf,
@@ -121,7 +125,7 @@ pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
         )));
     }
     if let Some(old) = read_record(&path)? {
-        if running(old.pid) {
+        if running(&old) {
             return Err(Error::Invalid(format!(
                 "{} is already mounted by blockcast (process {}); blockcast umount it first",
                 path.display(),
@@ -160,6 +164,7 @@ pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
         image,
         record: MountRecord {
             pid: std::process::id(),
+            started: crate::sys::process_start(std::process::id()),
             path: path.clone(),
             fuse_dir: fuse_dir.clone(),
             attached: None,
@@ -251,16 +256,16 @@ pub fn unmount(path: &Path, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<()> {
             path.display()
         )));
     };
-    let alive = running(record.pid);
+    let alive = running(&record);
     if let Some(a) = &record.attached {
         attach::detach(&record.path, a, !alive)?;
     }
     if alive && crate::sys::send_signal(record.pid, libc::SIGTERM) {
         let began = Instant::now();
-        while running(record.pid) && began.elapsed() < Duration::from_secs(15) {
+        while running(&record) && began.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if running(record.pid) {
+        if running(&record) {
             warn(&format!(
                 "process {} did not stop; unmounting its FUSE file anyway",
                 record.pid
@@ -275,9 +280,18 @@ pub fn unmount(path: &Path, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<()> {
     }
 }
 
-/// Whether `pid` is a live blockcast process (and not another that reused the number).
-fn running(pid: u32) -> bool {
-    crate::sys::send_signal(pid, 0)
-        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.trim() == "blockcast")
+/// Whether the process that made `record` still runs: the same pid with the same start
+/// time, so neither a renamed executable nor a reused pid misleads, and an exited one
+/// counts as gone even before its parent reaps it. Records without a start time fall
+/// back to the process's name.
+fn running(record: &MountRecord) -> bool {
+    let pid = record.pid;
+    let Some(started) = crate::sys::process_start(pid) else {
+        return false;
+    };
+    match record.started {
+        Some(recorded) => started == recorded,
+        None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "blockcast"),
+    }
 }
