@@ -1,14 +1,17 @@
 //! Gathered chunks: small metadata chunks stored as one chunk file, fetched once for all
-//! the parts an update needs, and still matched one by one in seeds.
+//! the parts an update needs (or a mount asks for at once), and still matched one by one
+//! in seeds.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{mpsc, Arc};
 
 use blockcast::chunk::ChunkId;
-use blockcast::index::{Index, Unit};
-use blockcast::store::LocalStore;
+use blockcast::index::{ChunkRecord, Index, Unit};
+use blockcast::store::{LocalStore, StoreOptions, Stores};
+use common::faulty::{self, FaultyServer};
 use common::*;
 
 /// The chunk files of the records of `index` whose ids are not in `have`: what an update
@@ -175,4 +178,42 @@ fn parts_come_from_the_seed_one_by_one() {
     let out = t.path().join("out.img");
     extract(&new_idx, &store, &out, &["--seed", img.to_str().unwrap()]);
     assert!(is_extracted(&out, &changed));
+}
+
+/// A lazy mount asks for many parts of one gathered chunk at once (readahead, readers side
+/// by side): the chunk file is fetched once, and every part is cut from it and checked.
+#[test]
+fn parts_asked_for_at_once_share_one_fetch_of_their_gathered_chunk() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let idx = t.path().join("v2.bcidx");
+    make(&image("ext4", 2), &store, &idx);
+    let index = Index::open(&idx).unwrap();
+    let server = FaultyServer::start(faulty::Config::new(&store));
+    let stores = Stores::open(
+        &[server.url()],
+        &StoreOptions::default(),
+        Arc::new(|_: &str| {}),
+    )
+    .unwrap();
+    let parts: Vec<ChunkRecord> = index.records().filter(|r| r.part.is_some()).collect();
+    assert!(parts.len() > 2 * index.gathered_len());
+    let (done, arrived) = mpsc::channel();
+    for r in &parts {
+        let (done, r) = (done.clone(), *r);
+        stores.spawn_fetch(r, move |got| done.send((r, got)).unwrap());
+    }
+    drop(done);
+    let mut count = 0;
+    for (r, got) in arrived {
+        let chunk = got.unwrap_or_else(|e| panic!("part at {}: {e}", r.offset));
+        assert_eq!((chunk.id(), chunk.data().len()), (r.id, r.size as usize));
+        count += 1;
+    }
+    assert_eq!(count, parts.len());
+    let stats = server.stats();
+    for unit in index.gathered() {
+        let file = format!("{}.cacnk", unit.id.to_hex());
+        assert_eq!(stats.requests_for(&file), 1, "{file}");
+    }
 }

@@ -67,13 +67,18 @@ struct Shared {
     list: Vec<Store>,
     cache: Option<LocalStore>,
     warn: Warn,
-    /// Gathered chunks fetched last, so that reading their parts one by one (as a lazy
-    /// mount does) fetches each once.
-    gathered: Mutex<VecDeque<Arc<VerifiedChunk>>>,
+    /// Gathered chunks asked for last, fetched or still in flight, so that reading their
+    /// parts one by one or several at once (as a lazy mount does) fetches each once.
+    gathered: Mutex<VecDeque<(Unit, GatheredSlot)>>,
 }
 
-/// Gathered chunks kept by [`Shared::fetch_record`].
-const GATHERED_KEPT: usize = 16;
+/// A gathered chunk once fetched; whoever asks while it is in flight waits for it.
+type GatheredSlot = Arc<tokio::sync::OnceCell<Arc<VerifiedChunk>>>;
+
+/// Bytes of gathered chunks kept by [`Shared::fetch_gathered`]: the parts of one
+/// gathered chunk lie scattered through the image, and a mount reading files in turn
+/// asks for many gathered chunks before it comes back to the same one.
+const GATHERED_KEPT: u64 = 16 << 20;
 
 impl Stores {
     /// Opens each location: a directory, or an `http://` or `https://` URL.
@@ -212,24 +217,30 @@ impl Shared {
         }
     }
 
-    /// A gathered chunk, from those fetched last when it is one of them.
+    /// A gathered chunk: from those asked for last when it is one of them, waiting for
+    /// the fetch already under way if there is one. A failed fetch leaves the slot empty,
+    /// and the next to ask fetches again.
     async fn fetch_gathered(&self, unit: Unit) -> Result<Arc<VerifiedChunk>> {
-        let kept = self
-            .gathered
-            .lock()
-            .ok()
-            .and_then(|g| g.iter().find(|c| c.id() == unit.id).cloned());
-        if let Some(chunk) = kept {
-            return Ok(chunk);
-        }
-        let chunk = Arc::new(self.fetch(unit).await?);
-        if let Ok(mut g) = self.gathered.lock() {
-            if g.len() == GATHERED_KEPT {
-                g.pop_front();
+        let slot = {
+            let mut kept = self
+                .gathered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match kept.iter().find(|(u, _)| u.id == unit.id) {
+                Some((_, slot)) => slot.clone(),
+                None => {
+                    let slot = GatheredSlot::default();
+                    kept.push_back((unit, slot.clone()));
+                    while kept.iter().map(|(u, _)| u64::from(u.size)).sum::<u64>() > GATHERED_KEPT {
+                        kept.pop_front();
+                    }
+                    slot
+                }
             }
-            g.push_back(chunk.clone());
-        }
-        Ok(chunk)
+        };
+        slot.get_or_try_init(|| async { self.fetch(unit).await.map(Arc::new) })
+            .await
+            .cloned()
     }
 
     /// The first good copy of a chunk file: the cache, then each store in order. A bad
