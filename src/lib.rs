@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod caibx;
 pub mod chunk;
 pub mod chunker;
+pub mod delta;
 pub mod diff;
 pub mod durable;
 pub mod error;

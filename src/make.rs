@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -10,10 +10,12 @@ use serde::Serialize;
 
 use crate::chunk::{is_zero, ChunkId};
 use crate::chunker::{self, ChunkParams, Cuts, Cutting, ALIGN};
+use crate::delta;
 use crate::error::{Error, Result};
 use crate::gather;
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
+use crate::index::Index;
 use crate::index::{self, ChunkRecord, Header, LayoutSummary, Unit, VerityInfo, MAX_CHUNK};
 use crate::layout::FsKind;
 use crate::progress::Progress;
@@ -36,6 +38,9 @@ pub struct MakeOptions {
     /// Cut along the filesystem's regions when it can be read (else, and when false, the
     /// 4 KiB-aligned content-defined chunker).
     pub filesystem_aware: bool,
+    /// Indexes of earlier releases, their chunks in the same store: each new chunk file
+    /// also gets a delta against the earlier chunk it most resembles (see [`delta`]).
+    pub delta_from: Vec<PathBuf>,
 }
 
 impl MakeOptions {
@@ -47,6 +52,7 @@ impl MakeOptions {
             uuid: None,
             release: 0,
             filesystem_aware: true,
+            delta_from: Vec::new(),
         }
     }
 }
@@ -66,6 +72,11 @@ pub struct MakeReport {
     pub gathered_chunks: u64,
     pub gathered_parts: u64,
     pub tree_chunks: u64,
+    /// Deltas stored against chunks of the `--delta-from` releases, their bytes, and the
+    /// bytes of the chunk files they stand in for.
+    pub deltas: u64,
+    pub delta_bytes: u64,
+    pub delta_replaced_bytes: u64,
     pub verity_root: String,
     pub layout: LayoutSummary,
     /// Why the filesystem-aware chunker was not used, when it was asked for.
@@ -247,6 +258,15 @@ pub fn make_with_cuts(
         start = end;
     }
     report.chunks = ends.len() as u64;
+    let earlier = opts
+        .delta_from
+        .iter()
+        .map(|p| Index::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let (deltas, made) = delta::make(image, &records, &earlier, store, opts.level, progress)?;
+    report.deltas = made.deltas;
+    report.delta_bytes = made.stored_bytes;
+    report.delta_replaced_bytes = made.replaced_bytes;
 
     let verity_params = VerityParams::derive(image.size(), &head, opts.salt.clone(), opts.uuid);
     progress.start("hash tree", image.size());
@@ -293,7 +313,7 @@ pub fn make_with_cuts(
     // The chunks must be durable before an index that names them exists.
     store.sync()?;
     Ok((
-        index::encode(&header, &records, &tree_records, &gathered),
+        index::encode(&header, &records, &tree_records, &gathered, &deltas),
         report,
     ))
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::chunk::ChunkId;
 use crate::error::Result;
 use crate::index::Index;
-use crate::seed::Seed;
+use crate::seed::{usable_delta, Seed};
 use crate::store::Stores;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +47,11 @@ pub struct StoreTally {
     pub chunks: u64,
     /// Uncompressed bytes of those chunk files.
     pub bytes: u64,
-    /// Bytes of their chunk files: what the transfer costs.
+    /// Bytes of their chunk files, or of the deltas fetched instead: what the transfer
+    /// costs.
     pub stored_bytes: u64,
+    /// Chunk files rebuilt from a delta against a base that a seed holds.
+    pub deltas: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -81,7 +84,8 @@ pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
         .collect()
 }
 
-/// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store.
+/// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store
+/// (a delta where one has a base in a seed).
 /// `in_place` is empty when there is no existing output.
 pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Seed>) -> Plan {
     let mut summary = PlanSummary {
@@ -95,6 +99,7 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
         summary.tree.stored_bytes += u64::from(r.stored_size);
     }
     let mut fetched = HashSet::new();
+    let deltas = index.deltas_by_unit();
     let sources = index
         .records()
         .enumerate()
@@ -124,7 +129,13 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
             if fetched.insert(unit.id) {
                 summary.store.chunks += 1;
                 summary.store.bytes += u64::from(unit.size);
-                summary.store.stored_bytes += u64::from(unit.stored_size);
+                match deltas.get(&unit.id).and_then(|d| usable_delta(d, seeds)) {
+                    Some((delta, _, _)) => {
+                        summary.store.deltas += 1;
+                        summary.store.stored_bytes += u64::from(delta.stored_size);
+                    }
+                    None => summary.store.stored_bytes += u64::from(unit.stored_size),
+                }
             }
             Source::Store
         })

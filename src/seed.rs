@@ -3,13 +3,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
 use crate::chunker::{self, ChunkParams, Cutting};
 use crate::error::Result;
 use crate::image::Image;
-use crate::index::Index;
+use crate::index::{Delta, Index, Unit};
 use crate::progress::Progress;
+use crate::store;
 
 pub struct Seed {
     image: Image,
@@ -93,5 +95,52 @@ impl Seed {
     ) -> Result<VerifiedChunk> {
         let data = self.image.read_at(seed_offset, size as usize)?;
         VerifiedChunk::verify(id, target_offset, data)
+    }
+}
+
+/// Of `deltas` (those of one chunk file, in index order), the first whose base a seed
+/// holds: the delta, the seed and the base's place in it.
+pub fn usable_delta(deltas: &[Delta], seeds: &[Seed]) -> Option<(Delta, usize, u64)> {
+    deltas.iter().find_map(|d| {
+        seeds.iter().enumerate().find_map(|(s, seed)| {
+            seed.locate(&d.base)
+                .filter(|&(_, size)| size == d.base_size)
+                .map(|(at, _)| (*d, s, at))
+        })
+    })
+}
+
+/// The ids a seed can lend to an index: the chunks in `wanted`, and the bases of its
+/// deltas.
+pub fn lendable(index: &Index, wanted: &HashSet<ChunkId>) -> HashSet<ChunkId> {
+    let mut ids = wanted.clone();
+    ids.extend(index.deltas().map(|d| d.base));
+    ids
+}
+
+/// The bases of an index's deltas, read from seeds (see [`store::Bases`]).
+pub struct SeedBases {
+    /// The deltas of each chunk file, by its id.
+    deltas: HashMap<ChunkId, Vec<Delta>>,
+    seeds: Arc<[Seed]>,
+}
+
+impl SeedBases {
+    pub fn new(index: &Index, seeds: Arc<[Seed]>) -> SeedBases {
+        SeedBases {
+            deltas: index.deltas_by_unit(),
+            seeds,
+        }
+    }
+}
+
+impl store::Bases for SeedBases {
+    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {
+        let (delta, seed, at) = usable_delta(self.deltas.get(&unit.id)?, &self.seeds)?;
+        Some(
+            self.seeds[seed]
+                .read(delta.base, at, delta.base_size, unit.offset)
+                .map(|base| (delta, base)),
+        )
     }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 
-const BROKEN: [(&str, &str); 16] = [
+const BROKEN: [(&str, &str); 17] = [
     ("empty.bcidx", "truncated"),
     ("garbage.bcidx", "bad magic"),
     ("v3-truncated-header.bcidx", "truncated"),
@@ -16,10 +16,11 @@ const BROKEN: [(&str, &str); 16] = [
     ("v3-flipped-table.bcidx", "digest mismatch"),
     ("v3-flipped-header.bcidx", "digest mismatch"),
     (
-        "v5-future-version.bcidx",
-        "format version 5 is not supported",
+        "v6-future-version.bcidx",
+        "format version 6 is not supported",
     ),
     ("v3-gather-count.bcidx", "version 3 has no gathered chunks"),
+    ("v4-delta-count.bcidx", "version 4 has no deltas"),
     ("v3-absurd-count.bcidx", "chunk count 1152921504606846976"),
     ("v3-absurd-chunk-size.bcidx", "chunk record 0"),
     (

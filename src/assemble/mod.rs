@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -24,7 +24,7 @@ use crate::image::Image;
 use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
-use crate::seed::Seed;
+use crate::seed::{Seed, SeedBases};
 use crate::store::Stores;
 use crate::verity::{self, HashTree};
 use order::{Copy, Step};
@@ -56,6 +56,8 @@ pub struct ExtractReport {
     /// Chunks fetched from the store because a local copy failed verification or could not
     /// be ordered within the spill limit.
     pub refetched_chunks: u64,
+    /// Chunk files rebuilt from deltas against the seeds.
+    pub chunk_files_from_deltas: u64,
     /// Checked against what was written before the image was completed.
     pub verity_root: String,
 }
@@ -89,10 +91,12 @@ pub fn extract(
         padded
     };
     let target = Target::open(output, final_len)?;
-    let seeds: Vec<Seed> = seeds
+    let seeds: Arc<[Seed]> = seeds
         .into_iter()
         .filter(|s| !target.is_same_file(s.path()))
         .collect();
+    let _bases = UsingBases::new(stores, index, &seeds);
+    let rebuilt_before = stores.rebuilt_from_deltas();
     let in_place = target.in_place(index, progress)?;
     let wanted = plan::wanted(index, &in_place);
     let from_output = if target.old_len() > 0 {
@@ -147,10 +151,30 @@ pub fn extract(
             updated_in_place,
             spilled_bytes,
             refetched_chunks,
+            chunk_files_from_deltas: stores.rebuilt_from_deltas() - rebuilt_before,
             verity_root: verity.root_hex(),
         },
         tree,
     ))
+}
+
+/// Lets the stores rebuild chunk files from deltas against the seeds for as long as it
+/// lives.
+struct UsingBases<'a>(&'a Stores);
+
+impl<'a> UsingBases<'a> {
+    fn new(stores: &'a Stores, index: &Index, seeds: &Arc<[Seed]>) -> UsingBases<'a> {
+        if index.deltas_len() > 0 {
+            stores.use_bases(Some(Arc::new(SeedBases::new(index, seeds.clone()))));
+        }
+        UsingBases(stores)
+    }
+}
+
+impl Drop for UsingBases<'_> {
+    fn drop(&mut self) {
+        self.0.use_bases(None);
+    }
 }
 
 impl Run<'_> {

@@ -37,6 +37,11 @@ struct Info {
     gathered_chunks: u64,
     /// Records stored only as parts of gathered chunks.
     gathered_parts: u64,
+    /// Deltas against chunks of earlier releases, the chunk files they rebuild, and their
+    /// bytes.
+    deltas: u64,
+    delta_chunk_files: u64,
+    delta_bytes: u64,
     /// Bytes of the distinct chunk files: what a fetch of everything costs.
     stored_bytes: u64,
     chunk_size: Distribution,
@@ -157,6 +162,9 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         chunk_files: files.len() as u64,
         gathered_chunks: index.gathered_len() as u64,
         gathered_parts: parts,
+        deltas: index.deltas_len() as u64,
+        delta_chunk_files: index.deltas_by_unit().len() as u64,
+        delta_bytes: index.deltas().map(|d| u64::from(d.stored_size)).sum(),
         stored_bytes,
         chunk_size: distribution(sizes),
         release: h.release,
@@ -166,7 +174,7 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &info, || {
         let d = &info.chunk_size;
         let mut t = format!(
-            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, cuts aligned to {}\nchunks       {} data ({} distinct, in {} chunk files, {} stored), {} zero runs ({})\ngathered     {} chunk files hold {} small metadata chunks\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
+            "index        {} (format version {})\nimage        {} ({} bytes), filesystem {}\nchunking     {}, min {} avg {} max {}, cuts aligned to {}\nchunks       {} data ({} distinct, in {} chunk files, {} stored), {} zero runs ({})\ngathered     {} chunk files hold {} small metadata chunks\ndeltas       {} against earlier releases, for {} chunk files ({} stored)\nchunk sizes  min {} p10 {} median {} mean {} p90 {} max {}\n",
             a.index.display(),
             info.format_version,
             human_bytes(info.image_size),
@@ -185,6 +193,9 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             human_bytes(info.zero_bytes),
             info.gathered_chunks,
             info.gathered_parts,
+            info.deltas,
+            info.delta_chunk_files,
+            human_bytes(info.delta_bytes),
             d.min, d.p10, d.median, d.mean, d.p90, d.max,
         );
         for (bound, count) in &d.histogram {

@@ -39,6 +39,11 @@ pub struct MakeArgs {
     /// can be read.
     #[arg(long)]
     aligned: bool,
+    /// Index of an earlier release whose chunks are in the same store (repeatable): each
+    /// new chunk file also gets a delta against the earlier chunk it most resembles, which
+    /// a device holding that release fetches instead.
+    #[arg(long, value_name = "INDEX")]
+    delta_from: Vec<PathBuf>,
     /// Sign the index with this minisign secret key (writes INDEX.minisig); an encrypted
     /// key's password comes from BLOCKCAST_KEY_PASSWORD.
     #[arg(long, value_name = "KEY")]
@@ -92,6 +97,7 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         uuid: a.uuid,
         release: a.release,
         filesystem_aware: !a.aligned,
+        delta_from: a.delta_from,
     };
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
         .with_context(|| format!("making {}", a.image.display()))?;
@@ -110,8 +116,18 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         report: &report,
     };
     ui.report(a.json, &out, || {
+        let deltas = if report.deltas > 0 {
+            format!(
+                "; {} deltas ({}, standing in for {})",
+                report.deltas,
+                human_bytes(report.delta_bytes),
+                human_bytes(report.delta_replaced_bytes)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{}: {} in {} chunks ({} all zero); wrote {} chunk files ({}); index {}",
+            "{}: {} in {} chunks ({} all zero); wrote {} chunk files ({}){deltas}; index {}",
             a.image.display(),
             human_bytes(report.image_size),
             report.chunks,

@@ -339,7 +339,8 @@ fn open_seeds(
             seeds.len()
         );
     }
-    let wanted: HashSet<ChunkId> = blockcast::plan::wanted(target, &[]);
+    let wanted: HashSet<ChunkId> =
+        blockcast::seed::lendable(target, &blockcast::plan::wanted(target, &[]));
     let bar = ui.bar();
     seeds
         .iter()

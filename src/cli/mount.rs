@@ -137,10 +137,11 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     let stats = mounted.image().stats();
     if !ui.quiet {
         eprintln!(
-            "blockcast: unmounted {}: {} reads, {} chunks fetched, {} from seeds, {} blocks fetched again, {} failed reads",
+            "blockcast: unmounted {}: {} reads, {} chunks fetched ({} chunk files rebuilt from deltas), {} from seeds, {} blocks fetched again, {} failed reads",
             path.display(),
             stats.reads,
             stats.chunks_fetched,
+            stats.chunk_files_from_deltas,
             stats.chunks_from_seeds,
             stats.blocks_refetched,
             stats.failed_reads

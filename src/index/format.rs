@@ -1,10 +1,13 @@
-//! Byte layout of the index, version 4. `docs/FORMAT.md` is the specification; the tests
+//! Byte layout of the index, version 5. `docs/FORMAT.md` is the specification; the tests
 //! in `tests/format_doc.rs` hold these constants to it.
 
 /// First 8 bytes of every index.
 pub const MAGIC: [u8; 8] = *b"BCASTIDX";
-pub const VERSION: u32 = 4;
-/// Oldest version still read: version 3 is version 4 without gathered chunks.
+pub const VERSION: u32 = 5;
+/// Version written for an index without deltas, so that version-4 readers still read it.
+pub const VERSION_WITHOUT_DELTAS: u32 = 4;
+/// Oldest version still read: version 3 is version 4 without gathered chunks, and
+/// version 4 is version 5 without deltas.
 pub const OLDEST_VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 512;
 pub const RECORD_SIZE: usize = 56;
@@ -72,10 +75,11 @@ pub const H_DATA: Field = field("data_regions", 430, 12);
 pub const H_COMPRESSED: Field = field("compressed_regions", 442, 12);
 pub const H_FREE: Field = field("free_regions", 454, 12);
 pub const H_GATHER_COUNT: Field = field("gather_count", 466, 8);
-pub const H_RESERVED: Field = field("reserved", 474, 6);
+pub const H_DELTA_COUNT: Field = field("delta_count", 474, 4);
+pub const H_RESERVED: Field = field("reserved", 478, 2);
 pub const H_DIGEST: Field = field("digest", 480, 32);
 
-pub const HEADER_FIELDS: [&Field; 33] = [
+pub const HEADER_FIELDS: [&Field; 34] = [
     &H_MAGIC,
     &H_VERSION,
     &H_HEADER_SIZE,
@@ -107,6 +111,7 @@ pub const HEADER_FIELDS: [&Field; 33] = [
     &H_COMPRESSED,
     &H_FREE,
     &H_GATHER_COUNT,
+    &H_DELTA_COUNT,
     &H_RESERVED,
     &H_DIGEST,
 ];

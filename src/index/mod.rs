@@ -3,6 +3,7 @@
 
 pub mod format;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -309,11 +310,43 @@ pub fn stored_size_bound(size: u32) -> u64 {
 }
 
 /// An index read from bytes, checked in full; records are decoded on access.
+/// Another way to get a chunk file: a delta, encoded against the bytes of a chunk of an
+/// earlier release that a seed may hold (see `docs/FORMAT.md`, Deltas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// Image offset of a record whose chunk file (its own, or its gathered chunk) the
+    /// delta rebuilds.
+    pub offset: u64,
+    /// The chunk the delta is encoded against, by its id, and its size.
+    pub base: ChunkId,
+    pub base_size: u32,
+    /// Bytes of the delta file in the store.
+    pub stored_size: u32,
+}
+
+impl Delta {
+    fn decode(b: &[u8]) -> (Delta, u32, u32) {
+        let (r, at) = ChunkRecord::decode(b);
+        let delta = Delta {
+            offset: r.offset,
+            base: r.id,
+            base_size: r.size,
+            stored_size: r.stored_size,
+        };
+        (delta, r.flags, at)
+    }
+
+    fn encode(&self, b: &mut [u8]) {
+        ChunkRecord::stored(self.offset, self.base_size, self.stored_size, self.base).encode(b)
+    }
+}
+
 pub struct Index {
     path: PathBuf,
     bytes: Vec<u8>,
     header: Header,
     tree_count: usize,
+    delta_count: usize,
 }
 
 impl Index {
@@ -344,7 +377,8 @@ impl Index {
         }
         let records = get_u64(h, &H_CHUNK_COUNT)
             .checked_add(get_u64(h, &H_TREE_COUNT))
-            .and_then(|n| n.checked_add(get_u64(h, &H_GATHER_COUNT)));
+            .and_then(|n| n.checked_add(get_u64(h, &H_GATHER_COUNT)))
+            .and_then(|n| n.checked_add(u64::from(get_u32(h, &H_DELTA_COUNT))));
         records
             .and_then(|n| n.checked_mul(RECORD_SIZE as u64))
             .and_then(|n| n.checked_add(HEADER_SIZE as u64))
@@ -423,13 +457,20 @@ impl Index {
                 "version {version} has no gathered chunks, yet gather_count is {gather_count}"
             )));
         }
+        let delta_count = u64::from(get_u32(h, &H_DELTA_COUNT));
+        if version < 5 && delta_count != 0 {
+            return Err(bad(format!(
+                "version {version} has no deltas, yet delta_count is {delta_count}"
+            )));
+        }
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
         let records = chunk_count
             .checked_add(tree_count)
-            .and_then(|n| n.checked_add(gather_count));
+            .and_then(|n| n.checked_add(gather_count))
+            .and_then(|n| n.checked_add(delta_count));
         if records.and_then(|n| n.checked_mul(RECORD_SIZE as u64)) != Some(table_len) {
             return Err(bad(format!(
-                "chunk count {chunk_count}, tree chunk count {tree_count} and gather count {gather_count} do not match the {table_len}-byte tables (truncated or corrupt)"
+                "chunk count {chunk_count}, tree chunk count {tree_count}, gather count {gather_count} and delta count {delta_count} do not match the {table_len}-byte tables (truncated or corrupt)"
             )));
         }
         check(
@@ -512,10 +553,12 @@ impl Index {
             bytes,
             header,
             tree_count: tree_count as usize,
+            delta_count: delta_count as usize,
         };
         index.check_gather_records()?;
         index.check_records()?;
         index.check_tree_records()?;
+        index.check_delta_records()?;
         Ok(index)
     }
 
@@ -615,6 +658,40 @@ impl Index {
         Ok(())
     }
 
+    /// Delta records are sorted by offset and base, each names the start of a record with a
+    /// chunk file, and sizes are plausible.
+    fn check_delta_records(&self) -> Result<()> {
+        let mut previous: Option<(u64, ChunkId)> = None;
+        for (i, raw) in self.raw_deltas().enumerate() {
+            let (d, flags, at) = Delta::decode(raw);
+            let bad = |what: &str| Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!("delta record {i} (offset {}): {what}", d.offset),
+            };
+            if previous.is_some_and(|p| p >= (d.offset, d.base)) {
+                return Err(bad("not after the previous delta record"));
+            }
+            previous = Some((d.offset, d.base));
+            let record = self
+                .find(d.offset)
+                .map(|r| self.record(r))
+                .filter(|r| r.offset == d.offset && !r.is_zero())
+                .ok_or_else(|| bad("no record with a chunk file starts there"))?;
+            let unit = record.unit();
+            let plausible = d.base_size > 0
+                && d.base_size <= MAX_CHUNK
+                && d.stored_size > 0
+                && u64::from(d.stored_size) <= stored_size_bound(unit.size);
+            if !plausible || flags != 0 || at != 0 {
+                return Err(bad("bad base size, stored size or flags"));
+            }
+            if d.base == unit.id {
+                return Err(bad("the base is the chunk itself"));
+            }
+        }
+        Ok(())
+    }
+
     /// Tree records tile the hash area in pieces of at most `TREE_PIECE` bytes.
     fn check_tree_records(&self) -> Result<()> {
         let mut expected = 0u64;
@@ -681,7 +758,15 @@ impl Index {
 
     /// Number of gathered chunks.
     pub fn gathered_len(&self) -> usize {
-        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE - self.len() - self.tree_count
+        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE
+            - self.len()
+            - self.tree_count
+            - self.delta_count
+    }
+
+    /// Number of deltas.
+    pub fn deltas_len(&self) -> usize {
+        self.delta_count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -705,6 +790,29 @@ impl Index {
 
     fn raw_gathered(&self) -> std::slice::ChunksExact<'_, u8> {
         self.table(self.len() + self.tree_count, self.gathered_len())
+    }
+
+    fn raw_deltas(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.table(
+            self.len() + self.tree_count + self.gathered_len(),
+            self.delta_count,
+        )
+    }
+
+    /// The deltas, sorted by offset and base.
+    pub fn deltas(&self) -> impl ExactSizeIterator<Item = Delta> + '_ {
+        self.raw_deltas().map(|b| Delta::decode(b).0)
+    }
+
+    /// The deltas of each chunk file, by its id, in index order.
+    pub fn deltas_by_unit(&self) -> HashMap<ChunkId, Vec<Delta>> {
+        let mut by_unit: HashMap<ChunkId, Vec<Delta>> = HashMap::new();
+        for d in self.deltas() {
+            if let Some(i) = self.find(d.offset) {
+                by_unit.entry(self.record(i).unit().id).or_default().push(d);
+            }
+        }
+        by_unit
     }
 
     /// Record `i`, with the gathered chunk of a part filled in.
@@ -831,20 +939,27 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Serialises a header, its chunk records (tiling the image in order), its tree records
-/// (tiling the hash area in order) and the gathered chunks its parts name (in the order
-/// of their first parts).
+/// (tiling the hash area in order), the gathered chunks its parts name (in the order of
+/// their first parts) and its deltas (sorted by offset and base). Without deltas the
+/// index is written as version 4.
 pub fn encode(
     header: &Header,
     records: &[ChunkRecord],
     tree: &[ChunkRecord],
     gathered: &[Unit],
+    deltas: &[Delta],
 ) -> Vec<u8> {
-    let tables = records.len() + tree.len() + gathered.len();
+    let tables = records.len() + tree.len() + gathered.len() + deltas.len();
     let mut bytes = vec![0u8; HEADER_SIZE + tables * RECORD_SIZE];
     {
         let h = &mut bytes[..HEADER_SIZE];
         put(h, &H_MAGIC, &MAGIC);
-        put(h, &H_VERSION, &VERSION.to_le_bytes());
+        let version = if deltas.is_empty() {
+            VERSION_WITHOUT_DELTAS
+        } else {
+            VERSION
+        };
+        put(h, &H_VERSION, &version.to_le_bytes());
         put(h, &H_HEADER_SIZE, &(HEADER_SIZE as u32).to_le_bytes());
         put(h, &H_RECORD_SIZE, &(RECORD_SIZE as u32).to_le_bytes());
         put(h, &H_IMAGE_SIZE, &header.image_size.to_le_bytes());
@@ -875,6 +990,7 @@ pub fn encode(
         put(h, &H_DATA_BLOCKS, &v.data_blocks.to_le_bytes());
         put(h, &H_TREE_COUNT, &(tree.len() as u64).to_le_bytes());
         put(h, &H_GATHER_COUNT, &(gathered.len() as u64).to_le_bytes());
+        put(h, &H_DELTA_COUNT, &(deltas.len() as u32).to_le_bytes());
         let tree_offset = (HEADER_SIZE + records.len() * RECORD_SIZE) as u64;
         put(h, &H_TREE_OFFSET, &tree_offset.to_le_bytes());
         put(h, &H_TREE_SIZE, &v.tree_size.to_le_bytes());
@@ -890,6 +1006,9 @@ pub fn encode(
     }
     for (u, b) in gathered.iter().zip(&mut out) {
         u.encode(b);
+    }
+    for (d, b) in deltas.iter().zip(&mut out) {
+        d.encode(b);
     }
     let d = digest(&bytes);
     put(&mut bytes, &H_DIGEST, &d);
@@ -940,10 +1059,10 @@ mod tests {
     #[test]
     fn round_trips_unaligned_records() {
         let (header, records, tree, gathered) = sample();
-        let bytes = encode(&header, &records, &tree, &gathered);
+        let bytes = encode(&header, &records, &tree, &gathered, &[]);
         let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
         assert_eq!(index.header(), &header);
-        assert_eq!(index.version(), VERSION);
+        assert_eq!(index.version(), VERSION_WITHOUT_DELTAS);
         assert_eq!(index.records().collect::<Vec<_>>(), records);
         assert_eq!(index.tree_records().collect::<Vec<_>>(), tree);
         assert_eq!(index.gathered().collect::<Vec<_>>(), gathered);
@@ -954,6 +1073,76 @@ mod tests {
         assert_eq!(index.find(5000), Some(1));
         assert_eq!(index.find(24447), Some(4));
         assert_eq!(index.find(24448), None);
+    }
+
+    fn deltas() -> Vec<Delta> {
+        let d = |offset, base: u8, base_size, stored_size| Delta {
+            offset,
+            base: ChunkId([base; 32]),
+            base_size,
+            stored_size,
+        };
+        // Two for the first chunk, one for the gathered chunk (named by its first part).
+        vec![
+            d(0, 20, 4000, 50),
+            d(0, 21, 6000, 60),
+            d(5000, 22, 7000, 40),
+        ]
+    }
+
+    #[test]
+    fn deltas_round_trip_as_version_5() {
+        let (header, records, tree, gathered) = sample();
+        let bytes = encode(&header, &records, &tree, &gathered, &deltas());
+        assert_eq!(
+            Index::declared_len(&bytes[..HEADER_SIZE]),
+            Ok(bytes.len() as u64)
+        );
+        let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
+        assert_eq!(index.version(), VERSION);
+        assert_eq!(index.deltas().collect::<Vec<_>>(), deltas());
+        assert_eq!(index.gathered().collect::<Vec<_>>(), gathered);
+        let by_unit = index.deltas_by_unit();
+        assert_eq!(by_unit[&ChunkId([1; 32])], deltas()[..2]);
+        assert_eq!(by_unit[&gathered[0].id], deltas()[2..]);
+        assert_eq!(by_unit.len(), 2);
+    }
+
+    #[test]
+    fn rejects_deltas_that_name_no_chunk_file_or_are_out_of_order() {
+        let reject = |d: Vec<Delta>, why: &str| {
+            let (h, r, t, g) = sample();
+            let err = Index::from_bytes(Path::new("t"), encode(&h, &r, &t, &g, &d)).err();
+            let err = err.expect(why).to_string();
+            assert!(err.contains(why), "{err} lacks {why}");
+        };
+        let mut d = deltas();
+        d.swap(0, 1);
+        reject(d, "not after the previous delta record");
+        let mut d = deltas();
+        d[1] = d[0];
+        reject(d, "not after the previous delta record");
+        for offset in [1, 9096, 24448] {
+            let mut d = deltas();
+            d[2].offset = offset;
+            reject(d, "no record with a chunk file starts there");
+        }
+        let mut d = deltas();
+        d[2].base = ChunkId([9; 32]);
+        reject(d, "the base is the chunk itself");
+        for (base_size, stored_size) in [(0, 50), (MAX_CHUNK + 1, 50), (4000, 0), (4000, 9000)] {
+            let mut d = deltas();
+            d[0].base_size = base_size;
+            d[0].stored_size = stored_size;
+            reject(d, "bad base size, stored size or flags");
+        }
+        let (header, records, tree, gathered) = sample();
+        let mut bytes = encode(&header, &records, &tree, &gathered, &deltas());
+        put(&mut bytes, &H_VERSION, &4u32.to_le_bytes());
+        let d = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &d);
+        let err = Index::from_bytes(Path::new("t"), bytes).err().unwrap();
+        assert!(err.to_string().contains("version 4 has no deltas"), "{err}");
     }
 
     /// A part's bytes come out of its gathered chunk, and must hash to its own id.
@@ -984,7 +1173,7 @@ mod tests {
             ChunkRecord::stored(0, 7096, 300, ChunkId([1; 32])),
             ChunkRecord::zero(7096, 17352),
         ];
-        let mut bytes = encode(&header, &records, &tree, &[]);
+        let mut bytes = encode(&header, &records, &tree, &[], &[]);
         put(&mut bytes, &H_VERSION, &3u32.to_le_bytes());
         let d = digest(&bytes);
         put(&mut bytes, &H_DIGEST, &d);
@@ -992,7 +1181,7 @@ mod tests {
         assert_eq!(index.version(), 3);
         assert_eq!(index.gathered_len(), 0);
         let (header, records, tree, gathered) = sample();
-        let mut bytes = encode(&header, &records, &tree, &gathered);
+        let mut bytes = encode(&header, &records, &tree, &gathered, &[]);
         put(&mut bytes, &H_VERSION, &3u32.to_le_bytes());
         let d = digest(&bytes);
         put(&mut bytes, &H_DIGEST, &d);
@@ -1011,7 +1200,7 @@ mod tests {
                 metadata_apart,
                 ..LayoutSummary::default()
             };
-            let bytes = encode(&header, &records, &tree, &gathered);
+            let bytes = encode(&header, &records, &tree, &gathered, &[]);
             assert_eq!(bytes[H_LAYOUT.offset], code);
             let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
             assert_eq!(index.header(), &header);
@@ -1025,7 +1214,7 @@ mod tests {
     #[test]
     fn every_truncation_and_byte_flip_is_an_error() {
         let (header, records, tree, gathered) = sample();
-        let bytes = encode(&header, &records, &tree, &gathered);
+        let bytes = encode(&header, &records, &tree, &gathered, &[]);
         for len in 0..bytes.len() {
             assert!(Index::from_bytes(Path::new("t"), bytes[..len].to_vec()).is_err());
         }
@@ -1040,7 +1229,7 @@ mod tests {
     fn rejects_inconsistent_tables_even_with_a_valid_digest() {
         let reject = |(h, r, t, g): (Header, Vec<ChunkRecord>, Vec<ChunkRecord>, Vec<Unit>),
                       why: &str| {
-            let err = Index::from_bytes(Path::new("t"), encode(&h, &r, &t, &g)).err();
+            let err = Index::from_bytes(Path::new("t"), encode(&h, &r, &t, &g, &[])).err();
             let err = err.expect(why).to_string();
             assert!(err.contains(why), "{err} lacks {why}");
         };

@@ -14,7 +14,7 @@ use crate::chunk::VerifiedChunk;
 use crate::error::{Error, Result};
 use crate::index::{ChunkRecord, Index};
 use crate::mount::cache_image::CacheImage;
-use crate::seed::Seed;
+use crate::seed::{Seed, SeedBases};
 use crate::store::{Stores, Warn};
 use crate::verity::{self, HashTree, BLOCK};
 
@@ -39,6 +39,8 @@ pub struct ReaderStats {
     pub reads: u64,
     pub chunks_fetched: u64,
     pub chunks_from_seeds: u64,
+    /// Of the chunks fetched, those whose chunk files were rebuilt from deltas.
+    pub chunk_files_from_deltas: u64,
     pub blocks_refetched: u64,
     pub failed_reads: u64,
 }
@@ -48,7 +50,7 @@ pub struct LazyImage {
     tree: HashTree,
     salt: Vec<u8>,
     stores: Stores,
-    seeds: Vec<Seed>,
+    seeds: Arc<[Seed]>,
     readahead: usize,
 }
 
@@ -119,6 +121,10 @@ impl LazyImage {
             ));
         }
         let salt = verity.salt.clone();
+        let seeds: Arc<[Seed]> = seeds.into();
+        if index.deltas_len() > 0 && !seeds.is_empty() {
+            stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone()))));
+        }
         Ok(LazyImage {
             state: Arc::new(State {
                 index,
@@ -160,6 +166,7 @@ impl LazyImage {
             reads: s.reads.load(Ordering::Relaxed),
             chunks_fetched: s.fetched.load(Ordering::Relaxed),
             chunks_from_seeds: s.from_seeds.load(Ordering::Relaxed),
+            chunk_files_from_deltas: self.stores.rebuilt_from_deltas(),
             blocks_refetched: s.refetched.load(Ordering::Relaxed),
             failed_reads: s.failed.load(Ordering::Relaxed),
         }
@@ -323,7 +330,7 @@ impl LazyImage {
 
     /// Seeds first (local and cheap), then the stores.
     fn obtain(&self, r: &ChunkRecord) -> Result<VerifiedChunk> {
-        for seed in &self.seeds {
+        for seed in self.seeds.iter() {
             if let Some((at, size)) = seed.locate(&r.id) {
                 match seed.read(r.id, at, size, r.offset) {
                     Ok(c) => {

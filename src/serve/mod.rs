@@ -310,10 +310,14 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// A chunk's name is the hash of its content, so it never changes: caches may keep it
-/// for good. Anything else (an index is republished under the same name) is revalidated.
+/// A chunk's name is the hash of its content, and a delta's the hashes of what it
+/// rebuilds and its base, so neither ever changes: caches may keep them for good.
+/// Anything else (an index is republished under the same name) is revalidated.
 fn cache_control(path: &Path) -> &'static str {
-    if path.extension().is_some_and(|e| e == "cacnk") {
+    if path
+        .extension()
+        .is_some_and(|e| e == "cacnk" || e == "cadelta")
+    {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"

@@ -1,7 +1,7 @@
 //! Chunk files are single zstd frames, as casync stores them. Incompressible data still
 //! gets a frame: zstd emits raw blocks when compression does not pay.
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_LEVEL: i32 = 3;
@@ -52,9 +52,120 @@ pub fn decompress(stored: &[u8], size: u32, id: ChunkId, offset: u64) -> Result<
     Ok(data)
 }
 
+/// Compresses `data` as one zstd frame that refers to `base` as raw content before it: a
+/// delta, small when `data` resembles `base` (see `docs/FORMAT.md`, Deltas).
+pub fn compress_against(data: &[u8], base: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let fail = |what: &str, code: usize| {
+        Error::Invalid(format!(
+            "zstd delta {what}: {}",
+            zstd::zstd_safe::get_error_name(code)
+        ))
+    };
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(|c| fail("level", c))?;
+    cctx.set_parameter(CParameter::WindowLog(window_log(base.len() + data.len())))
+        .map_err(|c| fail("window", c))?;
+    cctx.ref_prefix(base).map_err(|c| fail("base", c))?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data)
+        .map_err(|c| fail("compression", c))?;
+    Ok(out)
+}
+
+/// Rebuilds a chunk from a delta made by [`compress_against`] with the same `base`,
+/// refusing output larger than `size` and frames followed by trailing bytes, and checks
+/// it against `id`.
+pub fn decompress_against(
+    stored: &[u8],
+    base: &[u8],
+    size: u32,
+    id: ChunkId,
+    offset: u64,
+) -> Result<VerifiedChunk> {
+    use zstd::zstd_safe::{DCtx, DParameter};
+    let bad = |reason: String| Error::BadChunk { id, offset, reason };
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(stored)
+        .map_err(|_| bad("delta file is not a zstd frame".into()))?;
+    if frame_len != stored.len() {
+        return Err(bad("delta file has bytes after its zstd frame".into()));
+    }
+    let failed = |c: usize| {
+        bad(format!(
+            "zstd delta decompression failed: {}",
+            zstd::zstd_safe::get_error_name(c)
+        ))
+    };
+    let mut dctx = DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(window_log(
+        base.len() + size as usize,
+    )))
+    .map_err(failed)?;
+    dctx.ref_prefix(base).map_err(failed)?;
+    let mut data = Vec::with_capacity(size as usize);
+    dctx.decompress(&mut data, stored).map_err(failed)?;
+    if data.len() != size as usize {
+        return Err(bad(format!(
+            "delta decompressed to {} bytes, the index says {size}",
+            data.len()
+        )));
+    }
+    VerifiedChunk::verify(id, offset, data)
+}
+
+/// The zstd window that reaches from the end of a delta's output back to the start of
+/// its base: `len` bytes in all.
+fn window_log(len: usize) -> u32 {
+    (usize::BITS - len.max(1 << 10).next_power_of_two().leading_zeros() - 1).max(17)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_rebuilds_its_chunk_from_the_same_base_only() {
+        // Incompressible alone, so the delta must refer to the base.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let base: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut data = base.clone();
+        data[1000] ^= 1;
+        data.extend_from_slice(b"a few new bytes");
+        let delta = compress_against(&data, &base, 3).unwrap();
+        let alone = Compressor::new(3).unwrap().compress(&data).unwrap();
+        assert!(
+            delta.len() * 4 < alone.len(),
+            "{} vs {}",
+            delta.len(),
+            alone.len()
+        );
+        let id = ChunkId::of(&data);
+        let size = data.len() as u32;
+        let got = decompress_against(&delta, &base, size, id, 0).unwrap();
+        assert_eq!(got.data(), &data[..]);
+        let mut other = base.clone();
+        other[5000] ^= 1;
+        assert!(decompress_against(&delta, &other, size, id, 0).is_err());
+        assert!(decompress_against(&delta, &base, size - 1, id, 0).is_err());
+        let mut trailing = delta.clone();
+        trailing.push(0);
+        assert!(decompress_against(&trailing, &base, size, id, 0).is_err());
+        assert!(decompress_against(b"garbage", &base, size, id, 0).is_err());
+        // A base that looks like a zstd dictionary is still raw content.
+        let mut dict_like = vec![0x37, 0xA4, 0x30, 0xEC];
+        dict_like.extend_from_slice(&base[..50_000]);
+        let delta = compress_against(&data[..60_000], &dict_like, 3).unwrap();
+        let id = ChunkId::of(&data[..60_000]);
+        assert!(decompress_against(&delta, &dict_like, 60_000, id, 0).is_ok());
+    }
 
     #[test]
     fn round_trip_and_caps() {

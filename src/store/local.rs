@@ -1,5 +1,6 @@
 //! A store in a local directory, laid out as casync lays its stores:
-//! `DIR/<first 4 hex digits of id>/<64 hex digits>.cacnk`.
+//! `DIR/<first 4 hex digits of id>/<64 hex digits>.cacnk`, with deltas beside the chunk
+//! files they rebuild: `DIR/<first 4 hex digits>/<id>.<base id>.cadelta`.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -43,11 +44,27 @@ impl LocalStore {
         self.dir.join(&hex[..4]).join(format!("{hex}.cacnk"))
     }
 
+    /// The delta that rebuilds chunk file `id` from the chunk `base`.
+    pub fn delta_path(&self, id: &ChunkId, base: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir
+            .join(&hex[..4])
+            .join(format!("{hex}.{}.cadelta", base.to_hex()))
+    }
+
     /// Writes a chunk file atomically: a uniquely named temporary file, then a rename, so
     /// concurrent writers of one chunk leave one whole file. Durability comes from
     /// [`LocalStore::sync`], once for the whole run.
     pub fn put(&self, id: &ChunkId, stored: &[u8]) -> Result<()> {
-        let path = self.chunk_path(id);
+        self.write(self.chunk_path(id), id, stored)
+    }
+
+    /// Writes the delta that rebuilds `id` from `base`, as [`LocalStore::put`] writes.
+    pub fn put_delta(&self, id: &ChunkId, base: &ChunkId, delta: &[u8]) -> Result<()> {
+        self.write(self.delta_path(id, base), id, delta)
+    }
+
+    fn write(&self, path: PathBuf, id: &ChunkId, stored: &[u8]) -> Result<()> {
         let parent = path.parent().unwrap_or(&self.dir);
         let temp = parent.join(format!(
             ".{}.{}-{}.tmp",
@@ -81,7 +98,15 @@ impl LocalStore {
     /// The stored bytes of a chunk, or `None` when the store lacks it. A chunk file longer
     /// than `max_len` is an error, never a large allocation.
     pub fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        let path = self.chunk_path(id);
+        self.read(self.chunk_path(id), id, max_len)
+    }
+
+    /// The delta that rebuilds `id` from `base`, as [`LocalStore::get`] reads.
+    pub fn get_delta(&self, id: &ChunkId, base: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+        self.read(self.delta_path(id, base), id, max_len)
+    }
+
+    fn read(&self, path: PathBuf, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -90,10 +115,7 @@ impl LocalStore {
         let too_large = || Error::BadChunk {
             id: *id,
             offset: 0,
-            reason: format!(
-                "chunk file {} is larger than {max_len} bytes",
-                path.display()
-            ),
+            reason: format!("{} is larger than {max_len} bytes", path.display()),
         };
         let len = file.metadata().at(&path)?.len();
         if len > max_len {

@@ -8,20 +8,29 @@ pub mod local;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::stream::{self, StreamExt};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
-use crate::index::{stored_size_bound, ChunkRecord, Unit};
+use crate::index::{stored_size_bound, ChunkRecord, Delta, Unit};
 
 pub use http::HttpOptions;
 pub use local::LocalStore;
 
 /// Receives warnings: a bad copy skipped, a request retried.
 pub type Warn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The bases of deltas at hand (chunks of an earlier release that a seed holds), which
+/// let a fetch take a delta instead of a whole chunk file.
+pub trait Bases: Send + Sync {
+    /// A delta that rebuilds `unit` and the bytes of its base, verified; `None` when no
+    /// base is at hand, an error when the copy at hand is bad.
+    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>>;
+}
 
 pub struct StoreOptions {
     pub http: HttpOptions,
@@ -70,6 +79,9 @@ struct Shared {
     /// Gathered chunks asked for last, fetched or still in flight, so that reading their
     /// parts one by one or several at once (as a lazy mount does) fetches each once.
     gathered: Mutex<VecDeque<(Unit, GatheredSlot)>>,
+    bases: RwLock<Option<Arc<dyn Bases>>>,
+    /// Chunk files rebuilt from deltas.
+    rebuilt: AtomicU64,
 }
 
 /// A gathered chunk once fetched; whoever asks while it is in flight waits for it.
@@ -113,10 +125,28 @@ impl Stores {
                 cache,
                 warn,
                 gathered: Mutex::new(VecDeque::new()),
+                bases: RwLock::new(None),
+                rebuilt: AtomicU64::new(0),
             }),
             concurrency: opts.concurrency.max(1),
             runtime: runtime()?,
         })
+    }
+
+    /// From now on, a chunk file that has a delta whose base `bases` holds is rebuilt from
+    /// that delta (the whole file is fetched when the delta cannot be had); `None` stops
+    /// that.
+    pub fn use_bases(&self, bases: Option<Arc<dyn Bases>>) {
+        *self
+            .shared
+            .bases
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bases;
+    }
+
+    /// How many chunk files were rebuilt from deltas so far.
+    pub fn rebuilt_from_deltas(&self) -> u64 {
+        self.shared.rebuilt.load(Ordering::Relaxed)
     }
 
     /// Fetches one record's bytes, verified. Blocks; not to be called from async code.
@@ -255,6 +285,11 @@ impl Shared {
                 Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
             }
         }
+        match self.fetch_by_delta(r).await {
+            Some(Ok(chunk)) => return Ok(chunk),
+            Some(Err(e)) => (self.warn)(&format!("{e}; fetching the whole chunk file instead")),
+            None => {}
+        }
         let mut failure = Error::MissingChunk {
             id: r.id,
             offset: r.offset,
@@ -288,6 +323,74 @@ impl Shared {
             }
         }
         Err(failure)
+    }
+
+    /// A chunk file rebuilt from a delta against a base at hand; `None` when the index
+    /// has no such delta.
+    async fn fetch_by_delta(&self, r: Unit) -> Option<Result<VerifiedChunk>> {
+        let bases = self
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        let found = tokio::task::spawn_blocking(move || bases.for_unit(&r))
+            .await
+            .map_err(|_| worker_failed());
+        let (delta, base) = match found {
+            Ok(Some(Ok(found))) => found,
+            Ok(None) => return None,
+            Ok(Some(Err(e))) | Err(e) => return Some(Err(e)),
+        };
+        let base = Arc::new(base);
+        let max_len = u64::from(delta.stored_size);
+        let rebuild = |stored: Vec<u8>| {
+            codec::decompress_against(&stored, base.data(), r.size, r.id, r.offset)
+        };
+        let mut failure = None;
+        for store in &self.list {
+            let attempt = match store {
+                Store::Local(s) => {
+                    let (s, base, id) = (s.clone(), base.clone(), delta.base);
+                    tokio::task::spawn_blocking(move || {
+                        s.get_delta(&r.id, &id, max_len)?
+                            .map(|stored| {
+                                codec::decompress_against(
+                                    &stored,
+                                    base.data(),
+                                    r.size,
+                                    r.id,
+                                    r.offset,
+                                )
+                            })
+                            .transpose()
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err(worker_failed()))
+                }
+                Store::Http { base: url, client } => client
+                    .get(
+                        &delta_url(url, &r.id, &delta.base),
+                        max_len,
+                        rebuild,
+                        self.warn.as_ref(),
+                    )
+                    .await
+                    .map_err(|e| unavailable(&r, e)),
+            };
+            match attempt {
+                Ok(Some(chunk)) => {
+                    self.rebuilt.fetch_add(1, Ordering::Relaxed);
+                    return Some(Ok(chunk));
+                }
+                Ok(None) => {}
+                Err(e) => failure = Some(in_store(e, store)),
+            }
+        }
+        Some(Err(failure.unwrap_or_else(|| Error::Unavailable {
+            id: r.id,
+            offset: r.offset,
+            reason: format!("no store has its delta against chunk {}", delta.base),
+        })))
     }
 
     async fn has(&self, id: &ChunkId) -> Result<bool> {
@@ -355,6 +458,12 @@ fn open(r: &Unit, stored: Vec<u8>) -> Result<Opened> {
 pub fn chunk_url(base: &str, id: &ChunkId) -> String {
     let hex = id.to_hex();
     format!("{base}/{}/{hex}.cacnk", &hex[..4])
+}
+
+/// Where a store over HTTP keeps the delta that rebuilds `id` from `base`.
+pub fn delta_url(base_url: &str, id: &ChunkId, base: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{base_url}/{}/{hex}.{}.cadelta", &hex[..4], base.to_hex())
 }
 
 fn unavailable(r: &Unit, e: Error) -> Error {

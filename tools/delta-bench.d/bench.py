@@ -421,11 +421,13 @@ def report(args):
             print(f"{r['kind']}: blockcast's new chunks hold " + ", ".join(parts))
         fb = r.get("blockcast_fetched_blocks")
         if fb and fb["aligned"]:
-            print(f"{r['kind']}: the {fb['files']} chunk files fetched hold {mib(fb['changed_bytes'])} MiB "
+            deltas = r["blockcast"].get("fetch_deltas", 0)
+            print(f"{r['kind']}: the {fb['files']} chunk files fetched ({deltas} of them as deltas) "
+                  f"hold {mib(fb['changed_bytes'])} MiB "
                   f"of blocks v1 lacks and {mib(fb['carried_bytes'])} MiB of blocks it has; "
                   f"{fb['sparse_files']} of them carry more than they change "
                   f"({mib(fb['sparse_carried_bytes'])} MiB carried, {mib(fb['sparse_changed_bytes'])} MiB "
-                  f"changed, {mib(fb['sparse_stored_bytes'])} MiB stored)")
+                  f"changed, {mib(fb['sparse_stored_bytes'])} MiB as whole chunk files)")
     for note in head.get("notes", []):
         print(note)
 

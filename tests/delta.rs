@@ -1,0 +1,297 @@
+//! Deltas: `make --delta-from` stores, for each new chunk file, a delta against the
+//! earlier chunk it most resembles; an update whose seed holds that chunk fetches the
+//! delta instead of the chunk file, from a local store or over HTTP, and rebuilds the
+//! image exactly. A bad or missing delta costs the whole chunk file, never the update.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use blockcast::chunk::ChunkId;
+use blockcast::index::Index;
+use blockcast::store::LocalStore;
+use common::faulty::{self, FaultyServer};
+use common::*;
+
+const KINDS: [&str; 4] = ["erofs", "erofs-lz4hc", "squashfs", "ext4"];
+
+/// v1 and v2 of `kind` into `DIR/store`: v1's index, v2's index with deltas from v1, and
+/// v2's index without (the same chunks), with make's report for v2.
+fn publish(dir: &Path, kind: &str) -> (PathBuf, PathBuf, PathBuf, serde_json::Value) {
+    let store = dir.join("store");
+    let (v1, v2, plain) = (
+        dir.join("v1.bcidx"),
+        dir.join("v2.bcidx"),
+        dir.join("v2-plain.bcidx"),
+    );
+    make(&image(kind, 1), &store, &v1);
+    make(&image(kind, 2), &store, &plain);
+    let made = make_with(
+        &image(kind, 2),
+        &store,
+        &v2,
+        &["--delta-from", v1.to_str().unwrap()],
+    );
+    (v1, v2, plain, made)
+}
+
+/// The `store` part of `blockcast plan INDEX --store STORE --seed SEED --json`.
+fn plan_store(index: &Path, store: &Path, seed: &Path) -> serde_json::Value {
+    json(&ok(bin()
+        .arg("plan")
+        .arg(index)
+        .arg("--store")
+        .arg(store)
+        .arg("--seed")
+        .arg(seed)
+        .arg("--json")
+        .arg("--quiet")))["store"]
+        .clone()
+}
+
+#[test]
+fn an_update_fetches_deltas_against_its_seed_and_rebuilds_the_image_exactly() {
+    for kind in KINDS {
+        let t = tempdir();
+        let store = t.path().join("store");
+        let (v1, v2, plain, made) = publish(t.path(), kind);
+        let index = Index::open(&v2).unwrap();
+        let deltas: Vec<_> = index.deltas().collect();
+        assert!(!deltas.is_empty(), "{kind}: no deltas");
+        assert_eq!(made["deltas"], deltas.len() as u64, "{kind}");
+        assert_eq!(index.version(), 5, "{kind}");
+        assert_eq!(Index::open(&plain).unwrap().version(), 4, "{kind}");
+        // Each delta is stored, against a chunk of v1, and stands for a chunk file v1
+        // lacks; the plain index names the same chunk files.
+        let local = LocalStore::open(&store, false).unwrap();
+        let v1_ids = chunk_ids(&v1);
+        let v1_units: HashSet<ChunkId> = Index::open(&v1)
+            .unwrap()
+            .records()
+            .map(|r| r.unit().id)
+            .collect();
+        let by_unit = index.deltas_by_unit();
+        for (unit, ds) in &by_unit {
+            for d in ds {
+                assert!(
+                    v1_ids.contains(&d.base),
+                    "{kind}: base {} not in v1",
+                    d.base
+                );
+                let file = local.delta_path(unit, &d.base);
+                assert_eq!(
+                    std::fs::metadata(&file).unwrap().len(),
+                    u64::from(d.stored_size),
+                    "{kind}: {}",
+                    file.display()
+                );
+            }
+            assert!(
+                !v1_units.contains(unit),
+                "{kind}: a delta for a chunk v1 has"
+            );
+        }
+        assert_eq!(
+            index.records().map(|r| r.unit()).collect::<Vec<_>>(),
+            Index::open(&plain)
+                .unwrap()
+                .records()
+                .map(|r| r.unit())
+                .collect::<Vec<_>>()
+        );
+
+        // With v1 as seed, every chunk file with a delta comes as that delta.
+        let seed = image(kind, 1);
+        let with = plan_store(&v2, &store, &seed);
+        let without = plan_store(&plain, &store, &seed);
+        assert_eq!(with["chunks"], without["chunks"], "{kind}");
+        let fetched: u64 = index
+            .records()
+            .filter(|r| !r.is_zero() && !v1_ids.contains(&r.id))
+            .map(|r| r.unit().id)
+            .collect::<HashSet<_>>()
+            .iter()
+            .filter(|u| by_unit.contains_key(u))
+            .count() as u64;
+        assert!(fetched > 0, "{kind}");
+        assert_eq!(with["deltas"], fetched, "{kind}");
+        assert!(
+            with["stored_bytes"].as_u64() < without["stored_bytes"].as_u64(),
+            "{kind}: {with} vs {without}"
+        );
+
+        let out = t.path().join("out.img");
+        let run = extract_cmd(&v2, &store, &out)
+            .arg("--seed")
+            .arg(&seed)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{kind}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!stderr.contains("delta"), "{kind}: {stderr}");
+        let report = json(&String::from_utf8_lossy(&run.stdout));
+        assert_eq!(report["chunk_files_from_deltas"], fetched, "{kind}");
+        assert!(is_extracted(&out, &image(kind, 2)), "{kind}");
+    }
+}
+
+#[test]
+fn over_http_only_the_deltas_are_fetched_and_without_a_seed_only_chunk_files() {
+    let t = tempdir();
+    let (_, v2, _, _) = publish(t.path(), "ext4");
+    let index = Index::open(&v2).unwrap();
+    let by_unit = index.deltas_by_unit();
+    let server = FaultyServer::start(faulty::Config::new(t.path()));
+    let url = format!("{}/v2.bcidx", server.url());
+    let stores = format!("{}/store", server.url());
+    let seed = image("ext4", 1);
+    let v1_ids = chunk_ids(&t.path().join("v1.bcidx"));
+    let wanted: HashSet<ChunkId> = index
+        .records()
+        .filter(|r| !r.is_zero() && !v1_ids.contains(&r.id))
+        .map(|r| r.unit().id)
+        .collect();
+
+    let out = t.path().join("out.img");
+    ok(bin()
+        .args(["extract", &url, "--store", &stores, "--quiet", "-o"])
+        .arg(&out)
+        .arg("--seed")
+        .arg(&seed));
+    assert!(is_extracted(&out, &image("ext4", 2)));
+    let stats = server.stats();
+    for unit in &wanted {
+        let hex = unit.to_hex();
+        let chunk = stats.requests_for(&format!("{hex}.cacnk"));
+        match by_unit.get(unit) {
+            Some(ds) => {
+                let delta = format!("{hex}.{}.cadelta", ds[0].base.to_hex());
+                assert_eq!((chunk, stats.requests_for(&delta)), (0, 1), "{hex}");
+            }
+            None => assert_eq!(chunk, 1, "{hex}"),
+        }
+    }
+    drop(server);
+
+    // No seed: no base at hand, so whole chunk files only.
+    let server = FaultyServer::start(faulty::Config::new(t.path()));
+    let url = format!("{}/v2.bcidx", server.url());
+    let stores = format!("{}/store", server.url());
+    let out = t.path().join("full.img");
+    ok(bin()
+        .args(["extract", &url, "--store", &stores, "--quiet", "-o"])
+        .arg(&out));
+    assert!(is_extracted(&out, &image("ext4", 2)));
+    assert_eq!(server.stats().requests_for(".cadelta"), 0);
+}
+
+#[test]
+fn a_bad_or_missing_delta_costs_the_whole_chunk_file_and_is_named() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let (_, v2, _, _) = publish(t.path(), "erofs");
+    let index = Index::open(&v2).unwrap();
+    let local = LocalStore::open(&store, false).unwrap();
+    let mut by_unit: Vec<_> = index.deltas_by_unit().into_iter().collect();
+    by_unit.sort_by_key(|(u, _)| *u);
+    let (bad_unit, bad) = (by_unit[0].0, by_unit[0].1[0]);
+    let bad_file = local.delta_path(&bad_unit, &bad.base);
+    let mut bytes = std::fs::read(&bad_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&bad_file, bytes).unwrap();
+    let (gone_unit, gone) = (by_unit[1].0, by_unit[1].1[0]);
+    std::fs::remove_file(local.delta_path(&gone_unit, &gone.base)).unwrap();
+
+    let out = t.path().join("out.img");
+    let run = extract_cmd(&v2, &store, &out)
+        .arg("--seed")
+        .arg(image("erofs", 1))
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    for unit in [bad_unit, gone_unit] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&unit.to_hex()))
+            .unwrap_or_else(|| panic!("no warning names {unit}: {stderr}"));
+        assert!(
+            line.contains("fetching the whole chunk file instead"),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("no store has its delta"), "{stderr}");
+}
+
+#[test]
+fn make_refuses_deltas_from_a_release_whose_chunks_are_not_in_the_store() {
+    let t = tempdir();
+    let v1 = t.path().join("v1.bcidx");
+    make(&image("ext4", 1), &t.path().join("elsewhere"), &v1);
+    let err = fails(
+        bin()
+            .arg("make")
+            .arg(image("ext4", 2))
+            .arg("--store")
+            .arg(t.path().join("store"))
+            .arg("--index")
+            .arg(t.path().join("v2.bcidx"))
+            .arg("--delta-from")
+            .arg(&v1),
+    );
+    assert!(err.contains("missing") || err.contains("not in"), "{err}");
+    assert!(!t.path().join("v2.bcidx").exists());
+}
+
+#[test]
+fn deltas_are_made_the_same_way_every_time() {
+    let t = tempdir();
+    let (v1, v2, _, _) = publish(t.path(), "erofs");
+    let again = t.path().join("again.bcidx");
+    make_with(
+        &image("erofs", 2),
+        &t.path().join("store"),
+        &again,
+        &["--delta-from", v1.to_str().unwrap()],
+    );
+    assert!(same_bytes(&v2, &again));
+}
+
+/// A lazy mount with the earlier release as seed takes deltas too: the exposed file is
+/// the new image, every block verified.
+#[test]
+fn a_mount_with_a_seed_rebuilds_chunks_from_deltas() {
+    let t = tempdir();
+    let (_, v2, _, _) = publish(t.path(), "ext4");
+    let dir = t.path().join("exposed");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(bin()
+        .arg("mount")
+        .arg(&v2)
+        .arg("--no-attach")
+        .arg(&dir)
+        .arg("--daemon")
+        .arg("--store")
+        .arg(t.path().join("store"))
+        .arg("--seed")
+        .arg(image("ext4", 1)));
+    let read = std::fs::read(dir.join("image"));
+    ok(bin().arg("umount").arg(&dir));
+    let mut want = std::fs::read(image("ext4", 2)).unwrap();
+    want.resize(want.len().next_multiple_of(4096), 0);
+    assert!(read.unwrap() == want, "the mounted image differs from v2");
+    let log =
+        std::fs::read_to_string(blockcast::mount::record_dir(&dir).with_extension("log")).unwrap();
+    assert!(!log.contains("delta against"), "{log}");
+    let rebuilt: u64 = log
+        .split(" chunk files rebuilt from deltas")
+        .next()
+        .and_then(|l| l.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of deltas in {log}"));
+    assert!(rebuilt > 0, "{log}");
+}
