@@ -115,11 +115,14 @@ fn unaligned_index_round_trips_with_seed_index_and_in_place() {
 }
 
 /// `make` writes exactly the indexes it wrote when the fixtures were made: the aligned
-/// chunker's cuts (`v4-tiny.bcidx`, the same records as `v3-tiny.bcidx`) and the
-/// filesystem-aware cuts with their gathered chunks (`v4-erofs-v1.bcidx`).
+/// chunker's cuts (`v4-tiny.bcidx`, the same records as `v3-tiny.bcidx`), the
+/// filesystem-aware cuts with their gathered chunks (`v4-erofs-v1.bcidx`), and the next
+/// release with its deltas against that one (`v5-erofs-v2.bcidx`).
 #[test]
 fn golden_chunk_boundaries_are_stable() {
     let t = tempdir();
+    let v1 = t.path().join("v4-erofs-v1.bcidx");
+    let v1 = v1.to_str().unwrap();
     for (image, args, golden) in [
         (
             fixture("tiny.img"),
@@ -127,6 +130,11 @@ fn golden_chunk_boundaries_are_stable() {
             "v4-tiny.bcidx",
         ),
         (image("erofs", 1), &[][..], "v4-erofs-v1.bcidx"),
+        (
+            image("erofs", 2),
+            &["--delta-from", v1][..],
+            "v5-erofs-v2.bcidx",
+        ),
     ] {
         let idx = t.path().join(golden);
         ok(bin()
@@ -144,6 +152,8 @@ fn golden_chunk_boundaries_are_stable() {
     }
     let gathered = blockcast::index::Index::open(&fixture("v4-erofs-v1.bcidx")).unwrap();
     assert!(gathered.gathered_len() > 0);
+    let deltas = blockcast::index::Index::open(&fixture("v5-erofs-v2.bcidx")).unwrap();
+    assert!(deltas.deltas_len() > 0);
     let v3 = std::fs::read(fixture("v3-tiny.bcidx")).unwrap();
     let v4 = std::fs::read(fixture("v4-tiny.bcidx")).unwrap();
     assert_eq!(v3[512..], v4[512..], "the same records in both versions");
