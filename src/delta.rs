@@ -247,6 +247,10 @@ mod tests {
         assert!(shared * 100 > a.len() * 98, "{shared} of {}", a.len());
         let c = features(&noise(2, 300_000));
         let chance = a.iter().filter(|f| c.binary_search(f).is_ok()).count();
-        assert!(chance * 100 < a.len(), "{chance} of {} shared by chance", a.len());
+        assert!(
+            chance * 100 < a.len(),
+            "{chance} of {} shared by chance",
+            a.len()
+        );
     }
 }

@@ -22,8 +22,12 @@ pub struct Image {
 
 impl Image {
     pub fn open(path: &Path) -> Result<Image> {
-        let mut file = File::open(path).at(path)?;
         // Seeking to the end gives the size of block devices as well as of files.
+        Image::from_file(path, File::open(path).at(path)?)
+    }
+
+    /// An image in a file already open; `path` names it in messages.
+    pub fn from_file(path: &Path, mut file: File) -> Result<Image> {
         let size = file.seek(SeekFrom::End(0)).at(path)?;
         Ok(Image {
             path: path.to_path_buf(),

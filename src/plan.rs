@@ -85,7 +85,7 @@ pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
 }
 
 /// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store
-/// (a delta where one has a base in a seed).
+/// (a delta where one has a base in a seed or the output).
 /// `in_place` is empty when there is no existing output.
 pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Seed>) -> Plan {
     let mut summary = PlanSummary {
@@ -129,7 +129,11 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
             if fetched.insert(unit.id) {
                 summary.store.chunks += 1;
                 summary.store.bytes += u64::from(unit.size);
-                match deltas.get(&unit.id).and_then(|d| usable_delta(d, seeds)) {
+                let delta = deltas.get(&unit.id).and_then(|d| {
+                    usable_delta(d, seeds)
+                        .or_else(|| output.and_then(|o| usable_delta(d, std::slice::from_ref(o))))
+                });
+                match delta {
                     Some((delta, _, _)) => {
                         summary.store.deltas += 1;
                         summary.store.stored_bytes += u64::from(delta.stored_size);

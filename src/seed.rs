@@ -65,6 +65,11 @@ impl Seed {
         Ok(Seed { image, chunks })
     }
 
+    /// A seed of the chunks at the given places of `image`, each verified when used.
+    pub fn from_chunks(image: Image, chunks: HashMap<ChunkId, (u64, u32)>) -> Seed {
+        Seed { image, chunks }
+    }
+
     /// Forgets every place that starts before `limit`.
     pub fn forget_before(&mut self, limit: u64) {
         self.chunks.retain(|_, (offset, _)| *offset >= limit);
@@ -123,23 +128,33 @@ pub struct SeedBases {
     /// The deltas of each chunk file, by its id.
     deltas: HashMap<ChunkId, Vec<Delta>>,
     seeds: Arc<[Seed]>,
+    /// Bases set aside from an output updated in place, tried after the seeds.
+    aside: Option<Seed>,
 }
 
 impl SeedBases {
-    pub fn new(index: &Index, seeds: Arc<[Seed]>) -> SeedBases {
+    pub fn new(index: &Index, seeds: Arc<[Seed]>, aside: Option<Seed>) -> SeedBases {
         SeedBases {
             deltas: index.deltas_by_unit(),
             seeds,
+            aside,
         }
     }
 }
 
 impl store::Bases for SeedBases {
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {
-        let (delta, seed, at) = usable_delta(self.deltas.get(&unit.id)?, &self.seeds)?;
+        let deltas = self.deltas.get(&unit.id)?;
+        let (delta, seed, at) = match usable_delta(deltas, &self.seeds) {
+            Some((d, s, at)) => (d, &self.seeds[s], at),
+            None => {
+                let aside = self.aside.as_ref()?;
+                let (d, _, at) = usable_delta(deltas, std::slice::from_ref(aside))?;
+                (d, aside, at)
+            }
+        };
         Some(
-            self.seeds[seed]
-                .read(delta.base, at, delta.base_size, unit.offset)
+            seed.read(delta.base, at, delta.base_size, unit.offset)
                 .map(|base| (delta, base)),
         )
     }

@@ -295,3 +295,32 @@ fn a_mount_with_a_seed_rebuilds_chunks_from_deltas() {
         .unwrap_or_else(|| panic!("no count of deltas in {log}"));
     assert!(rebuilt > 0, "{log}");
 }
+
+/// Updated in place, the output is the only copy of the bases: they are set aside before
+/// anything is overwritten, and the update costs what `plan` said with the output as seed.
+#[test]
+fn an_update_in_place_takes_its_bases_from_the_output_before_overwriting_them() {
+    for kind in KINDS {
+        let t = tempdir();
+        let store = t.path().join("store");
+        let (_, v2, _, _) = publish(t.path(), kind);
+        let device = t.path().join("device.img");
+        std::fs::copy(image(kind, 1), &device).unwrap();
+        let planned = plan_store(&v2, &store, &device);
+        assert!(planned["deltas"].as_u64() > Some(0), "{kind}: {planned}");
+        let run = extract_cmd(&v2, &store, &device)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{kind}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!stderr.contains("delta"), "{kind}: {stderr}");
+        let report = json(&String::from_utf8_lossy(&run.stdout));
+        assert_eq!(report["plan"]["store"], planned, "{kind}");
+        assert_eq!(
+            report["chunk_files_from_deltas"], planned["deltas"],
+            "{kind}"
+        );
+        assert!(is_extracted(&device, &image(kind, 2)), "{kind}");
+    }
+}

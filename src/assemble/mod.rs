@@ -8,7 +8,7 @@
 pub mod order;
 pub mod target;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -24,7 +24,7 @@ use crate::image::Image;
 use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
-use crate::seed::{Seed, SeedBases};
+use crate::seed::{self, Seed, SeedBases};
 use crate::store::Stores;
 use crate::verity::{self, HashTree};
 use order::{Copy, Step};
@@ -95,7 +95,6 @@ pub fn extract(
         .into_iter()
         .filter(|s| !target.is_same_file(s.path()))
         .collect();
-    let _bases = UsingBases::new(stores, index, &seeds);
     let rebuilt_before = stores.rebuilt_from_deltas();
     let in_place = target.in_place(index, progress)?;
     let wanted = plan::wanted(index, &in_place);
@@ -107,7 +106,8 @@ pub fn extract(
             .collect();
         let h = index.header();
         let cutting = h.layout.cutting();
-        let mut own = Seed::scan(target.path(), h.params, cutting, &missing, progress)?;
+        let lendable = seed::lendable(index, &missing);
+        let mut own = Seed::scan(target.path(), h.params, cutting, &lendable, progress)?;
         own.forget_before(GUARD);
         for (r, &here) in index.records().zip(&in_place) {
             if here && r.offset >= GUARD && missing.contains(&r.id) {
@@ -119,6 +119,11 @@ pub fn extract(
         None
     };
     let plan = plan::plan(index, &seeds, &in_place, from_output.as_ref());
+    let aside = match &from_output {
+        Some(own) => set_bases_aside(index, &plan.sources, &seeds, own)?,
+        None => None,
+    };
+    let _bases = UsingBases::new(stores, index, &seeds, aside);
     let run = Run {
         index,
         stores,
@@ -163,11 +168,72 @@ pub fn extract(
 struct UsingBases<'a>(&'a Stores);
 
 impl<'a> UsingBases<'a> {
-    fn new(stores: &'a Stores, index: &Index, seeds: &Arc<[Seed]>) -> UsingBases<'a> {
+    fn new(
+        stores: &'a Stores,
+        index: &Index,
+        seeds: &Arc<[Seed]>,
+        aside: Option<Seed>,
+    ) -> UsingBases<'a> {
         if index.deltas_len() > 0 {
-            stores.use_bases(Some(Arc::new(SeedBases::new(index, seeds.clone()))));
+            let bases = SeedBases::new(index, seeds.clone(), aside);
+            stores.use_bases(Some(Arc::new(bases)));
         }
         UsingBases(stores)
+    }
+}
+
+/// When the output is updated in place, the bases of the deltas to be fetched may be
+/// found only in the output itself, where the update will overwrite them. Copies each
+/// such base, checked, into an anonymous temporary file before anything is written, and
+/// returns that file as a seed.
+fn set_bases_aside(
+    index: &Index,
+    sources: &[Source],
+    seeds: &[Seed],
+    own: &Seed,
+) -> Result<Option<Seed>> {
+    if index.deltas_len() == 0 {
+        return Ok(None);
+    }
+    let deltas = index.deltas_by_unit();
+    let path = std::env::temp_dir().join("blockcast delta bases");
+    let mut file: Option<File> = None;
+    let mut places = HashMap::new();
+    let mut end = 0u64;
+    let mut seen = HashSet::new();
+    for (r, source) in index.records().zip(sources) {
+        let unit = r.unit();
+        if *source != Source::Store || !seen.insert(unit.id) {
+            continue;
+        }
+        let Some(ds) = deltas.get(&unit.id) else {
+            continue;
+        };
+        if seed::usable_delta(ds, seeds).is_some() {
+            continue;
+        }
+        let Some((d, _, at)) = seed::usable_delta(ds, std::slice::from_ref(own)) else {
+            continue;
+        };
+        if places.contains_key(&d.base) {
+            continue;
+        }
+        // A base that no longer reads as it did when the output was scanned is left
+        // out: its chunk file is fetched whole.
+        let Ok(base) = own.read(d.base, at, d.base_size, r.offset) else {
+            continue;
+        };
+        let f = match &mut file {
+            Some(f) => f,
+            None => file.insert(tempfile::tempfile().at(&path)?),
+        };
+        f.write_all_at(base.data(), end).at(&path)?;
+        places.insert(d.base, (end, d.base_size));
+        end += u64::from(d.base_size);
+    }
+    match file {
+        Some(f) => Ok(Some(Seed::from_chunks(Image::from_file(&path, f)?, places))),
+        None => Ok(None),
     }
 }
 

@@ -58,12 +58,13 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &out, || {
         let s = &out.summary;
         let mut text = format!(
-            "image {} in {} chunks\nfetch:  {} chunks, {} to transfer ({} uncompressed)\nseeds:  {} chunks, {}\nzero:   {} chunks, {}\ntree:   {} chunks, {} stored (fetched only by a lazy mount)",
+            "image {} in {} chunks\nfetch:  {} chunks, {} to transfer ({} uncompressed; {} as deltas)\nseeds:  {} chunks, {}\nzero:   {} chunks, {}\ntree:   {} chunks, {} stored (fetched only by a lazy mount)",
             human_bytes(s.image_size),
             s.chunks,
             s.store.chunks,
             human_bytes(s.store.stored_bytes),
             human_bytes(s.store.bytes),
+            s.store.deltas,
             s.seed.chunks,
             human_bytes(s.seed.bytes),
             s.zero.chunks,

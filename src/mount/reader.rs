@@ -123,7 +123,7 @@ impl LazyImage {
         let salt = verity.salt.clone();
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {
-            stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone()))));
+            stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone(), None))));
         }
         Ok(LazyImage {
             state: Arc::new(State {
