@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use blockcast::chunk::ChunkId;
 use blockcast::index::Index;
@@ -48,6 +49,16 @@ fn plan_store(index: &Path, store: &Path, seed: &Path) -> serde_json::Value {
         .arg("--json")
         .arg("--quiet")))["store"]
         .clone()
+}
+
+/// Runs an extract that must succeed without a word about deltas (none missing or bad),
+/// and returns its JSON report.
+fn extract_quietly(cmd: &mut Command) -> serde_json::Value {
+    let run = cmd.arg("--json").output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(!stderr.contains("delta"), "{stderr}");
+    json(&String::from_utf8_lossy(&run.stdout))
 }
 
 #[test]
@@ -122,16 +133,7 @@ fn an_update_fetches_deltas_against_its_seed_and_rebuilds_the_image_exactly() {
         );
 
         let out = t.path().join("out.img");
-        let run = extract_cmd(&v2, &store, &out)
-            .arg("--seed")
-            .arg(&seed)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{kind}");
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(!stderr.contains("delta"), "{kind}: {stderr}");
-        let report = json(&String::from_utf8_lossy(&run.stdout));
+        let report = extract_quietly(extract_cmd(&v2, &store, &out).arg("--seed").arg(&seed));
         assert_eq!(report["chunk_files_from_deltas"], fetched, "{kind}");
         assert!(is_extracted(&out, &image(kind, 2)), "{kind}");
     }
@@ -308,14 +310,7 @@ fn an_update_in_place_takes_its_bases_from_the_output_before_overwriting_them() 
         std::fs::copy(image(kind, 1), &device).unwrap();
         let planned = plan_store(&v2, &store, &device);
         assert!(planned["deltas"].as_u64() > Some(0), "{kind}: {planned}");
-        let run = extract_cmd(&v2, &store, &device)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{kind}");
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(!stderr.contains("delta"), "{kind}: {stderr}");
-        let report = json(&String::from_utf8_lossy(&run.stdout));
+        let report = extract_quietly(&mut extract_cmd(&v2, &store, &device));
         assert_eq!(report["plan"]["store"], planned, "{kind}");
         assert_eq!(
             report["chunk_files_from_deltas"], planned["deltas"],
