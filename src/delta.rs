@@ -134,7 +134,7 @@ pub struct DeltaReport {
     pub replaced_bytes: u64,
 }
 
-/// For each chunk file of the new index (`records` and `gathered`, its chunks stored in
+/// For each chunk file of the new index (named by its `records`, its chunks stored in
 /// `store`) that the `earlier` indexes lack, stores a delta against the earlier chunk it
 /// most resembles, when that is clearly smaller than the chunk file. The earlier chunks
 /// are read from `store`. Returns the deltas, sorted as the index keeps them.

@@ -201,6 +201,12 @@ pub fn make_with_cuts(
 ) -> Result<(Vec<u8>, MakeReport)> {
     let ends = &cuts.ends;
     check_cuts(image, ends)?;
+    // Opened first, so that a bad --delta-from fails before anything is stored.
+    let earlier = opts
+        .delta_from
+        .iter()
+        .map(|p| Index::open(p))
+        .collect::<Result<Vec<_>>>()?;
     let head = image.read_at(0, image.size().min(4096) as usize)?;
     let small = gather::small_metadata(cuts, opts.params);
     progress.start("storing", image.size());
@@ -258,11 +264,6 @@ pub fn make_with_cuts(
         start = end;
     }
     report.chunks = ends.len() as u64;
-    let earlier = opts
-        .delta_from
-        .iter()
-        .map(|p| Index::open(p))
-        .collect::<Result<Vec<_>>>()?;
     let (deltas, made) = delta::make(image, &records, &earlier, store, opts.level, progress)?;
     report.deltas = made.deltas;
     report.delta_bytes = made.stored_bytes;

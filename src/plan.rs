@@ -129,11 +129,10 @@ pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Se
             if fetched.insert(unit.id) {
                 summary.store.chunks += 1;
                 summary.store.bytes += u64::from(unit.size);
-                let delta = deltas.get(&unit.id).and_then(|d| {
-                    usable_delta(d, seeds)
-                        .or_else(|| output.and_then(|o| usable_delta(d, std::slice::from_ref(o))))
-                });
-                match delta {
+                match deltas
+                    .get(&unit.id)
+                    .and_then(|d| usable_delta(d, seeds, output))
+                {
                     Some((delta, _, _)) => {
                         summary.store.deltas += 1;
                         summary.store.stored_bytes += u64::from(delta.stored_size);

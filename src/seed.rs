@@ -103,16 +103,23 @@ impl Seed {
     }
 }
 
-/// Of `deltas` (those of one chunk file, in index order), the first whose base a seed
-/// holds: the delta, the seed and the base's place in it.
-pub fn usable_delta(deltas: &[Delta], seeds: &[Seed]) -> Option<(Delta, usize, u64)> {
-    deltas.iter().find_map(|d| {
-        seeds.iter().enumerate().find_map(|(s, seed)| {
-            seed.locate(&d.base)
-                .filter(|&(_, size)| size == d.base_size)
-                .map(|(at, _)| (*d, s, at))
-        })
-    })
+/// Of `deltas` (those of one chunk file, in index order), the first whose base one of
+/// `seeds` holds, else the first whose base `then` holds: the delta, the seed holding its
+/// base and the base's place in it.
+pub fn usable_delta<'a>(
+    deltas: &[Delta],
+    seeds: &'a [Seed],
+    then: Option<&'a Seed>,
+) -> Option<(Delta, &'a Seed, u64)> {
+    let held = |d: &Delta, seed: &'a Seed| {
+        seed.locate(&d.base)
+            .filter(|&(_, size)| size == d.base_size)
+            .map(|(at, _)| (*d, seed, at))
+    };
+    deltas
+        .iter()
+        .find_map(|d| seeds.iter().find_map(|seed| held(d, seed)))
+        .or_else(|| then.and_then(|seed| deltas.iter().find_map(|d| held(d, seed))))
 }
 
 /// The ids a seed can lend to an index: the chunks in `wanted`, and the bases of its
@@ -145,14 +152,7 @@ impl SeedBases {
 impl store::Bases for SeedBases {
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {
         let deltas = self.deltas.get(&unit.id)?;
-        let (delta, seed, at) = match usable_delta(deltas, &self.seeds) {
-            Some((d, s, at)) => (d, &self.seeds[s], at),
-            None => {
-                let aside = self.aside.as_ref()?;
-                let (d, _, at) = usable_delta(deltas, std::slice::from_ref(aside))?;
-                (d, aside, at)
-            }
-        };
+        let (delta, seed, at) = usable_delta(deltas, &self.seeds, self.aside.as_ref())?;
         Some(
             seed.read(delta.base, at, delta.base_size, unit.offset)
                 .map(|base| (delta, base)),

@@ -206,13 +206,12 @@ fn set_bases_aside(
         if *source != Source::Store || !seen.insert(unit.id) {
             continue;
         }
-        let Some(ds) = deltas.get(&unit.id) else {
-            continue;
-        };
-        if seed::usable_delta(ds, seeds).is_some() {
-            continue;
-        }
-        let Some((d, _, at)) = seed::usable_delta(ds, std::slice::from_ref(own)) else {
+        // Only the bases that the output alone holds.
+        let Some((d, _, at)) = deltas
+            .get(&unit.id)
+            .and_then(|ds| seed::usable_delta(ds, seeds, Some(own)))
+            .filter(|&(_, holder, _)| std::ptr::eq(holder, own))
+        else {
             continue;
         };
         if places.contains_key(&d.base) {

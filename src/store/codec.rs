@@ -32,11 +32,7 @@ thread_local! {
 /// followed by trailing bytes.
 pub fn decompress(stored: &[u8], size: u32, id: ChunkId, offset: u64) -> Result<Vec<u8>> {
     let bad = |reason: String| Error::BadChunk { id, offset, reason };
-    let frame_len = zstd::zstd_safe::find_frame_compressed_size(stored)
-        .map_err(|_| bad("chunk file is not a zstd frame".into()))?;
-    if frame_len != stored.len() {
-        return Err(bad("chunk file has bytes after its zstd frame".into()));
-    }
+    one_zstd_frame(stored, "chunk file").map_err(bad)?;
     let data = DECOMPRESSOR
         .with(|d| match &mut *d.borrow_mut() {
             Some(d) => d.decompress(stored, size as usize),
@@ -86,11 +82,7 @@ pub fn decompress_against(
 ) -> Result<VerifiedChunk> {
     use zstd::zstd_safe::{DCtx, DParameter};
     let bad = |reason: String| Error::BadChunk { id, offset, reason };
-    let frame_len = zstd::zstd_safe::find_frame_compressed_size(stored)
-        .map_err(|_| bad("delta file is not a zstd frame".into()))?;
-    if frame_len != stored.len() {
-        return Err(bad("delta file has bytes after its zstd frame".into()));
-    }
+    one_zstd_frame(stored, "delta file").map_err(bad)?;
     let failed = |c: usize| {
         bad(format!(
             "zstd delta decompression failed: {}",
@@ -112,6 +104,16 @@ pub fn decompress_against(
         )));
     }
     VerifiedChunk::verify(id, offset, data)
+}
+
+/// Why `stored`, a `what`, is not exactly one zstd frame with nothing after it.
+fn one_zstd_frame(stored: &[u8], what: &str) -> std::result::Result<(), String> {
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(stored)
+        .map_err(|_| format!("{what} is not a zstd frame"))?;
+    if frame_len != stored.len() {
+        return Err(format!("{what} has bytes after its zstd frame"));
+    }
+    Ok(())
 }
 
 /// The zstd window that reaches from the end of a delta's output back to the start of

@@ -10,6 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::chunk::ChunkId;
 use crate::error::{Error, IoContext, Result};
 
+/// Where a store, local or over HTTP, keeps chunk file `id` (`base` None) or the delta
+/// that rebuilds it from `base`, relative to the store's root.
+pub fn place(id: &ChunkId, base: Option<&ChunkId>) -> String {
+    let hex = id.to_hex();
+    match base {
+        None => format!("{}/{hex}.cacnk", &hex[..4]),
+        Some(base) => format!("{}/{hex}.{}.cadelta", &hex[..4], base.to_hex()),
+    }
+}
+
 #[derive(Clone)]
 pub struct LocalStore {
     dir: PathBuf,
@@ -40,16 +50,12 @@ impl LocalStore {
     }
 
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join(&hex[..4]).join(format!("{hex}.cacnk"))
+        self.dir.join(place(id, None))
     }
 
     /// The delta that rebuilds chunk file `id` from the chunk `base`.
     pub fn delta_path(&self, id: &ChunkId, base: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir
-            .join(&hex[..4])
-            .join(format!("{hex}.{}.cadelta", base.to_hex()))
+        self.dir.join(place(id, Some(base)))
     }
 
     /// Writes a chunk file atomically: a uniquely named temporary file, then a rename, so

@@ -343,26 +343,16 @@ impl Shared {
         };
         let base = Arc::new(base);
         let max_len = u64::from(delta.stored_size);
-        let rebuild = |stored: Vec<u8>| {
+        let rebuild = move |stored: Vec<u8>| {
             codec::decompress_against(&stored, base.data(), r.size, r.id, r.offset)
         };
         let mut failure = None;
         for store in &self.list {
             let attempt = match store {
                 Store::Local(s) => {
-                    let (s, base, id) = (s.clone(), base.clone(), delta.base);
+                    let (s, rebuild, id) = (s.clone(), rebuild.clone(), delta.base);
                     tokio::task::spawn_blocking(move || {
-                        s.get_delta(&r.id, &id, max_len)?
-                            .map(|stored| {
-                                codec::decompress_against(
-                                    &stored,
-                                    base.data(),
-                                    r.size,
-                                    r.id,
-                                    r.offset,
-                                )
-                            })
-                            .transpose()
+                        s.get_delta(&r.id, &id, max_len)?.map(rebuild).transpose()
                     })
                     .await
                     .unwrap_or_else(|_| Err(worker_failed()))
@@ -371,7 +361,7 @@ impl Shared {
                     .get(
                         &delta_url(url, &r.id, &delta.base),
                         max_len,
-                        rebuild,
+                        &rebuild,
                         self.warn.as_ref(),
                     )
                     .await
@@ -456,14 +446,12 @@ fn open(r: &Unit, stored: Vec<u8>) -> Result<Opened> {
 /// Where a store at `base` keeps a chunk: casync's layout, so any static web server
 /// serving a store directory is a store.
 pub fn chunk_url(base: &str, id: &ChunkId) -> String {
-    let hex = id.to_hex();
-    format!("{base}/{}/{hex}.cacnk", &hex[..4])
+    format!("{base}/{}", local::place(id, None))
 }
 
 /// Where a store over HTTP keeps the delta that rebuilds `id` from `base`.
 pub fn delta_url(base_url: &str, id: &ChunkId, base: &ChunkId) -> String {
-    let hex = id.to_hex();
-    format!("{base_url}/{}/{hex}.{}.cadelta", &hex[..4], base.to_hex())
+    format!("{base_url}/{}", local::place(id, Some(base)))
 }
 
 fn unavailable(r: &Unit, e: Error) -> Error {
