@@ -6,6 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::verity::BlockCheck;
 
 /// SHA-256 of a chunk's uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -59,11 +60,16 @@ pub fn is_zero(data: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-/// Bytes whose SHA-256 has been checked against the id they claim to be.
+/// Bytes checked against the signed index: hashed to the id they claim to be or, for a
+/// lazy mount, block by block against the dm-verity tree (see
+/// [`VerifiedChunk::verify_blocks`]).
 #[derive(Clone, Debug)]
 pub struct VerifiedChunk {
     id: ChunkId,
     data: Vec<u8>,
+    /// Where in the image the tree vouches for these bytes: the offset they were checked
+    /// at, when they were checked against the tree.
+    checked_at: Option<u64>,
 }
 
 impl VerifiedChunk {
@@ -77,7 +83,44 @@ impl VerifiedChunk {
                 reason: format!("content hashes to {actual}"),
             });
         }
-        Ok(VerifiedChunk { id, data })
+        Ok(VerifiedChunk {
+            id,
+            data,
+            checked_at: None,
+        })
+    }
+
+    /// Checks `data`, the image's bytes at `offset`, against the dm-verity tree when they
+    /// are whole blocks: every block must match, which vouches for each byte as the chunk
+    /// id would, with one hash of each byte instead of two for a mount. Bytes that are
+    /// not whole blocks are checked against `id`.
+    pub fn verify_blocks(
+        id: ChunkId,
+        offset: u64,
+        data: Vec<u8>,
+        check: &BlockCheck,
+    ) -> Result<VerifiedChunk> {
+        if !BlockCheck::whole_blocks(offset, data.len()) {
+            return VerifiedChunk::verify(id, offset, data);
+        }
+        if let Some(block) = check.first_bad(offset, &data) {
+            return Err(Error::BadChunk {
+                id,
+                offset,
+                reason: format!("data block {block} does not match the dm-verity tree"),
+            });
+        }
+        Ok(VerifiedChunk {
+            id,
+            data,
+            checked_at: Some(offset),
+        })
+    }
+
+    /// Whether these bytes, placed at `offset` of the image, are blocks the tree already
+    /// vouched for.
+    pub fn blocks_checked_at(&self, offset: u64) -> bool {
+        self.checked_at == Some(offset)
     }
 
     pub fn id(&self) -> ChunkId {
@@ -86,5 +129,50 @@ impl VerifiedChunk {
 
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verity::{self, BLOCK};
+
+    #[test]
+    fn whole_blocks_are_checked_against_the_tree_and_anything_else_against_the_id() {
+        let salt = b"salt".to_vec();
+        let image: Vec<u8> = (0..8 * BLOCK as usize)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let leaves: Vec<[u8; 32]> = image
+            .chunks(BLOCK as usize)
+            .map(|b| verity::salted(&salt, b))
+            .collect();
+        let check = BlockCheck::new(verity::build(&leaves, &salt).unwrap(), salt);
+        let at = 2 * BLOCK;
+        let bytes = image[at as usize..(at + 3 * BLOCK) as usize].to_vec();
+        let id = ChunkId::of(&bytes);
+
+        let good = VerifiedChunk::verify_blocks(id, at, bytes.clone(), &check).unwrap();
+        assert!(good.blocks_checked_at(at));
+        assert!(!good.blocks_checked_at(at + BLOCK));
+
+        // Right bytes at the wrong place, and a changed byte, name the first bad block.
+        let moved = VerifiedChunk::verify_blocks(id, at + BLOCK, bytes.clone(), &check);
+        assert!(moved.unwrap_err().to_string().contains("data block 3 "));
+        let mut bad = bytes.clone();
+        bad[BLOCK as usize + 9] ^= 1;
+        let err = VerifiedChunk::verify_blocks(id, at, bad, &check).unwrap_err();
+        assert!(err.to_string().contains("data block 3 "), "{err}");
+
+        // Not whole blocks: the id decides, and the tree vouches for nothing.
+        let part = bytes[..5000].to_vec();
+        let part_id = ChunkId::of(&part);
+        let chunk = VerifiedChunk::verify_blocks(part_id, at, part.clone(), &check).unwrap();
+        assert!(!chunk.blocks_checked_at(at));
+        assert!(VerifiedChunk::verify_blocks(id, at, part, &check).is_err());
+        let shifted = bytes[100..100 + 2 * BLOCK as usize].to_vec();
+        let shifted_id = ChunkId::of(&shifted);
+        let chunk = VerifiedChunk::verify_blocks(shifted_id, at + 100, shifted, &check).unwrap();
+        assert!(!chunk.blocks_checked_at(at + 100));
     }
 }

@@ -147,6 +147,41 @@ impl HashTree {
     }
 }
 
+/// A hash tree whose root was checked, with its salt: what a lazy mount checks the
+/// image's blocks against.
+pub struct BlockCheck {
+    tree: HashTree,
+    salt: Vec<u8>,
+}
+
+impl BlockCheck {
+    pub fn new(tree: HashTree, salt: Vec<u8>) -> BlockCheck {
+        BlockCheck { tree, salt }
+    }
+
+    /// Whether `len` bytes at `offset` of the image are whole data blocks.
+    pub fn whole_blocks(offset: u64, len: usize) -> bool {
+        offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK)
+    }
+
+    /// Whether `data` is data block `block` as the tree has it.
+    pub fn block_ok(&self, block: u64, data: &[u8]) -> bool {
+        self.tree
+            .leaf(block)
+            .is_some_and(|leaf| salted(&self.salt, data) == leaf)
+    }
+
+    /// The first block of `data`, the image's whole blocks from `offset`, that the tree
+    /// does not have; `None` when every one matches.
+    pub fn first_bad(&self, offset: u64, data: &[u8]) -> Option<u64> {
+        let first = offset / BLOCK;
+        data.chunks(BLOCK as usize)
+            .zip(first..)
+            .find(|(bytes, block)| !self.block_ok(*block, bytes))
+            .map(|(_, block)| block)
+    }
+}
+
 /// Digests of the data blocks of the first `size` bytes of an image, zero-padded to whole
 /// blocks.
 pub fn leaf_digests(

@@ -1,6 +1,7 @@
 //! `blockcast mount`: every kind of test image mounted lazily from a local store and
 //! from `blockcast serve`, compared with the tree it was made from; seeds; the cache
-//! image, its repair and its use without blockcast; a read that no source can verify;
+//! image, its repair and its use without blockcast; a store chunk that fails the hash
+//! tree; a read that no source can verify;
 //! cleaning up after a killed daemon; umount waiting for the mount process; and a
 //! refused signature. Needs root, FUSE and loop devices, as CI has.
 
@@ -424,6 +425,78 @@ fn the_cache_image_fills_repairs_itself_and_mounts_alone() {
         log.contains(&hex),
         "the log does not name chunk {hex}: {log}"
     );
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+/// A store's chunk file that decompresses to the wrong bytes fails the dm-verity tree,
+/// which the mount checks a chunk's whole blocks against as they arrive: the next store's
+/// copy is taken, and the log names the block and the chunk; with no other store, only
+/// the files on that chunk fail.
+#[test]
+fn a_store_chunk_that_fails_the_tree_is_taken_from_the_next_store() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = publish(dir.path(), &["erofs"]);
+    let index_path = www.join("erofs.bcidx");
+    let index = index_path.to_str().unwrap();
+    let good = dir.path().join("good");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(www.join("store"))
+        .arg(&good)
+        .status()
+        .unwrap()
+        .success());
+    let (victim, block) = a_file_block(&image("erofs", 2));
+    let idx = Index::open(&index_path).unwrap();
+    let record = idx.record(idx.find(block * 4096).unwrap());
+    assert!(record.part.is_none() && record.offset.is_multiple_of(4096));
+    let hex = record.id.to_hex();
+    let chunk_file = www
+        .join("store")
+        .join(&hex[..4])
+        .join(format!("{hex}.cacnk"));
+    let stored = fs::read(&chunk_file).unwrap();
+    let mut bytes =
+        blockcast::store::codec::decompress(&stored, record.size, record.id, record.offset)
+            .unwrap();
+    let at = (block * 4096 - record.offset) as usize + 100;
+    bytes[at] ^= 0x5a;
+    let wrong = blockcast::store::codec::Compressor::new(3)
+        .unwrap()
+        .compress(&bytes)
+        .unwrap();
+    fs::write(&chunk_file, wrong).unwrap();
+
+    let bad_store = www.join("store");
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        index,
+        &[
+            "--store",
+            bad_store.to_str().unwrap(),
+            "--store",
+            good.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&mp.path, &tree);
+    mp.umount();
+    let log = mp.log();
+    let complaint = log
+        .lines()
+        .find(|l| l.contains(&hex))
+        .unwrap_or_else(|| panic!("the log does not name chunk {hex}: {log}"));
+    assert!(
+        complaint.contains(&format!(
+            "data block {block} does not match the dm-verity tree"
+        )) && complaint.contains("trying the next store"),
+        "{complaint}"
+    );
+
+    mp.mount(index, &["--store", bad_store.to_str().unwrap()]);
+    let err = fs::read(mp.path.join(&victim)).expect_err("a read of unverifiable data");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}: {err}");
+    mp.umount();
     assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
 }
 

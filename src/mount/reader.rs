@@ -16,7 +16,7 @@ use crate::index::{ChunkRecord, Index};
 use crate::mount::cache_image::CacheImage;
 use crate::seed::{Seed, SeedBases};
 use crate::store::{Stores, Warn};
-use crate::verity::{self, HashTree, BLOCK};
+use crate::verity::{BlockCheck, HashTree, BLOCK};
 
 pub struct ReaderOptions {
     /// Chunks fetched ahead of the last one read.
@@ -47,8 +47,7 @@ pub struct ReaderStats {
 
 pub struct LazyImage {
     state: Arc<State>,
-    tree: HashTree,
-    salt: Vec<u8>,
+    blocks: Arc<BlockCheck>,
     stores: Stores,
     seeds: Arc<[Seed]>,
     readahead: usize,
@@ -75,6 +74,15 @@ struct State {
 struct Pending {
     done: Mutex<Option<Result<Arc<VerifiedChunk>, String>>>,
     ready: Condvar,
+}
+
+/// What [`LazyImage::fill`] put in a buffer.
+struct Filled {
+    /// Records whose bytes came from the cache image.
+    from_cache: Vec<usize>,
+    /// For each block of the buffer, whether it lies wholly in a chunk whose blocks were
+    /// checked against the tree when it was fetched.
+    checked: Vec<bool>,
 }
 
 /// Recently used chunks, first in first out, up to a byte budget.
@@ -120,7 +128,8 @@ impl LazyImage {
                 "the hash tree is not the index's tree".into(),
             ));
         }
-        let salt = verity.salt.clone();
+        let blocks = Arc::new(BlockCheck::new(tree, verity.salt.clone()));
+        stores.check_blocks(Some(blocks.clone()));
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {
             stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone(), None))));
@@ -139,8 +148,7 @@ impl LazyImage {
                 refetched: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             }),
-            tree,
-            salt,
+            blocks,
             stores,
             seeds,
             readahead: opts.readahead,
@@ -192,14 +200,16 @@ impl LazyImage {
         let start = offset / BLOCK * BLOCK;
         let stop = end.div_ceil(BLOCK) * BLOCK;
         let mut buf = vec![0u8; (stop - start) as usize];
-        let from_cache = self.fill(&mut buf, start, true)?;
+        let filled = self.fill(&mut buf, start, true)?;
         for block in start / BLOCK..stop / BLOCK {
             let at = ((block * BLOCK - start) as usize)..((block * BLOCK - start + BLOCK) as usize);
-            if self.block_ok(block, &buf[at.clone()]) {
+            if filled.checked[(block - start / BLOCK) as usize]
+                || self.blocks.block_ok(block, &buf[at.clone()])
+            {
                 continue;
             }
             let culprits = self.records_of(block * BLOCK, block * BLOCK + BLOCK);
-            if culprits.iter().any(|i| from_cache.contains(i)) {
+            if culprits.iter().any(|i| filled.from_cache.contains(i)) {
                 (s.warn)(&format!(
                     "block {block} of the cache image {} failed verification; fetching it again",
                     s.cache
@@ -213,7 +223,7 @@ impl LazyImage {
                     }
                 }
                 self.fill(&mut buf[at.clone()], block * BLOCK, false)?;
-                if self.block_ok(block, &buf[at]) {
+                if self.blocks.block_ok(block, &buf[at]) {
                     continue;
                 }
             }
@@ -231,12 +241,6 @@ impl LazyImage {
         Ok(buf)
     }
 
-    fn block_ok(&self, block: u64, data: &[u8]) -> bool {
-        self.tree
-            .leaf(block)
-            .is_some_and(|leaf| verity::salted(&self.salt, data) == leaf)
-    }
-
     /// Indexes of the records overlapping `[start, end)` of the image.
     fn records_of(&self, start: u64, end: u64) -> Vec<usize> {
         let index = &self.state.index;
@@ -249,13 +253,16 @@ impl LazyImage {
             .collect()
     }
 
-    /// Fills `buf` with the image's bytes from `start` (zeros past its end), from the
-    /// cache image where it holds them and `use_cache` allows, else from chunks. Returns
-    /// the records taken from the cache image.
-    fn fill(&self, buf: &mut [u8], start: u64, use_cache: bool) -> Result<Vec<usize>> {
+    /// Fills `buf`, whole blocks, with the image's bytes from `start` (zeros past its
+    /// end), from the cache image where it holds them and `use_cache` allows, else from
+    /// chunks.
+    fn fill(&self, buf: &mut [u8], start: u64, use_cache: bool) -> Result<Filled> {
         let s = &*self.state;
         let end = start + buf.len() as u64;
-        let mut from_cache = Vec::new();
+        let mut filled = Filled {
+            from_cache: Vec::new(),
+            checked: vec![false; buf.len() / BLOCK as usize],
+        };
         buf.fill(0);
         for i in self.records_of(start, end) {
             let r = s.index.record(i);
@@ -265,23 +272,25 @@ impl LazyImage {
                 continue;
             }
             let recent = s.recent.lock().map_err(poisoned)?.chunks.get(&i).cloned();
-            if let Some(chunk) = recent {
-                into.copy_from_slice(
-                    &chunk.data()[(a - r.offset) as usize..(b - r.offset) as usize],
-                );
-                continue;
-            }
-            if use_cache {
-                if let Some(cache) = s.cache.as_ref().filter(|c| c.holds(i)) {
-                    cache.read(a, into)?;
-                    from_cache.push(i);
-                    continue;
+            let chunk = match recent {
+                Some(chunk) => chunk,
+                None => {
+                    if let Some(cache) = s.cache.as_ref().filter(|c| use_cache && c.holds(i)) {
+                        cache.read(a, into)?;
+                        filled.from_cache.push(i);
+                        continue;
+                    }
+                    self.chunk(i)?
                 }
-            }
-            let chunk = self.chunk(i)?;
+            };
             into.copy_from_slice(&chunk.data()[(a - r.offset) as usize..(b - r.offset) as usize]);
+            if chunk.blocks_checked_at(r.offset) {
+                let first = (a - start).div_ceil(BLOCK) as usize;
+                let last = ((b - start) / BLOCK) as usize;
+                filled.checked[first.min(last)..last].fill(true);
+            }
         }
-        Ok(from_cache)
+        Ok(filled)
     }
 
     /// Record `i`'s chunk, verified: from memory, a fetch already under way, a seed or the

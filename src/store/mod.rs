@@ -17,6 +17,7 @@ use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
 use crate::index::{stored_size_bound, ChunkRecord, Delta, Unit};
+use crate::verity::BlockCheck;
 
 pub use http::HttpOptions;
 pub use local::LocalStore;
@@ -80,6 +81,9 @@ struct Shared {
     /// parts one by one or several at once (as a lazy mount does) fetches each once.
     gathered: Mutex<VecDeque<(Unit, GatheredSlot)>>,
     bases: RwLock<Option<Arc<dyn Bases>>>,
+    /// When set, a record's own chunk file is checked against this tree where its bytes
+    /// are whole blocks (see [`VerifiedChunk::verify_blocks`]).
+    blocks: RwLock<Option<Arc<BlockCheck>>>,
     /// Chunk files rebuilt from deltas.
     rebuilt: AtomicU64,
 }
@@ -126,6 +130,7 @@ impl Stores {
                 warn,
                 gathered: Mutex::new(VecDeque::new()),
                 bases: RwLock::new(None),
+                blocks: RwLock::new(None),
                 rebuilt: AtomicU64::new(0),
             }),
             concurrency: opts.concurrency.max(1),
@@ -142,6 +147,16 @@ impl Stores {
             .bases
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = bases;
+    }
+
+    /// From now on, a record's own chunk file whose bytes are whole blocks is checked
+    /// against `check`'s tree instead of its id; `None` stops that.
+    pub fn check_blocks(&self, check: Option<Arc<BlockCheck>>) {
+        *self
+            .shared
+            .blocks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = check;
     }
 
     /// How many chunk files were rebuilt from deltas so far.
@@ -233,7 +248,7 @@ impl Shared {
     /// A record's bytes: its own chunk, or its part of a gathered chunk.
     async fn fetch_record(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
         match r.part {
-            None => self.fetch(r.unit()).await,
+            None => self.fetch(r.unit(), true).await,
             Some(_) => r.take_from(&*self.fetch_unit(&r).await?),
         }
     }
@@ -242,7 +257,7 @@ impl Shared {
     /// among those fetched last).
     async fn fetch_unit(&self, r: &ChunkRecord) -> Result<Arc<VerifiedChunk>> {
         match r.part {
-            None => self.fetch(r.unit()).await.map(Arc::new),
+            None => self.fetch(r.unit(), true).await.map(Arc::new),
             Some(part) => self.fetch_gathered(part.gathered).await,
         }
     }
@@ -268,18 +283,27 @@ impl Shared {
                 }
             }
         };
-        slot.get_or_try_init(|| async { self.fetch(unit).await.map(Arc::new) })
+        slot.get_or_try_init(|| async { self.fetch(unit, false).await.map(Arc::new) })
             .await
             .cloned()
     }
 
     /// The first good copy of a chunk file: the cache, then each store in order. A bad
     /// copy is reported and the next source tried; the last failure is returned when none
-    /// has it.
-    async fn fetch(&self, r: Unit) -> Result<VerifiedChunk> {
+    /// has it. `in_place`: the file's bytes are the image's at `r.offset` (it is not a
+    /// gathered chunk), so they may be checked against the tree.
+    async fn fetch(&self, r: Unit, in_place: bool) -> Result<VerifiedChunk> {
         let max_len = stored_size_bound(r.size);
+        let blocks = match in_place {
+            true => self
+                .blocks
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            false => None,
+        };
         if let Some(cache) = &self.cache {
-            match local_get(cache, &r, max_len).await {
+            match local_get(cache, &r, max_len, blocks.clone()).await {
                 Ok(Some((chunk, _))) => return Ok(chunk),
                 Ok(None) => {}
                 Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
@@ -296,11 +320,16 @@ impl Shared {
         };
         for store in &self.list {
             let attempt = match store {
-                Store::Local(s) => local_get(s, &r, max_len).await,
+                Store::Local(s) => local_get(s, &r, max_len, blocks.clone()).await,
                 Store::Http { base, client } => {
                     let url = chunk_url(base, &r.id);
                     client
-                        .get(&url, max_len, |body| open(&r, body), self.warn.as_ref())
+                        .get(
+                            &url,
+                            max_len,
+                            |body| open(&r, body, blocks.as_deref()),
+                            self.warn.as_ref(),
+                        )
                         .await
                         .map_err(|e| unavailable(&r, e))
                 }
@@ -411,9 +440,14 @@ type Opened = (VerifiedChunk, Vec<u8>);
 
 /// Reads and checks a chunk file on the blocking pool: a cold read waits on the disk, and
 /// many may wait at once without holding up the runtime's workers.
-async fn local_get(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Opened>> {
+async fn local_get(
+    store: &LocalStore,
+    r: &Unit,
+    max_len: u64,
+    blocks: Option<Arc<BlockCheck>>,
+) -> Result<Option<Opened>> {
     let (store, r) = (store.clone(), *r);
-    tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len))
+    tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len, blocks.as_deref()))
         .await
         .map_err(|_| worker_failed())?
 }
@@ -421,13 +455,18 @@ async fn local_get(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<
 /// A chunk file of a local store, decompressed and checked against its id; `None` when
 /// the store lacks it.
 pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChunk>> {
-    let opened = local_get_now(store, unit, stored_size_bound(unit.size))?;
+    let opened = local_get_now(store, unit, stored_size_bound(unit.size), None)?;
     Ok(opened.map(|(chunk, _)| chunk))
 }
 
-fn local_get_now(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Opened>> {
+fn local_get_now(
+    store: &LocalStore,
+    r: &Unit,
+    max_len: u64,
+    blocks: Option<&BlockCheck>,
+) -> Result<Option<Opened>> {
     match store.get(&r.id, max_len) {
-        Ok(Some(stored)) => open(r, stored).map(Some),
+        Ok(Some(stored)) => open(r, stored, blocks).map(Some),
         Ok(None) => Ok(None),
         Err(Error::BadChunk { reason, .. }) => Err(Error::BadChunk {
             id: r.id,
@@ -438,9 +477,15 @@ fn local_get_now(store: &LocalStore, r: &Unit, max_len: u64) -> Result<Option<Op
     }
 }
 
-fn open(r: &Unit, stored: Vec<u8>) -> Result<Opened> {
+/// A chunk file's bytes, decompressed and checked: against the tree when `blocks` is
+/// given, else against the id.
+fn open(r: &Unit, stored: Vec<u8>, blocks: Option<&BlockCheck>) -> Result<Opened> {
     let data = codec::decompress(&stored, r.size, r.id, r.offset)?;
-    Ok((VerifiedChunk::verify(r.id, r.offset, data)?, stored))
+    let chunk = match blocks {
+        Some(check) => VerifiedChunk::verify_blocks(r.id, r.offset, data, check)?,
+        None => VerifiedChunk::verify(r.id, r.offset, data)?,
+    };
+    Ok((chunk, stored))
 }
 
 /// Where a store at `base` keeps a chunk: casync's layout, so any static web server
