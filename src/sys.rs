@@ -1,4 +1,5 @@
-//! The crate's only `unsafe`: a read-only file mapping and four system calls.
+//! The crate's only `unsafe`: a read-only file mapping, four system calls and an
+//! allocator setting.
 //!
 //! Contract for mappings: they are only created over files blockcast opened for reading
 //! (images, seeds). If another process truncates such a file while it is mapped, reads
@@ -100,6 +101,22 @@ pub fn mount_readonly(source: &Path, target: &Path, fs_type: &str) -> std::io::R
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Lets the allocator keep memory it got back rather than return it to the kernel at
+/// once: a mount allocates and frees a chunk-sized buffer for each chunk it fetches, and
+/// giving those pages back only to fault them in again costs more than keeping them.
+#[cfg(target_env = "gnu")]
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets two of glibc's allocator parameters; any values are valid.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
+
+/// Elsewhere the allocator keeps its own counsel.
+#[cfg(not(target_env = "gnu"))]
+pub fn keep_freed_memory() {}
 
 #[cfg(test)]
 mod tests {

@@ -56,7 +56,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     no_attach: Option<PathBuf>,
     /// Chunks fetched ahead of the last one read.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = ReaderOptions::default().readahead)]
     readahead: usize,
     /// Run in the background once mounted; warnings go to a log file.
     #[arg(long)]

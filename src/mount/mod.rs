@@ -115,8 +115,10 @@ pub fn read_record(path: &Path) -> Result<Option<MountRecord>> {
 }
 
 /// Exposes `image` through FUSE and attaches it as `target` says. Whatever was set up
-/// is taken down again when a later step fails.
+/// is taken down again when a later step fails. The process's allocator then keeps the
+/// memory freed by chunks read and dropped ([`crate::sys::keep_freed_memory`]).
 pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
+    crate::sys::keep_freed_memory();
     let path = target.path().to_path_buf();
     if !path.is_dir() {
         return Err(Error::Invalid(format!(
