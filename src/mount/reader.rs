@@ -265,12 +265,17 @@ impl LazyImage {
             from_cache: Vec::new(),
             checked: vec![false; buf.len() / BLOCK as usize],
         };
-        buf.fill(0);
+        // Every byte is written once: from a record, or zeros for zero runs, gaps and
+        // what lies past the image's end.
+        let mut covered = start;
         for i in self.records_of(start, end) {
             let r = s.index.record(i);
             let (a, b) = (r.offset.max(start), r.end().min(end));
+            buf[(covered.min(a) - start) as usize..(a - start) as usize].fill(0);
+            covered = covered.max(b);
             let into = &mut buf[(a - start) as usize..(b - start) as usize];
             if r.is_zero() {
+                into.fill(0);
                 continue;
             }
             let recent = s.recent.lock().map_err(poisoned)?.chunks.get(&i).cloned();
@@ -292,6 +297,7 @@ impl LazyImage {
                 filled.checked[first.min(last)..last].fill(true);
             }
         }
+        buf[(covered - start) as usize..].fill(0);
         Ok(filled)
     }
 
