@@ -254,10 +254,11 @@ impl Shared {
     }
 
     /// The chunk file holding a record's bytes: its own, or its gathered chunk (kept
-    /// among those fetched last).
+    /// among those fetched last). Checked against its id: this serves
+    /// [`Stores::fetch_many`], whose records may be the hash tree's, not the image's.
     async fn fetch_unit(&self, r: &ChunkRecord) -> Result<Arc<VerifiedChunk>> {
         match r.part {
-            None => self.fetch(r.unit(), true).await.map(Arc::new),
+            None => self.fetch(r.unit(), false).await.map(Arc::new),
             Some(part) => self.fetch_gathered(part.gathered).await,
         }
     }
@@ -290,8 +291,9 @@ impl Shared {
 
     /// The first good copy of a chunk file: the cache, then each store in order. A bad
     /// copy is reported and the next source tried; the last failure is returned when none
-    /// has it. `in_place`: the file's bytes are the image's at `r.offset` (it is not a
-    /// gathered chunk), so they may be checked against the tree.
+    /// has it. `in_place`: the file's bytes are the image's at `r.offset` (it is neither
+    /// a gathered chunk nor a piece of the hash tree), so they may be checked against the
+    /// tree.
     async fn fetch(&self, r: Unit, in_place: bool) -> Result<VerifiedChunk> {
         let max_len = stored_size_bound(r.size);
         let blocks = match in_place {
