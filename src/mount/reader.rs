@@ -132,6 +132,7 @@ impl LazyImage {
         }
         let blocks = Arc::new(BlockCheck::new(tree, verity.salt.clone()));
         stores.check_blocks(Some(blocks.clone()));
+        stores.read_locally_inline();
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {
             stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone(), None))));

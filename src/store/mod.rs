@@ -8,7 +8,7 @@ pub mod local;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::stream::{self, StreamExt};
@@ -84,6 +84,9 @@ struct Shared {
     /// When set, a record's own chunk file is checked against this tree where its bytes
     /// are whole blocks (see [`VerifiedChunk::verify_blocks`]).
     blocks: RwLock<Option<Arc<BlockCheck>>>,
+    /// Whether local chunk files are read on the thread that fetches them rather than on
+    /// the blocking pool (see [`Stores::read_locally_inline`]).
+    inline: AtomicBool,
     /// Chunk files rebuilt from deltas.
     rebuilt: AtomicU64,
 }
@@ -131,6 +134,7 @@ impl Stores {
                 gathered: Mutex::new(VecDeque::new()),
                 bases: RwLock::new(None),
                 blocks: RwLock::new(None),
+                inline: AtomicBool::new(false),
                 rebuilt: AtomicU64::new(0),
             }),
             concurrency: opts.concurrency.max(1),
@@ -157,6 +161,15 @@ impl Stores {
             .blocks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = check;
+    }
+
+    /// From now on, local chunk files are read on the thread that fetches them: the
+    /// reader's own for [`Stores::fetch`], a runtime worker for [`Stores::spawn_fetch`].
+    /// For a lazy mount, whose fetches are each a reader's or a readahead's own: it spares
+    /// each chunk two hand-offs between threads, and the workers bound how many chunks are
+    /// decompressed and checked at once.
+    pub fn read_locally_inline(&self) {
+        self.shared.inline.store(true, Ordering::Relaxed);
     }
 
     /// How many chunk files were rebuilt from deltas so far.
@@ -305,7 +318,7 @@ impl Shared {
             false => None,
         };
         if let Some(cache) = &self.cache {
-            match local_get(cache, &r, max_len, blocks.clone()).await {
+            match self.local_get(cache, &r, max_len, blocks.clone()).await {
                 Ok(Some((chunk, _))) => return Ok(chunk),
                 Ok(None) => {}
                 Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
@@ -322,7 +335,7 @@ impl Shared {
         };
         for store in &self.list {
             let attempt = match store {
-                Store::Local(s) => local_get(s, &r, max_len, blocks.clone()).await,
+                Store::Local(s) => self.local_get(s, &r, max_len, blocks.clone()).await,
                 Store::Http { base, client } => {
                     let url = chunk_url(base, &r.id);
                     client
@@ -414,6 +427,24 @@ impl Shared {
         })))
     }
 
+    /// Reads and checks a chunk file: on the blocking pool, where a cold read waiting on
+    /// the disk does not hold up the runtime's workers, unless reads are inline.
+    async fn local_get(
+        &self,
+        store: &LocalStore,
+        r: &Unit,
+        max_len: u64,
+        blocks: Option<Arc<BlockCheck>>,
+    ) -> Result<Option<Opened>> {
+        if self.inline.load(Ordering::Relaxed) {
+            return local_get_now(store, r, max_len, blocks.as_deref());
+        }
+        let (store, r) = (store.clone(), *r);
+        tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len, blocks.as_deref()))
+            .await
+            .map_err(|_| worker_failed())?
+    }
+
     async fn has(&self, id: &ChunkId) -> Result<bool> {
         if let Some(cache) = &self.cache {
             if cache.has(id)? {
@@ -439,20 +470,6 @@ impl Shared {
 
 /// A store's chunk file, checked: the verified chunk and the stored bytes it came from.
 type Opened = (VerifiedChunk, Vec<u8>);
-
-/// Reads and checks a chunk file on the blocking pool: a cold read waits on the disk, and
-/// many may wait at once without holding up the runtime's workers.
-async fn local_get(
-    store: &LocalStore,
-    r: &Unit,
-    max_len: u64,
-    blocks: Option<Arc<BlockCheck>>,
-) -> Result<Option<Opened>> {
-    let (store, r) = (store.clone(), *r);
-    tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len, blocks.as_deref()))
-        .await
-        .map_err(|_| worker_failed())?
-}
 
 /// A chunk file of a local store, decompressed and checked against its id; `None` when
 /// the store lacks it.
@@ -545,12 +562,15 @@ impl<T> std::future::Future for Task<T> {
     }
 }
 
-/// A runtime with a worker per core: fetches wait on the network there, and chunks
-/// fetched over HTTP are decompressed and hashed there as they arrive (local chunk files
-/// are read and checked on its blocking pool).
+/// A runtime with a worker per core, and at least four: fetches wait on the network
+/// there, and chunks fetched over HTTP are decompressed and hashed there as they arrive.
+/// Local chunk files are read and checked on its blocking pool, or, for a lazy mount, on
+/// the workers themselves (see [`Stores::read_locally_inline`]), where a few more workers
+/// than cores keep the cores busy while some wait on the disk.
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .worker_threads(cores.max(4))
         .thread_name("blockcast-fetch")
         .enable_all()
         .build()
