@@ -309,7 +309,6 @@ pub fn stored_size_bound(size: u32) -> u64 {
     size + size / 128 + 1024
 }
 
-/// An index read from bytes, checked in full; records are decoded on access.
 /// Another way to get a chunk file: a delta, encoded against the bytes of a chunk of an
 /// earlier release that a seed may hold (see `docs/FORMAT.md`, Deltas).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,6 +340,7 @@ impl Delta {
     }
 }
 
+/// An index read from bytes, checked in full; records are decoded on access.
 pub struct Index {
     path: PathBuf,
     bytes: Vec<u8>,
