@@ -131,7 +131,7 @@ impl LazyImage {
             ));
         }
         let blocks = Arc::new(BlockCheck::new(tree, verity.salt.clone()));
-        stores.check_blocks(Some(blocks.clone()));
+        stores.check_blocks(blocks.clone());
         stores.read_locally_inline();
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {

@@ -154,13 +154,13 @@ impl Stores {
     }
 
     /// From now on, a record's own chunk file whose bytes are whole blocks is checked
-    /// against `check`'s tree instead of its id; `None` stops that.
-    pub fn check_blocks(&self, check: Option<Arc<BlockCheck>>) {
+    /// against `check`'s tree instead of its id.
+    pub fn check_blocks(&self, check: Arc<BlockCheck>) {
         *self
             .shared
             .blocks
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = check;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(check);
     }
 
     /// From now on, local chunk files are read on the thread that fetches them: the
