@@ -13,8 +13,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blockcast::index::Index;
+use blockcast::index::{ChunkRecord, Index};
 use blockcast::layout::Piece;
+use blockcast::store::LocalStore;
 use common::served::Served;
 use common::*;
 
@@ -316,6 +317,17 @@ fn a_file_block(img: &Path) -> (String, u64) {
         .expect("a plain file")
 }
 
+/// The record holding data block `block` of the image `index` describes, and its chunk
+/// file in `store`.
+fn chunk_file_of_block(index: &Path, store: &Path, block: u64) -> (ChunkRecord, PathBuf) {
+    let idx = Index::open(index).unwrap();
+    let record = idx.record(idx.find(block * 4096).unwrap());
+    let file = LocalStore::open(store, false)
+        .unwrap()
+        .chunk_path(&record.id);
+    (record, file)
+}
+
 fn flip_byte(file: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
     let f = fs::OpenOptions::new()
@@ -398,10 +410,8 @@ fn the_cache_image_fills_repairs_itself_and_mounts_alone() {
     // Corrupt in the cache image and in the store too: that file fails with EIO, the
     // rest of the tree reads fine, and the log names the chunk.
     flip_byte(&cache, block * 4096 + 100);
-    let idx = Index::open(&index_path).unwrap();
-    let record = idx.record(idx.find(block * 4096).unwrap());
+    let (record, chunk_file) = chunk_file_of_block(&index_path, &store, block);
     let hex = record.id.to_hex();
-    let chunk_file = store.join(&hex[..4]).join(format!("{hex}.cacnk"));
     fs::write(&chunk_file, b"not a zstd frame").unwrap();
     mp.mount(index, &args);
     let err = fs::read(mp.path.join(&victim)).expect_err("a read of unverifiable data");
@@ -448,14 +458,9 @@ fn a_store_chunk_that_fails_the_tree_is_taken_from_the_next_store() {
         .unwrap()
         .success());
     let (victim, block) = a_file_block(&image("erofs", 2));
-    let idx = Index::open(&index_path).unwrap();
-    let record = idx.record(idx.find(block * 4096).unwrap());
+    let (record, chunk_file) = chunk_file_of_block(&index_path, &www.join("store"), block);
     assert!(record.part.is_none() && record.offset.is_multiple_of(4096));
     let hex = record.id.to_hex();
-    let chunk_file = www
-        .join("store")
-        .join(&hex[..4])
-        .join(format!("{hex}.cacnk"));
     let stored = fs::read(&chunk_file).unwrap();
     let mut bytes =
         blockcast::store::codec::decompress(&stored, record.size, record.id, record.offset)
