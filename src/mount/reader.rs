@@ -132,7 +132,7 @@ impl LazyImage {
         }
         let blocks = Arc::new(BlockCheck::new(tree, verity.salt.clone()));
         stores.check_blocks(blocks.clone());
-        stores.read_locally_inline();
+        stores.read_locally_for_mount();
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {
             stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone(), None))));

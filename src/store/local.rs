@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,23 +120,47 @@ impl LocalStore {
     /// The stored bytes of a chunk, or `None` when the store lacks it. A chunk file longer
     /// than `max_len` is an error, never a large allocation.
     pub fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, None), id, max_len)
+        self.read(&place(id, None), id, max_len, false)
+    }
+
+    /// As [`LocalStore::get`], but past the page cache (`O_DIRECT`) where the store's
+    /// filesystem allows it, for a reader that keeps the bytes it needs itself: it spares
+    /// the kernel caching a file that is read once, and the reader a copy.
+    pub fn get_uncached(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+        self.read(&place(id, None), id, max_len, true)
     }
 
     /// The delta that rebuilds `id` from `base`, as [`LocalStore::get`] reads.
     pub fn get_delta(&self, id: &ChunkId, base: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, Some(base)), id, max_len)
+        self.read(&place(id, Some(base)), id, max_len, false)
     }
 
-    /// Reads the store's file at `place` (see [`place`]).
-    fn read(&self, place: &str, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+    /// Reads the store's file at `place` (see [`place`]), past the page cache if `direct`
+    /// and the filesystem allows it.
+    fn read(
+        &self,
+        place: &str,
+        id: &ChunkId,
+        max_len: u64,
+        direct: bool,
+    ) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(place);
-        let opened = rustix::fs::openat(
-            &*self.root,
-            place,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        );
+        let open = |flags| {
+            rustix::fs::openat(
+                &*self.root,
+                place,
+                OFlags::RDONLY | OFlags::CLOEXEC | flags,
+                Mode::empty(),
+            )
+        };
+        let opened = match direct {
+            // A filesystem without direct I/O refuses the flag itself.
+            true => match open(OFlags::DIRECT) {
+                Err(rustix::io::Errno::INVAL) => open(OFlags::empty()),
+                other => other,
+            },
+            false => open(OFlags::empty()),
+        };
         let file = match opened.map_err(std::io::Error::from) {
             Ok(fd) => File::from(fd),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -151,8 +176,12 @@ impl LocalStore {
             return Err(too_large());
         }
         // The file may change under us: read what is there, but never past the cap.
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.take(max_len + 1).read_to_end(&mut bytes).at(&path)?;
+        let cap = max_len + 1;
+        let bytes = match direct {
+            true => read_direct(&file, len.min(max_len) + 1, cap),
+            false => read_buffered(&file, len, cap),
+        }
+        .at(&path)?;
         if bytes.len() as u64 > max_len {
             return Err(too_large());
         }
@@ -165,6 +194,78 @@ impl LocalStore {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io { path, err: e }),
+        }
+    }
+}
+
+fn read_buffered(file: &File, len: u64, cap: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(cap).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The alignment direct I/O asks of offsets, lengths and buffers: the largest logical
+/// block size of the disks a store sits on.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Reads a file opened with `O_DIRECT`: aligned reads into an aligned buffer, until a
+/// short one (the file's end) or `cap` bytes, sized for a file of about `expect` bytes.
+/// A file whose direct reads the kernel refuses after all is read through the page cache.
+fn read_direct(file: &File, expect: u64, cap: u64) -> std::io::Result<Vec<u8>> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let want = usize::try_from(expect)
+        .unwrap_or(usize::MAX)
+        .min(cap)
+        .div_ceil(DIRECT_ALIGN)
+        .saturating_mul(DIRECT_ALIGN);
+    let mut buf = vec![0u8; want + DIRECT_ALIGN];
+    let pad = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[pad + got..pad + want], got as u64) {
+            Ok(n) => {
+                got += n;
+                if n == 0 || n % DIRECT_ALIGN != 0 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                rustix::fs::fcntl_setfl(file, rustix::fs::fcntl_getfl(file)? - OFlags::DIRECT)?;
+                return read_buffered(file, expect, cap as u64);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(pad + got.min(cap));
+    buf.drain(..pad);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncached_reads_return_the_whole_file_and_refuse_one_past_the_cap() {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for dir in &dirs {
+            let store = LocalStore::open(dir.path(), false).unwrap();
+            for len in [1usize, 4095, 4096, 4097, 8192, 65_536, 100_003] {
+                let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                let id = ChunkId::of(&bytes);
+                store.put(&id, &bytes).unwrap();
+                let at = format!("{len} bytes in {}", dir.path().display());
+                let read = store.get_uncached(&id, len as u64).unwrap();
+                assert!(read.as_deref() == Some(&bytes[..]), "{at}");
+                let err = store.get_uncached(&id, len as u64 - 1).unwrap_err();
+                assert!(err.to_string().contains("is larger than"), "{at}: {err}");
+            }
+            let absent = ChunkId::of(b"not stored");
+            assert!(store.get_uncached(&absent, 10).unwrap().is_none());
         }
     }
 }

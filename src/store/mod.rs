@@ -84,9 +84,9 @@ struct Shared {
     /// When set, a record's own chunk file is checked against this tree where its bytes
     /// are whole blocks (see [`VerifiedChunk::verify_blocks`]).
     blocks: RwLock<Option<Arc<BlockCheck>>>,
-    /// Whether local chunk files are read on the thread that fetches them rather than on
-    /// the blocking pool (see [`Stores::read_locally_inline`]).
-    inline: AtomicBool,
+    /// Whether local chunk files are read as a lazy mount reads them (see
+    /// [`Stores::read_locally_for_mount`]).
+    for_mount: AtomicBool,
     /// Chunk files rebuilt from deltas.
     rebuilt: AtomicU64,
 }
@@ -134,7 +134,7 @@ impl Stores {
                 gathered: Mutex::new(VecDeque::new()),
                 bases: RwLock::new(None),
                 blocks: RwLock::new(None),
-                inline: AtomicBool::new(false),
+                for_mount: AtomicBool::new(false),
                 rebuilt: AtomicU64::new(0),
             }),
             concurrency: opts.concurrency.max(1),
@@ -163,13 +163,17 @@ impl Stores {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(check);
     }
 
-    /// From now on, local chunk files are read on the thread that fetches them: the
-    /// reader's own for [`Stores::fetch`], a runtime worker for [`Stores::spawn_fetch`].
-    /// For a lazy mount, whose fetches are each a reader's or a readahead's own: it spares
-    /// each chunk two hand-offs between threads, and the workers bound how many chunks are
-    /// decompressed and checked at once.
-    pub fn read_locally_inline(&self) {
-        self.shared.inline.store(true, Ordering::Relaxed);
+    /// From now on, local chunk files are read as a lazy mount wants them, whose fetches
+    /// are each a reader's or a readahead's own:
+    /// - on the thread that fetches them, the reader's own for [`Stores::fetch`] and a
+    ///   runtime worker for [`Stores::spawn_fetch`]: it spares each chunk two hand-offs
+    ///   between threads, and the workers bound how many chunks are decompressed and
+    ///   checked at once;
+    /// - past the page cache ([`LocalStore::get_uncached`]): the mount keeps the bytes it
+    ///   serves itself, and a copy of each chunk file in the page cache is not worth its
+    ///   cost.
+    pub fn read_locally_for_mount(&self) {
+        self.shared.for_mount.store(true, Ordering::Relaxed);
     }
 
     /// How many chunk files were rebuilt from deltas so far.
@@ -428,7 +432,7 @@ impl Shared {
     }
 
     /// Reads and checks a chunk file: on the blocking pool, where a cold read waiting on
-    /// the disk does not hold up the runtime's workers, unless reads are inline.
+    /// the disk does not hold up the runtime's workers, unless reads are a mount's.
     async fn local_get(
         &self,
         store: &LocalStore,
@@ -436,13 +440,15 @@ impl Shared {
         max_len: u64,
         blocks: Option<Arc<BlockCheck>>,
     ) -> Result<Option<Opened>> {
-        if self.inline.load(Ordering::Relaxed) {
-            return local_get_now(store, r, max_len, blocks.as_deref());
+        if self.for_mount.load(Ordering::Relaxed) {
+            return local_get_now(store, r, max_len, blocks.as_deref(), true);
         }
         let (store, r) = (store.clone(), *r);
-        tokio::task::spawn_blocking(move || local_get_now(&store, &r, max_len, blocks.as_deref()))
-            .await
-            .map_err(|_| worker_failed())?
+        tokio::task::spawn_blocking(move || {
+            local_get_now(&store, &r, max_len, blocks.as_deref(), false)
+        })
+        .await
+        .map_err(|_| worker_failed())?
     }
 
     async fn has(&self, id: &ChunkId) -> Result<bool> {
@@ -474,17 +480,23 @@ type Opened = (VerifiedChunk, Vec<u8>);
 /// A chunk file of a local store, decompressed and checked against its id; `None` when
 /// the store lacks it.
 pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChunk>> {
-    let opened = local_get_now(store, unit, stored_size_bound(unit.size), None)?;
+    let opened = local_get_now(store, unit, stored_size_bound(unit.size), None, false)?;
     Ok(opened.map(|(chunk, _)| chunk))
 }
 
+/// Reads and checks a record's chunk file from `store`, past the page cache if `uncached`.
 fn local_get_now(
     store: &LocalStore,
     r: &Unit,
     max_len: u64,
     blocks: Option<&BlockCheck>,
+    uncached: bool,
 ) -> Result<Option<Opened>> {
-    match store.get(&r.id, max_len) {
+    let stored = match uncached {
+        true => store.get_uncached(&r.id, max_len),
+        false => store.get(&r.id, max_len),
+    };
+    match stored {
         Ok(Some(stored)) => open(r, stored, blocks).map(Some),
         Ok(None) => Ok(None),
         Err(Error::BadChunk { reason, .. }) => Err(Error::BadChunk {
@@ -565,7 +577,7 @@ impl<T> std::future::Future for Task<T> {
 /// A runtime with a worker per core, and at least four: fetches wait on the network
 /// there, and chunks fetched over HTTP are decompressed and hashed there as they arrive.
 /// Local chunk files are read and checked on its blocking pool, or, for a lazy mount, on
-/// the workers themselves (see [`Stores::read_locally_inline`]), where a few more workers
+/// the workers themselves (see [`Stores::read_locally_for_mount`]), where a few more workers
 /// than cores keep the cores busy while some wait on the disk.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
