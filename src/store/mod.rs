@@ -574,15 +574,16 @@ impl<T> std::future::Future for Task<T> {
     }
 }
 
-/// A runtime with a worker per core, and at least four: fetches wait on the network
+/// A runtime with a worker per core, and at least six: fetches wait on the network
 /// there, and chunks fetched over HTTP are decompressed and hashed there as they arrive.
 /// Local chunk files are read and checked on its blocking pool, or, for a lazy mount, on
-/// the workers themselves (see [`Stores::read_locally_for_mount`]), where a few more workers
-/// than cores keep the cores busy while some wait on the disk.
+/// the workers themselves (see [`Stores::read_locally_for_mount`]), where more workers
+/// than cores keep the cores busy while some wait on the disk (on two cores, six read a
+/// cold store 8% faster than four did).
 fn runtime() -> Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.max(4))
+        .worker_threads(cores.max(6))
         .thread_name("blockcast-fetch")
         .enable_all()
         .build()
