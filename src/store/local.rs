@@ -246,19 +246,48 @@ fn read_direct(file: &File, expect: u64, cap: u64) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// A ramfs mounted on a temporary directory: a filesystem that refuses `O_DIRECT`.
+    struct Ramfs(tempfile::TempDir);
+
+    impl Ramfs {
+        fn mount() -> Ramfs {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "ramfs", "ramfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount -t ramfs (tests run as root)");
+            Ramfs(dir)
+        }
+    }
+
+    impl Drop for Ramfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
     #[test]
     fn uncached_reads_return_the_whole_file_and_refuse_one_past_the_cap() {
-        let mut dirs = vec![tempfile::tempdir().unwrap()];
-        if Path::new("/dev/shm").is_dir() {
-            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
-        }
-        for dir in &dirs {
-            let store = LocalStore::open(dir.path(), false).unwrap();
+        let ramfs = Ramfs::mount();
+        let direct = OFlags::RDONLY | OFlags::DIRECT;
+        let refused = rustix::fs::open(ramfs.0.path(), direct, Mode::empty()).unwrap_err();
+        assert_eq!(
+            refused,
+            rustix::io::Errno::INVAL,
+            "ramfs takes O_DIRECT now"
+        );
+        let disk = tempfile::tempdir().unwrap();
+        for dir in [disk.path(), ramfs.0.path()] {
+            let store = LocalStore::open(dir, false).unwrap();
             for len in [1usize, 4095, 4096, 4097, 8192, 65_536, 100_003] {
                 let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
                 let id = ChunkId::of(&bytes);
                 store.put(&id, &bytes).unwrap();
-                let at = format!("{len} bytes in {}", dir.path().display());
+                let at = format!("{len} bytes in {}", dir.display());
                 let read = store.get_uncached(&id, len as u64).unwrap();
                 assert!(read.as_deref() == Some(&bytes[..]), "{at}");
                 let err = store.get_uncached(&id, len as u64 - 1).unwrap_err();
