@@ -198,6 +198,7 @@ impl LocalStore {
     }
 }
 
+/// Reads a file through the page cache, at most `cap` bytes, sized for `len`.
 fn read_buffered(file: &File, len: u64, cap: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(cap).read_to_end(&mut bytes)?;
