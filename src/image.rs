@@ -44,6 +44,11 @@ impl Image {
         self.size
     }
 
+    /// The open file, for readers that read it with `pread` themselves.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Maps `[offset, offset + len)`, clipped to the image.
     pub fn map(&self, offset: u64, len: u64) -> Result<Window> {
         let len = len.min(self.size.saturating_sub(offset));
