@@ -1,12 +1,13 @@
 //! Chunk identities and the only way to obtain bytes that may be written or served:
-//! a [`VerifiedChunk`], which exists only after its bytes were hashed to its id.
+//! a [`VerifiedChunk`], which exists only after its bytes were hashed to its id or, for a
+//! lazy mount, checked block by block against the dm-verity tree at their place.
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::verity::BlockCheck;
+use crate::verity::{BlockCheck, Checked};
 
 /// SHA-256 of a chunk's uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -62,7 +63,8 @@ pub fn is_zero(data: &[u8]) -> bool {
 
 /// Bytes checked against the signed index: hashed to the id they claim to be or, for a
 /// lazy mount, block by block against the dm-verity tree (see
-/// [`VerifiedChunk::verify_blocks`]).
+/// [`VerifiedChunk::verify_blocks`]). Only the former vouch for the id: a store files
+/// bytes under an id only when [`VerifiedChunk::id_checked`].
 #[derive(Clone, Debug)]
 pub struct VerifiedChunk {
     id: ChunkId,
@@ -91,9 +93,9 @@ impl VerifiedChunk {
     }
 
     /// Checks `data`, the image's bytes at `offset`, against the dm-verity tree when they
-    /// are whole blocks: every block must match, which vouches for each byte as the chunk
-    /// id would, with one hash of each byte instead of two for a mount. Bytes that are
-    /// not whole blocks are checked against `id`.
+    /// are whole blocks and the tree is loaded for them: every block must match, which
+    /// vouches for each byte at that place, with one hash of each byte instead of two for
+    /// a mount. Other bytes are checked against `id`.
     pub fn verify_blocks(
         id: ChunkId,
         offset: u64,
@@ -103,18 +105,19 @@ impl VerifiedChunk {
         if !BlockCheck::whole_blocks(offset, data.len()) {
             return VerifiedChunk::verify(id, offset, data);
         }
-        if let Some(block) = check.first_bad(offset, &data) {
-            return Err(Error::BadChunk {
+        match check.check(offset, &data) {
+            Checked::NotLoaded => VerifiedChunk::verify(id, offset, data),
+            Checked::Bad(block) => Err(Error::BadChunk {
                 id,
                 offset,
                 reason: format!("data block {block} does not match the dm-verity tree"),
-            });
+            }),
+            Checked::Good => Ok(VerifiedChunk {
+                id,
+                data,
+                checked_at: Some(offset),
+            }),
         }
-        Ok(VerifiedChunk {
-            id,
-            data,
-            checked_at: Some(offset),
-        })
     }
 
     /// Whether these bytes, placed at `offset` of the image, are blocks the tree already
@@ -127,6 +130,12 @@ impl VerifiedChunk {
         self.id
     }
 
+    /// Whether the bytes were hashed to [`VerifiedChunk::id`] (not only checked against
+    /// the tree at their place).
+    pub fn id_checked(&self) -> bool {
+        self.checked_at.is_none()
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.data
     }
@@ -135,7 +144,19 @@ impl VerifiedChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verity::{self, BLOCK};
+    use crate::verity::{self, HashArea, BLOCK};
+
+    struct Area(Vec<u8>);
+
+    impl HashArea for Area {
+        fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+            Ok(self.0[at as usize..at as usize + len].to_vec())
+        }
+
+        fn describe(&self) -> String {
+            "a test tree".into()
+        }
+    }
 
     #[test]
     fn whole_blocks_are_checked_against_the_tree_and_anything_else_against_the_id() {
@@ -143,17 +164,25 @@ mod tests {
         let image: Vec<u8> = (0..8 * BLOCK as usize)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        let leaves: Vec<[u8; 32]> = image
-            .chunks(BLOCK as usize)
-            .map(|b| verity::salted(&salt, b))
-            .collect();
-        let check = BlockCheck::new(verity::build(&leaves, &salt).unwrap(), salt);
+        let mut area = Vec::new();
+        let mut tree = verity::TreeBuilder::new(8, &salt, Some(&mut area));
+        for b in image.chunks(BLOCK as usize) {
+            tree.push(verity::salted(&salt, b)).unwrap();
+        }
+        let root = tree.finish().unwrap();
+        let check = BlockCheck::new(8, salt, root);
+        // Until its tree is loaded, whole blocks are checked against the id.
         let at = 2 * BLOCK;
+        let bytes = image[at as usize..(at + 3 * BLOCK) as usize].to_vec();
+        let unloaded = VerifiedChunk::verify_blocks(ChunkId::of(&bytes), at, bytes, &check);
+        assert!(unloaded.unwrap().id_checked());
+        check.load(&Area(area), 0, 8 * BLOCK).unwrap();
         let bytes = image[at as usize..(at + 3 * BLOCK) as usize].to_vec();
         let id = ChunkId::of(&bytes);
 
         let good = VerifiedChunk::verify_blocks(id, at, bytes.clone(), &check).unwrap();
         assert!(good.blocks_checked_at(at));
+        assert!(!good.id_checked());
         assert!(!good.blocks_checked_at(at + BLOCK));
 
         // Right bytes at the wrong place, and a changed byte, name the first bad block.

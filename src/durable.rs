@@ -20,17 +20,56 @@ pub fn sibling(path: &Path, suffix: &str) -> Result<PathBuf> {
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let temp = sibling(path, &format!(".{}.tmp", std::process::id()))?;
-    let result = (|| {
-        let mut f = File::create(&temp).at(&temp)?;
-        f.write_all(bytes).at(&temp)?;
-        f.sync_all().at(&temp)?;
-        rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    let new = NewFile::create(path)?;
+    let mut file = new.file();
+    file.write_all(bytes).at(new.temp())?;
+    new.commit()
+}
+
+/// A file being written under a temporary sibling name: it takes `path`'s name only
+/// when committed, and is removed if dropped before.
+pub struct NewFile {
+    file: File,
+    temp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl NewFile {
+    pub fn create(path: &Path) -> Result<NewFile> {
+        let temp = sibling(path, &format!(".{}.tmp", std::process::id()))?;
+        Ok(NewFile {
+            file: File::create(&temp).at(&temp)?,
+            temp,
+            path: path.to_path_buf(),
+            committed: false,
+        })
     }
-    result
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The temporary name, for messages about writes to it.
+    pub fn temp(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Makes the file durable and gives it its name.
+    pub fn commit(mut self) -> Result<()> {
+        self.file.sync_all().at(&self.temp)?;
+        rename(&self.temp, &self.path)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Renames and makes the rename durable.

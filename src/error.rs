@@ -27,6 +27,13 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// Data that fails its check against what the index vouches for (a hash tree that
+    /// does not hash to the root, an image whose root differs).
+    #[error("integrity failure: {0}")]
+    Integrity(String),
+    /// A failure of blockcast itself (a worker that panicked, a broken invariant).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
 }

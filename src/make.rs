@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use crate::chunk::{is_zero, ChunkId};
 use crate::chunker::{self, ChunkParams, Cuts, Cutting, ALIGN};
 use crate::delta;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::gather;
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
@@ -271,23 +272,33 @@ pub fn make_with_cuts(
 
     let verity_params = VerityParams::derive(image.size(), &head, opts.salt.clone(), opts.uuid);
     progress.start("hash tree", image.size());
-    let leaves = verity::leaf_digests(image, image.size(), &verity_params.salt, progress)?;
-    let tree = verity::build(&leaves, &verity_params.salt)?;
+    // The hash area goes to an unnamed file beside the store, never whole into memory.
+    let area = tempfile::tempfile_in(store.dir()).at(store.dir())?;
+    let (root, geometry) = verity::hash_image(
+        image,
+        image.size(),
+        &verity_params.salt,
+        Some(&mut verity::FileSink {
+            file: &area,
+            path: store.dir(),
+            base: 0,
+        }),
+        progress,
+    )?;
     progress.finish();
-    let mut tree_records = Vec::new();
-    for (i, piece) in tree.tree.chunks(TREE_PIECE as usize).enumerate() {
-        let offset = i as u64 * TREE_PIECE;
-        let c = store_chunk(store, piece, offset, opts.level)?;
+    let pieces = geometry.tree_size().div_ceil(TREE_PIECE);
+    let mut tree_records = Vec::with_capacity(usize::try_from(pieces).unwrap_or(0));
+    for i in 0..pieces {
+        let offset = i * TREE_PIECE;
+        let len = TREE_PIECE.min(geometry.tree_size() - offset) as usize;
+        let mut piece = vec![0u8; len];
+        area.read_exact_at(&mut piece, offset).at(store.dir())?;
+        let c = store_chunk(store, &piece, offset, opts.level)?;
         report.count_stored(&c);
-        tree_records.push(ChunkRecord::stored(
-            offset,
-            piece.len() as u32,
-            c.stored_size,
-            c.id,
-        ));
+        tree_records.push(ChunkRecord::stored(offset, len as u32, c.stored_size, c.id));
     }
     report.tree_chunks = tree_records.len() as u64;
-    report.verity_root = ChunkId(tree.root).to_hex();
+    report.verity_root = ChunkId(root).to_hex();
     let header = Header {
         image_size: image.size(),
         chunk_count: records.len() as u64,
@@ -304,9 +315,9 @@ pub fn make_with_cuts(
         layout: cuts.layout.clone(),
         release: opts.release,
         verity: VerityInfo {
-            data_blocks: tree.geometry.data_blocks,
-            tree_size: tree.geometry.tree_size(),
-            root: tree.root,
+            data_blocks: geometry.data_blocks,
+            tree_size: geometry.tree_size(),
+            root,
             uuid: verity_params.uuid,
             salt: verity_params.salt,
         },

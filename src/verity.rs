@@ -2,10 +2,16 @@
 //! SHA-256, 4096-byte data and hash blocks, each digest `SHA-256(salt || block)`, the
 //! levels stored top level first after a 4096-byte superblock area.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, WINDOW};
 use crate::progress::Progress;
 
@@ -125,71 +131,147 @@ pub fn salted(salt: &[u8], block: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A complete hash tree: the hash area (without superblock) and the root hash.
-#[derive(Clone, Debug)]
-pub struct HashTree {
-    pub geometry: Geometry,
-    pub tree: Vec<u8>,
-    pub root: [u8; 32],
+/// Where the hash blocks of a tree go as they are made: `put(at, block)`, `at` being the
+/// block's byte offset in the hash area (levels top first, as veritysetup lays them out).
+pub trait TreeSink {
+    fn put(&mut self, at: u64, block: &[u8]) -> Result<()>;
 }
 
-impl HashTree {
-    /// The stored digest of data block `block`, from level 0.
-    pub fn leaf(&self, block: u64) -> Option<&[u8]> {
-        if block >= self.geometry.data_blocks {
-            return None;
+/// The whole hash area in memory: for small trees and tests.
+impl TreeSink for Vec<u8> {
+    fn put(&mut self, at: u64, block: &[u8]) -> Result<()> {
+        let at = usize::try_from(at).map_err(|_| too_large())?;
+        if self.len() < at + block.len() {
+            self.resize(at + block.len(), 0);
         }
-        let Some(&(first, _)) = self.geometry.levels.first() else {
-            return Some(&self.root);
-        };
-        let at = usize::try_from(first * BLOCK + block * DIGEST as u64).ok()?;
-        self.tree.get(at..at + DIGEST)
+        self[at..at + block.len()].copy_from_slice(block);
+        Ok(())
     }
 }
 
-/// A hash tree whose root was checked, with its salt: what a lazy mount checks the
-/// image's blocks against.
-pub struct BlockCheck {
-    tree: HashTree,
+/// A hash area written into a file at `base` (a hash device's, after its superblock; or
+/// the hash device appended to an image).
+pub struct FileSink<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
+    pub base: u64,
+}
+
+impl TreeSink for FileSink<'_> {
+    fn put(&mut self, at: u64, block: &[u8]) -> Result<()> {
+        self.file.write_all_at(block, self.base + at).at(self.path)
+    }
+}
+
+/// Builds a hash tree from the digests of the data blocks, pushed in order, holding one
+/// partly filled hash block per level: memory is levels × block size, whatever the image.
+pub struct TreeBuilder<'s> {
+    geometry: Geometry,
     salt: Vec<u8>,
+    /// Per level: the hash block being filled, and how many of the level's blocks are done.
+    levels: Vec<(Vec<u8>, u64)>,
+    pushed: u64,
+    root: Option<[u8; 32]>,
+    sink: Option<&'s mut dyn TreeSink>,
 }
 
-impl BlockCheck {
-    pub fn new(tree: HashTree, salt: Vec<u8>) -> BlockCheck {
-        BlockCheck { tree, salt }
+impl<'s> TreeBuilder<'s> {
+    pub fn new(data_blocks: u64, salt: &[u8], sink: Option<&'s mut dyn TreeSink>) -> Self {
+        let geometry = Geometry::new(data_blocks);
+        let levels = geometry
+            .levels
+            .iter()
+            .map(|_| (Vec::with_capacity(BLOCK as usize), 0))
+            .collect();
+        TreeBuilder {
+            geometry,
+            salt: salt.to_vec(),
+            levels,
+            pushed: 0,
+            root: None,
+            sink,
+        }
     }
 
-    /// Whether `len` bytes at `offset` of the image are whole data blocks.
-    pub fn whole_blocks(offset: u64, len: usize) -> bool {
-        offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK)
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
     }
 
-    /// Whether `data` is data block `block` as the tree has it.
-    pub fn block_ok(&self, block: u64, data: &[u8]) -> bool {
-        self.tree
-            .leaf(block)
-            .is_some_and(|leaf| salted(&self.salt, data) == leaf)
+    /// Adds the digest of the next data block.
+    pub fn push(&mut self, leaf: [u8; 32]) -> Result<()> {
+        if self.pushed >= self.geometry.data_blocks {
+            return Err(Error::Internal(format!(
+                "hash tree: more than {} data blocks pushed",
+                self.geometry.data_blocks
+            )));
+        }
+        self.pushed += 1;
+        if self.levels.is_empty() {
+            self.root = Some(leaf);
+            return Ok(());
+        }
+        self.add(0, leaf)
     }
 
-    /// The first block of `data`, the image's whole blocks from `offset`, that the tree
-    /// does not have; `None` when every one matches.
-    pub fn first_bad(&self, offset: u64, data: &[u8]) -> Option<u64> {
-        let first = offset / BLOCK;
-        data.chunks(BLOCK as usize)
-            .zip(first..)
-            .find(|(bytes, block)| !self.block_ok(*block, bytes))
-            .map(|(_, block)| block)
+    fn add(&mut self, level: usize, digest: [u8; 32]) -> Result<()> {
+        self.levels[level].0.extend_from_slice(&digest);
+        if self.levels[level].0.len() == BLOCK as usize {
+            self.flush(level)?;
+        }
+        Ok(())
+    }
+
+    /// Completes level `level`'s current block (zero-padded), hands it to the sink and its
+    /// digest to the level above, or makes it the root.
+    fn flush(&mut self, level: usize) -> Result<()> {
+        let (first, _) = self.geometry.levels[level];
+        let (block, done) = &mut self.levels[level];
+        block.resize(BLOCK as usize, 0);
+        let digest = salted(&self.salt, block);
+        if let Some(sink) = self.sink.as_mut() {
+            sink.put((first + *done) * BLOCK, block)?;
+        }
+        *done += 1;
+        block.clear();
+        if level + 1 < self.levels.len() {
+            self.add(level + 1, digest)
+        } else {
+            self.root = Some(digest);
+            Ok(())
+        }
+    }
+
+    /// The root hash, once every data block was pushed.
+    pub fn finish(mut self) -> Result<[u8; 32]> {
+        if self.pushed != self.geometry.data_blocks {
+            return Err(Error::Internal(format!(
+                "hash tree: {} of {} data blocks pushed",
+                self.pushed, self.geometry.data_blocks
+            )));
+        }
+        if self.geometry.data_blocks == 0 {
+            return Ok(salted(&self.salt, &[0u8; BLOCK as usize]));
+        }
+        for level in 0..self.levels.len() {
+            if !self.levels[level].0.is_empty() {
+                self.flush(level)?;
+            }
+        }
+        self.root
+            .ok_or_else(|| Error::Internal("hash tree: no root".into()))
     }
 }
 
-/// Digests of the data blocks of the first `size` bytes of an image, zero-padded to whole
-/// blocks.
-pub fn leaf_digests(
+/// Hands `each(block, digest)` the digests of the data blocks from block `from` to the
+/// end of the first `size` bytes of `image`, zero-padded to whole blocks, in order.
+pub fn digest_blocks(
     image: &Image,
+    from: u64,
     size: u64,
     salt: &[u8],
     progress: &dyn Progress,
-) -> Result<Vec<[u8; 32]>> {
+    mut each: impl FnMut(u64, [u8; 32]) -> Result<()>,
+) -> Result<()> {
     if image.size() < size {
         return Err(Error::Invalid(format!(
             "{} holds {} bytes, the image has {size}",
@@ -197,9 +279,7 @@ pub fn leaf_digests(
             image.size()
         )));
     }
-    let blocks = size.div_ceil(BLOCK);
-    let mut out = Vec::with_capacity(usize::try_from(blocks).map_err(|_| too_large())?);
-    let mut pos = 0;
+    let mut pos = from * BLOCK;
     while pos < size {
         let window = image.map(pos, WINDOW.min(size - pos))?;
         let bytes = window.bytes();
@@ -215,52 +295,291 @@ pub fn leaf_digests(
                 }
             })
             .collect();
-        out.extend(digests);
+        for (i, d) in digests.into_iter().enumerate() {
+            each(pos / BLOCK + i as u64, d)?;
+        }
         progress.advance(bytes.len() as u64);
         pos += bytes.len() as u64;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The root hash of the first `size` bytes of `image` (zero-padded to whole blocks), its
+/// hash area handed to `sink` when there is one.
+pub fn hash_image(
+    image: &Image,
+    size: u64,
+    salt: &[u8],
+    sink: Option<&mut dyn TreeSink>,
+    progress: &dyn Progress,
+) -> Result<([u8; 32], Geometry)> {
+    let mut tree = TreeBuilder::new(size.div_ceil(BLOCK), salt, sink);
+    digest_blocks(image, 0, size, salt, progress, |_, d| tree.push(d))?;
+    let geometry = tree.geometry().clone();
+    Ok((tree.finish()?, geometry))
 }
 
 fn too_large() -> Error {
-    Error::Invalid("image too large for a hash tree in memory".into())
+    Error::Invalid("hash tree offset beyond this machine's address space".into())
 }
 
-/// Builds the tree over data blocks whose digests are `leaves`.
-pub fn build(leaves: &[[u8; 32]], salt: &[u8]) -> Result<HashTree> {
-    let geometry = Geometry::new(leaves.len() as u64);
-    if geometry.levels.is_empty() {
-        // One data block: the root is its digest, and there is no hash area.
-        let root = leaves
-            .first()
-            .copied()
-            .unwrap_or_else(|| salted(salt, &[0u8; BLOCK as usize]));
-        return Ok(HashTree {
-            geometry,
-            tree: Vec::new(),
-            root,
-        });
+/// Random access to a hash area (levels top first, without superblock): a hash device, or
+/// the tree's chunks in a store.
+pub trait HashArea {
+    /// `len` bytes at `at`; an error when they cannot be had whole.
+    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>>;
+    /// Names the area in messages.
+    fn describe(&self) -> String;
+}
+
+/// A hash area at `base` of a file (a hash device's tree starts after its superblock).
+pub struct FileArea<'a> {
+    pub image: &'a Image,
+    pub base: u64,
+}
+
+impl HashArea for FileArea<'_> {
+    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+        self.image.read_at(self.base + at, len)
     }
-    let size = usize::try_from(geometry.tree_size()).map_err(|_| too_large())?;
-    let mut tree = vec![0u8; size];
-    let mut below: Vec<[u8; 32]> = leaves.to_vec();
-    for &(first, count) in &geometry.levels {
-        let start = (first * BLOCK) as usize;
-        let area = &mut tree[start..start + (count * BLOCK) as usize];
-        for (slot, d) in area.chunks_exact_mut(DIGEST).zip(&below) {
-            slot.copy_from_slice(d);
+
+    fn describe(&self) -> String {
+        self.image.path().display().to_string()
+    }
+}
+
+/// How many hash blocks a [`LevelReader`] reads at once.
+const SPAN_BLOCKS: u64 = 16;
+
+/// Reads one level's hash blocks front to back, a span at a time.
+struct LevelReader<'a> {
+    area: &'a dyn HashArea,
+    span: (u64, Vec<u8>),
+}
+
+impl<'a> LevelReader<'a> {
+    fn new(area: &'a dyn HashArea) -> Self {
+        LevelReader {
+            area,
+            span: (u64::MAX, Vec::new()),
         }
-        below = area
-            .par_chunks(BLOCK as usize)
-            .map(|b| salted(salt, b))
-            .collect();
     }
-    let root = below.first().copied().ok_or_else(too_large)?;
-    Ok(HashTree {
-        geometry,
-        tree,
-        root,
-    })
+
+    /// Hash block `n` of the area, `limit` being the area's block count.
+    fn block(&mut self, n: u64, limit: u64) -> Result<&[u8]> {
+        let first = n / SPAN_BLOCKS * SPAN_BLOCKS;
+        if self.span.0 != first {
+            let count = SPAN_BLOCKS.min(limit - first);
+            self.span = (
+                first,
+                self.area.read(first * BLOCK, (count * BLOCK) as usize)?,
+            );
+        }
+        let at = ((n - first) * BLOCK) as usize;
+        self.span.1.get(at..at + BLOCK as usize).ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: hash block {n} could not be read whole",
+                self.area.describe()
+            ))
+        })
+    }
+}
+
+/// Checks, level by level from the top, that the hash area `area` hashes to `root`: each
+/// block against its digest in the level above, the top block against the root. Reads the
+/// area once, front to back, with two spans of blocks in memory. Returns the first bad
+/// hash block's number (in the hash area), if any.
+pub fn check_area(
+    geometry: &Geometry,
+    salt: &[u8],
+    root: &[u8; 32],
+    area: &dyn HashArea,
+) -> Result<Option<u64>> {
+    let Some(&(top, _)) = geometry.levels.last() else {
+        return Ok(None);
+    };
+    let limit = geometry.hash_blocks;
+    let mut parents = LevelReader::new(area);
+    let mut blocks = LevelReader::new(area);
+    if salted(salt, blocks.block(top, limit)?) != *root {
+        return Ok(Some(top));
+    }
+    for level in (0..geometry.levels.len() - 1).rev() {
+        let (first, count) = geometry.levels[level];
+        let (parent_first, _) = geometry.levels[level + 1];
+        for j in 0..count {
+            let digest = salted(salt, blocks.block(first + j, limit)?);
+            let parent = parents.block(parent_first + (j >> PER_BLOCK_BITS), limit)?;
+            let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+            if parent[at..at + DIGEST] != digest {
+                return Ok(Some(first + j));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Level 0 of a checked hash area read front to back: the stored digest of each data block.
+pub struct Leaves<'a> {
+    geometry: &'a Geometry,
+    root: [u8; 32],
+    reader: LevelReader<'a>,
+}
+
+impl<'a> Leaves<'a> {
+    pub fn new(geometry: &'a Geometry, root: [u8; 32], area: &'a dyn HashArea) -> Self {
+        Leaves {
+            geometry,
+            root,
+            reader: LevelReader::new(area),
+        }
+    }
+
+    /// The stored digest of data block `block`.
+    pub fn get(&mut self, block: u64) -> Result<[u8; 32]> {
+        let Some(&(first, _)) = self.geometry.levels.first() else {
+            return Ok(self.root);
+        };
+        let hash_block = self
+            .reader
+            .block(first + (block >> PER_BLOCK_BITS), self.geometry.hash_blocks)?;
+        let at = (block as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&hash_block[at..at + DIGEST]);
+        Ok(d)
+    }
+}
+
+/// How a lazy reader's bytes fared against the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Every block matches.
+    Good,
+    /// This data block does not.
+    Bad(u64),
+    /// The tree's blocks for these bytes are not loaded: check them another way.
+    NotLoaded,
+}
+
+/// A hash tree checked lazily against its root, for a lazy mount: a hash block is read
+/// only when a data block under it is, checked against its parent (the top block against
+/// the root) and kept. Memory follows what the mount reads, never the size the index
+/// claims.
+pub struct BlockCheck {
+    geometry: Geometry,
+    salt: Vec<u8>,
+    root: [u8; 32],
+    /// Checked hash blocks, by number in the hash area.
+    loaded: RwLock<HashMap<u64, Arc<[u8]>>>,
+}
+
+impl BlockCheck {
+    pub fn new(data_blocks: u64, salt: Vec<u8>, root: [u8; 32]) -> BlockCheck {
+        BlockCheck {
+            geometry: Geometry::new(data_blocks),
+            salt,
+            root,
+            loaded: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `len` bytes at `offset` of the image are whole data blocks.
+    pub fn whole_blocks(offset: u64, len: usize) -> bool {
+        offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK)
+    }
+
+    /// Reads and checks the hash blocks that cover data bytes `[offset, offset + len)`
+    /// from `area`, those not loaded yet. Past the image's end there is nothing to load.
+    pub fn load(&self, area: &dyn HashArea, offset: u64, len: u64) -> Result<()> {
+        if self.geometry.levels.is_empty() || len == 0 {
+            return Ok(());
+        }
+        let first = offset / BLOCK;
+        let last = (offset.saturating_add(len) - 1) / BLOCK;
+        let last = last.min(self.geometry.data_blocks.saturating_sub(1));
+        let mut j = first >> PER_BLOCK_BITS;
+        while j <= last >> PER_BLOCK_BITS && first < self.geometry.data_blocks {
+            self.hash_block(area, 0, j)?;
+            j += 1;
+        }
+        Ok(())
+    }
+
+    /// Block `j` of level `level`, checked, loading it and its parents as needed.
+    fn hash_block(&self, area: &dyn HashArea, level: usize, j: u64) -> Result<Arc<[u8]>> {
+        let (first, count) = self.geometry.levels[level];
+        let n = first + j;
+        if let Some(b) = self.read_loaded().get(&n) {
+            return Ok(b.clone());
+        }
+        if j >= count {
+            return Err(Error::Internal(format!(
+                "hash block {j} of level {level} asked for"
+            )));
+        }
+        let expected = if level + 1 == self.geometry.levels.len() {
+            self.root
+        } else {
+            let parent = self.hash_block(area, level + 1, j >> PER_BLOCK_BITS)?;
+            let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&parent[at..at + DIGEST]);
+            d
+        };
+        let block = area.read(n * BLOCK, BLOCK as usize)?;
+        if block.len() != BLOCK as usize || salted(&self.salt, &block) != expected {
+            return Err(Error::Integrity(format!(
+                "{}: hash block {n} (level {level}) does not hash to {}",
+                area.describe(),
+                if level + 1 == self.geometry.levels.len() {
+                    "the index's root"
+                } else {
+                    "its digest in the level above"
+                }
+            )));
+        }
+        let block: Arc<[u8]> = block.into();
+        self.loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(n, block.clone());
+        Ok(block)
+    }
+
+    fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<[u8]>>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stored digest of data block `block`, when its hash block is loaded.
+    fn leaf(&self, loaded: &HashMap<u64, Arc<[u8]>>, block: u64) -> Option<[u8; 32]> {
+        if block >= self.geometry.data_blocks {
+            return None;
+        }
+        let Some(&(first, _)) = self.geometry.levels.first() else {
+            return Some(self.root);
+        };
+        let hash_block = loaded.get(&(first + (block >> PER_BLOCK_BITS)))?;
+        let at = (block as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&hash_block[at..at + DIGEST]);
+        Some(d)
+    }
+
+    /// Checks `data`, the image's whole blocks from `offset`, against the loaded tree.
+    pub fn check(&self, offset: u64, data: &[u8]) -> Checked {
+        let loaded = self.read_loaded();
+        let first = offset / BLOCK;
+        for (bytes, block) in data.chunks(BLOCK as usize).zip(first..) {
+            match self.leaf(&loaded, block) {
+                None => return Checked::NotLoaded,
+                Some(leaf) if salted(&self.salt, bytes) != leaf => return Checked::Bad(block),
+                Some(_) => {}
+            }
+        }
+        Checked::Good
+    }
 }
 
 /// The 512-byte veritysetup superblock, padded to a full hash block.
@@ -278,37 +597,6 @@ pub fn superblock(geometry: &Geometry, params: &VerityParams) -> Vec<u8> {
     sb[80..82].copy_from_slice(&(salt.len() as u16).to_le_bytes());
     sb[88..88 + salt.len()].copy_from_slice(salt);
     sb
-}
-
-/// The data blocks whose digests differ from level 0 of `tree`, at most `limit` of them.
-pub fn bad_blocks(leaves: &[[u8; 32]], tree: &HashTree, limit: usize) -> Vec<u64> {
-    let expected = level0(tree);
-    leaves
-        .iter()
-        .enumerate()
-        .filter(|(i, d)| expected.get(*i) != Some(*d))
-        .map(|(i, _)| i as u64)
-        .take(limit)
-        .collect()
-}
-
-/// A tree read from a hash device or a store; `None` unless its levels hash up to `root`.
-pub fn tree_from_bytes(
-    data_blocks: u64,
-    tree: Vec<u8>,
-    salt: &[u8],
-    root: [u8; 32],
-) -> Option<HashTree> {
-    let geometry = Geometry::new(data_blocks);
-    if tree.len() as u64 != geometry.tree_size() {
-        return None;
-    }
-    let candidate = HashTree {
-        geometry,
-        tree,
-        root,
-    };
-    check_tree(&candidate, salt).then_some(candidate)
 }
 
 /// Parses a hash device's superblock: (uuid, data blocks, salt), after checking that it
@@ -338,36 +626,4 @@ pub fn parse_superblock(sb: &[u8]) -> Option<([u8; 16], u64, Vec<u8>)> {
         u64::from_le_bytes(blocks),
         sb[88..88 + salt_size].to_vec(),
     ))
-}
-
-/// The hash device veritysetup would write: the superblock block, then the hash area.
-pub fn hash_device(tree: &HashTree, params: &VerityParams) -> Vec<u8> {
-    let mut out = superblock(&tree.geometry, params);
-    out.extend_from_slice(&tree.tree);
-    out
-}
-
-/// The digests of level 0 (of the data blocks), as stored in the tree.
-fn level0(tree: &HashTree) -> Vec<[u8; 32]> {
-    let Some(&(first, _)) = tree.geometry.levels.first() else {
-        return vec![tree.root];
-    };
-    let start = (first * BLOCK) as usize;
-    tree.tree[start..]
-        .chunks_exact(DIGEST)
-        .take(tree.geometry.data_blocks as usize)
-        .map(|c| {
-            let mut d = [0u8; 32];
-            d.copy_from_slice(c);
-            d
-        })
-        .collect()
-}
-
-/// Recomputes the root from the tree's levels; a tree whose root differs was tampered with.
-pub fn check_tree(tree: &HashTree, salt: &[u8]) -> bool {
-    match build(&level0(tree), salt) {
-        Ok(rebuilt) => rebuilt.root == tree.root && rebuilt.tree == tree.tree,
-        Err(_) => false,
-    }
 }

@@ -11,7 +11,7 @@ pub mod target;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::{ChunkId, VerifiedChunk};
+use crate::durable::NewFile;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::index::{ChunkRecord, Index};
@@ -26,7 +27,7 @@ use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
 use crate::store::Stores;
-use crate::verity::{self, HashTree};
+use crate::verity::{self, Geometry};
 use order::{Copy, Step};
 use target::{Target, GUARD};
 
@@ -36,6 +37,8 @@ pub struct ExtractOptions {
     /// Append the dm-verity hash device (superblock and tree) to the output, right after
     /// the padded image, for `veritysetup --hash-offset`.
     pub verity_append: bool,
+    /// Also write the dm-verity hash device to this file, once the root is checked.
+    pub verity: Option<PathBuf>,
 }
 
 impl Default for ExtractOptions {
@@ -43,6 +46,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             spill_limit: 256 << 20,
             verity_append: false,
+            verity: None,
         }
     }
 }
@@ -71,8 +75,8 @@ struct Run<'a> {
     refetched: AtomicU64,
 }
 
-/// Writes the image `index` describes to `output`, and returns the dm-verity hash tree of
-/// what it wrote, whose root it has checked against the index.
+/// Writes the image `index` describes to `output`, after checking that the dm-verity root of
+/// what it wrote is the index's; writes the hash device where `opts` asks for it.
 pub fn extract(
     index: &Index,
     stores: &Stores,
@@ -81,7 +85,7 @@ pub fn extract(
     opts: &ExtractOptions,
     progress: &dyn Progress,
     warn: &(dyn Fn(&str) + Sync),
-) -> Result<(ExtractReport, HashTree)> {
+) -> Result<ExtractReport> {
     let size = index.header().image_size;
     let verity = &index.header().verity;
     let padded = verity.padded_size();
@@ -142,25 +146,22 @@ pub fn extract(
     let guard = run.write_head(&head)?;
     run.target.zero(size, padded)?;
     progress.finish();
-    let tree = run.check_root(&guard, progress)?;
-    if opts.verity_append {
-        let device = verity::hash_device(&tree, &verity.params());
-        run.target.write_appended(padded, &device)?;
+    let mut device = opts.verity.as_deref().map(NewFile::create).transpose()?;
+    run.check_root(&guard, opts.verity_append, device.as_mut(), progress)?;
+    if let Some(device) = device {
+        device.commit()?;
     }
     let updated_in_place = !run.target.is_new() || run.target.old_len() > 0;
     let refetched_chunks = run.refetched.load(Ordering::Relaxed);
     run.target.complete(final_len, &guard)?;
-    Ok((
-        ExtractReport {
-            plan: plan.summary,
-            updated_in_place,
-            spilled_bytes,
-            refetched_chunks,
-            chunk_files_from_deltas: stores.rebuilt_from_deltas() - rebuilt_before,
-            verity_root: verity.root_hex(),
-        },
-        tree,
-    ))
+    Ok(ExtractReport {
+        plan: plan.summary,
+        updated_in_place,
+        spilled_bytes,
+        refetched_chunks,
+        chunk_files_from_deltas: stores.rebuilt_from_deltas() - rebuilt_before,
+        verity_root: verity.root_hex(),
+    })
 }
 
 /// Lets the stores rebuild chunk files from deltas against the seeds for as long as it
@@ -236,6 +237,19 @@ fn set_bases_aside(
     }
 }
 
+/// Hash devices being written: each receives the hash area after a superblock at its base.
+struct Sinks<'a>(Vec<(&'a File, &'a Path, u64)>);
+
+impl verity::TreeSink for Sinks<'_> {
+    fn put(&mut self, at: u64, block: &[u8]) -> Result<()> {
+        for (file, path, base) in &self.0 {
+            file.write_all_at(block, base + verity::BLOCK + at)
+                .at(path)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for UsingBases<'_> {
     fn drop(&mut self) {
         self.0.use_bases(None);
@@ -244,31 +258,51 @@ impl Drop for UsingBases<'_> {
 
 impl Run<'_> {
     /// Hashes what was written (with the guard's bytes, still only in memory) and refuses
-    /// to complete an image whose root differs from the index's.
-    fn check_root(&self, guard: &[u8], progress: &dyn Progress) -> Result<HashTree> {
+    /// to complete an image whose root differs from the index's. The hash area goes, as it
+    /// is made, after the padded image when `append`, and into `device`'s file.
+    fn check_root(
+        &self,
+        guard: &[u8],
+        append: bool,
+        device: Option<&mut NewFile>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let verity = &self.index.header().verity;
+        let padded = verity.padded_size();
         let image = Image::open(self.target.path())?;
-        progress.start("verifying", verity.padded_size());
-        let mut leaves =
-            verity::leaf_digests(&image, verity.padded_size(), &verity.salt, progress)?;
-        progress.finish();
-        if let Some(first) = leaves.first_mut() {
-            let mut block = vec![0u8; verity::BLOCK as usize];
-            let head = image.read_at(0, verity::BLOCK.min(verity.padded_size()) as usize)?;
-            block[..head.len()].copy_from_slice(&head);
-            block[..guard.len()].copy_from_slice(guard);
-            *first = verity::salted(&verity.salt, &block);
+        let mut sinks = Vec::new();
+        if append {
+            sinks.push((self.target.file(), self.target.path(), padded));
         }
-        let tree = verity::build(&leaves, &verity.salt)?;
-        if tree.root != verity.root {
-            return Err(Error::Invalid(format!(
+        if let Some(d) = &device {
+            sinks.push((d.file(), d.temp(), 0));
+        }
+        let mut sink = Sinks(sinks);
+        progress.start("verifying", padded);
+        let mut tree = verity::TreeBuilder::new(verity.data_blocks, &verity.salt, Some(&mut sink));
+        if verity.data_blocks > 0 {
+            let mut block = image.read_at(0, verity::BLOCK as usize)?;
+            block[..guard.len()].copy_from_slice(guard);
+            tree.push(verity::salted(&verity.salt, &block))?;
+        }
+        verity::digest_blocks(&image, 1, padded, &verity.salt, progress, |_, d| {
+            tree.push(d)
+        })?;
+        let root = tree.finish()?;
+        progress.finish();
+        if root != verity.root {
+            return Err(Error::Integrity(format!(
                 "{}: the written image's dm-verity root hash {} differs from the index's {}",
                 self.target.path().display(),
-                ChunkId(tree.root),
+                ChunkId(root),
                 verity.root_hex()
             )));
         }
-        Ok(tree)
+        let superblock = verity::superblock(&Geometry::new(verity.data_blocks), &verity.params());
+        for (file, path, base) in sink.0 {
+            file.write_all_at(&superblock, base).at(path)?;
+        }
+        Ok(())
     }
 
     /// Reads a chunk from the output, a seed or the stores: whichever `source` says, and

@@ -180,8 +180,9 @@ impl Target {
     }
 
     /// Writes the verity hash device after the padded image.
-    pub fn write_appended(&self, offset: u64, device: &[u8]) -> Result<()> {
-        self.write_bytes(offset, device)
+    /// The output file, for the hash device appended to it.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Zeroes the guard and makes that durable before anything else is written.

@@ -2,7 +2,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use blockcast::assemble::{self, ExtractOptions};
-use blockcast::verity;
 use clap::Args;
 
 use super::{human_bytes, open_sources, parse_size, StoreArgs, Ui};
@@ -64,16 +63,11 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
         verity_append: a.verity_append,
+        verity: a.verity.clone(),
     };
     let warn = |m: &str| ui.warn(m);
-    let (report, tree) =
-        assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
-            .with_context(|| format!("extracting {} to {}", a.index, a.output.display()))?;
-    if let Some(path) = &a.verity {
-        let device = verity::hash_device(&tree, &index.header().verity.params());
-        blockcast::durable::write_file(path, &device)
-            .with_context(|| format!("writing the hash device {}", path.display()))?;
-    }
+    let report = assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
+        .with_context(|| format!("extracting {} to {}", a.index, a.output.display()))?;
     ui.report(a.json, &report, || {
         let p = &report.plan;
         format!(

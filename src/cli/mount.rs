@@ -99,7 +99,6 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
         &a.seed_index,
         ui,
     )?;
-    let tree = mount::fetch_tree(&index, &stores).context("fetching the hash tree")?;
     let ui_copy = *ui;
     let warn: blockcast::store::Warn = Arc::new(move |m: &str| ui_copy.warn(m));
     let cache = match &a.cache_image {
@@ -113,7 +112,8 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
         readahead: a.readahead,
         ..ReaderOptions::default()
     };
-    let image = LazyImage::new(index, tree, stores, seeds, cache, opts, warn.clone())?;
+    let image = LazyImage::new(index, stores, seeds, cache, opts, warn.clone())
+        .context("checking the hash tree against the index's root")?;
     let mut mounted = mount::mount(image, target, warn)
         .with_context(|| format!("mounting {} on {}", a.index, path.display()))?;
     let how = match &mounted.record().attached {

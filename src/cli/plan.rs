@@ -22,6 +22,9 @@ pub struct PlanArgs {
     /// repeatable. The index is refused before anything is fetched unless one signed it.
     #[arg(long, value_name = "PUB")]
     trusted_key: Vec<PathBuf>,
+    /// Refuse an index whose release number is lower (a rollback), as extract does.
+    #[arg(long, default_value_t = 0)]
+    min_release: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -39,11 +42,10 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() {
         bail!("give at least one --store to plan against");
     }
-    // Plan refuses no release: it only reports.
     let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
-        0,
+        a.min_release,
         &a.stores,
         &a.seed,
         &a.seed_index,

@@ -1,11 +1,12 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use blockcast::chunk::ChunkId;
 use blockcast::image::Image;
 use blockcast::index::Index;
+use blockcast::mount::StoredTree;
 use blockcast::progress::Progress;
-use blockcast::verity::{self, HashTree};
+use blockcast::verity::{self, FileArea, Geometry, HashArea, Leaves};
 use clap::Args;
 use serde::Serialize;
 
@@ -14,7 +15,8 @@ use super::{StoreArgs, Ui};
 /// Check an image or partition block by block against an index's dm-verity tree.
 #[derive(Args)]
 pub struct VerifyArgs {
-    index: PathBuf,
+    /// The index: a file or an http:// or https:// URL.
+    index: String,
     /// The image file or block device to check.
     image: PathBuf,
     /// The hash device to check against (and check itself against the index).
@@ -23,6 +25,10 @@ pub struct VerifyArgs {
     /// Take the tree from these stores instead (--store).
     #[command(flatten)]
     stores: StoreArgs,
+    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
+    /// repeatable. Without one, the index is not authenticated and the report says so.
+    #[arg(long, value_name = "PUB")]
+    trusted_key: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -33,6 +39,8 @@ struct Outcome {
     verity_root: String,
     /// Where the reference tree came from.
     tree: String,
+    /// Whether the index's signature was checked against a trusted key.
+    authenticated: bool,
     data_blocks: u64,
     /// The first bad 4096-byte blocks (at most 16).
     bad_blocks: Vec<u64>,
@@ -40,7 +48,8 @@ struct Outcome {
 
 const SHOWN: usize = 16;
 
-fn tree_from_device(index: &Index, path: &Path) -> Result<HashTree> {
+/// The hash device at `path`, after checking that its superblock is the index's.
+fn open_device(index: &Index, path: &Path) -> Result<Image> {
     let v = &index.header().verity;
     let device = Image::open(path)?;
     let need = verity::BLOCK + v.tree_size;
@@ -63,18 +72,40 @@ fn tree_from_device(index: &Index, path: &Path) -> Result<HashTree> {
             path.display()
         );
     }
-    let tree = device.read_at(verity::BLOCK, v.tree_size as usize)?;
-    verity::tree_from_bytes(v.data_blocks, tree, &v.salt, v.root).with_context(|| {
-        format!(
-            "{}: its hash tree does not hash to the index's root {}",
-            path.display(),
+    Ok(device)
+}
+
+/// The first bad data blocks of the first `len` bytes of `image`, against the hash area
+/// `area`, which is first checked against the index's root.
+fn compare(
+    index: &Index,
+    image: &Image,
+    len: u64,
+    area: &dyn HashArea,
+    bar: &dyn Progress,
+) -> Result<Vec<u64>> {
+    let v = &index.header().verity;
+    let geometry = Geometry::new(v.data_blocks);
+    if let Some(block) = verity::check_area(&geometry, &v.salt, &v.root, area)? {
+        bail!(
+            "{}: its hash tree does not hash to the index's root {} (hash block {block})",
+            area.describe(),
             v.root_hex()
-        )
-    })
+        );
+    }
+    let mut leaves = Leaves::new(&geometry, v.root, area);
+    let mut bad = Vec::new();
+    verity::digest_blocks(image, 0, len, &v.salt, bar, |block, digest| {
+        if bad.len() < SHOWN && leaves.get(block)? != digest {
+            bad.push(block);
+        }
+        Ok(())
+    })?;
+    Ok(bad)
 }
 
 pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
-    let index = Index::open(&a.index)?;
+    let index = super::open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
     let v = &index.header().verity;
     let image = Image::open(&a.image)?;
     let bar = ui.bar();
@@ -85,43 +116,57 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         .padded_size()
         .min(image.size())
         .max(index.header().image_size);
-    let leaves = verity::leaf_digests(&image, len, &v.salt, &bar)?;
-    bar.finish();
-    let (reference, source) = match (&a.verity, a.stores.is_empty()) {
-        (Some(path), _) => (
-            Some(tree_from_device(&index, path)?),
-            path.display().to_string(),
-        ),
-        (None, false) => (
-            Some(blockcast::mount::fetch_tree(&index, &a.stores.open(ui)?)?),
-            "store".to_string(),
-        ),
-        (None, true) => (None, "computed from the image".to_string()),
-    };
-    let bad_blocks = match &reference {
-        Some(tree) => verity::bad_blocks(&leaves, tree, SHOWN),
-        None => {
-            let computed = verity::build(&leaves, &v.salt)?;
-            if computed.root == v.root {
+    let (bad_blocks, source) = match (&a.verity, a.stores.is_empty()) {
+        (Some(path), _) => {
+            let device = open_device(&index, path)?;
+            let area = FileArea {
+                image: &device,
+                base: verity::BLOCK,
+            };
+            let bad = compare(&index, &image, len, &area, &bar)?;
+            (bad, path.display().to_string())
+        }
+        (None, false) => {
+            let stores = a.stores.open(ui)?;
+            let area = StoredTree {
+                index: &index,
+                stores: &stores,
+            };
+            (
+                compare(&index, &image, len, &area, &bar)?,
+                "store".to_string(),
+            )
+        }
+        (None, true) => {
+            let (root, _) = verity::hash_image(&image, len, &v.salt, None, &bar)?;
+            let bad = if root == v.root {
                 Vec::new()
             } else {
                 bad_chunk_blocks(&index, &image)?
-            }
+            };
+            (bad, "computed from the image".to_string())
         }
     };
+    bar.finish();
     let outcome = Outcome {
         verity_root: v.root_hex(),
         tree: source,
+        authenticated: !a.trusted_key.is_empty(),
         data_blocks: v.data_blocks,
         bad_blocks,
     };
     if outcome.bad_blocks.is_empty() {
         return ui.report(a.json, &outcome, || {
             format!(
-                "{}: all {} blocks match dm-verity root {}",
+                "{}: all {} blocks match dm-verity root {}{}",
                 a.image.display(),
                 outcome.data_blocks,
-                outcome.verity_root
+                outcome.verity_root,
+                if outcome.authenticated {
+                    ", from an index whose signature was checked"
+                } else {
+                    "; the index was NOT authenticated (no --trusted-key), so this root proves nothing about who built it"
+                }
             )
         });
     }

@@ -1,7 +1,9 @@
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use blockcast::chunk::ChunkId;
+use blockcast::durable::NewFile;
 use blockcast::image::Image;
 use blockcast::progress::Progress;
 use blockcast::verity::{self, VerityParams};
@@ -42,15 +44,26 @@ pub fn run(a: VerityArgs, ui: &Ui) -> Result<()> {
     let params = VerityParams::derive(image.size(), &head, a.salt.map(|s| s.0), a.uuid);
     let bar = ui.bar();
     bar.start("hash tree", image.size());
-    let leaves = verity::leaf_digests(&image, image.size(), &params.salt, &bar)?;
-    let tree = verity::build(&leaves, &params.salt)?;
+    let device = NewFile::create(&a.hash_device)?;
+    let mut sink = verity::FileSink {
+        file: device.file(),
+        path: device.temp(),
+        base: verity::BLOCK,
+    };
+    let (root, geometry) =
+        verity::hash_image(&image, image.size(), &params.salt, Some(&mut sink), &bar)?;
     bar.finish();
-    blockcast::durable::write_file(&a.hash_device, &verity::hash_device(&tree, &params))?;
+    let superblock = verity::superblock(&geometry, &params);
+    device
+        .file()
+        .write_all_at(&superblock, 0)
+        .with_context(|| device.temp().display().to_string())?;
+    device.commit()?;
     let out = Outcome {
-        root_hash: ChunkId(tree.root).to_hex(),
+        root_hash: ChunkId(root).to_hex(),
         salt: params.salt.iter().map(|b| format!("{b:02x}")).collect(),
         uuid: verity::uuid_string(&params.uuid),
-        data_blocks: tree.geometry.data_blocks,
+        data_blocks: geometry.data_blocks,
     };
     ui.report(a.json, &out, || {
         format!(

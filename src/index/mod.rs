@@ -831,6 +831,26 @@ impl Index {
             .map(|b| ChunkRecord::decode(b).0)
     }
 
+    /// Tree record `i`.
+    pub fn tree_record(&self, i: usize) -> Option<ChunkRecord> {
+        (i < self.tree_count).then(|| ChunkRecord::decode(self.row(self.len() + i)).0)
+    }
+
+    /// The tree records overlapping bytes `[start, end)` of the hash area.
+    pub fn tree_records_in(&self, start: u64, end: u64) -> Vec<ChunkRecord> {
+        let (mut lo, mut hi) = (0, self.tree_count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.tree_record(mid) {
+                Some(r) if r.end() <= start => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        (lo..self.tree_count)
+            .map_while(|i| self.tree_record(i).filter(|r| r.offset < end))
+            .collect()
+    }
+
     /// The gathered chunks, in the order of their first parts.
     pub fn gathered(&self) -> impl ExactSizeIterator<Item = Unit> + '_ {
         self.raw_gathered().map(|b| Unit::decode(b).0)

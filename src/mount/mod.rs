@@ -20,33 +20,45 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::store::{Stores, Warn};
-use crate::verity::{self, HashTree};
+use crate::verity;
 use attach::{AttachMode, Attached};
 use reader::LazyImage;
 
 /// Where mounts keep their records.
 pub const RUN_DIR: &str = "/run/blockcast/mounts";
 
-/// The index's hash tree from the stores, checked against the index's root hash.
-pub fn fetch_tree(index: &Index, stores: &Stores) -> Result<HashTree> {
-    let v = &index.header().verity;
-    let mut tree = vec![0u8; v.tree_size as usize];
-    stores.fetch_many(index.tree_records().collect(), |r, chunk| {
-        let data = chunk.data();
-        let place = usize::try_from(r.offset)
-            .ok()
-            .and_then(|at| tree.get_mut(at..at.checked_add(data.len())?))
-            .ok_or_else(|| Error::BadIndex {
-                path: index.path().to_path_buf(),
-                reason: format!("tree chunk {} lies past the tree's end", r.id),
-            })?;
-        place.copy_from_slice(data);
-        Ok(())
-    })?;
-    verity::tree_from_bytes(v.data_blocks, tree, &v.salt, v.root).ok_or_else(|| Error::BadIndex {
-        path: index.path().to_path_buf(),
-        reason: "the stored hash tree does not hash to the index's root".into(),
-    })
+/// The index's hash area as the stores hold it: the tree's chunks, fetched when read and
+/// checked against their ids.
+pub struct StoredTree<'a> {
+    pub index: &'a Index,
+    pub stores: &'a Stores,
+}
+
+impl verity::HashArea for StoredTree<'_> {
+    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+        let end = at.saturating_add(len as u64);
+        if end > self.index.header().verity.tree_size {
+            return Err(Error::Internal(format!(
+                "hash area bytes [{at}, {end}) asked for, past the tree's end"
+            )));
+        }
+        let records = self.index.tree_records_in(at, end);
+        let mut out = vec![0u8; len];
+        self.stores.fetch_many(records, |r, chunk| {
+            let (lo, hi) = (r.offset.max(at), r.end().min(end));
+            let from = &chunk.data()[(lo - r.offset) as usize..(hi - r.offset) as usize];
+            out[(lo - at) as usize..(hi - at) as usize].copy_from_slice(from);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the hash tree of {} in the stores",
+            self.index.path().display()
+        )
+    }
 }
 
 /// Where the image goes.

@@ -14,9 +14,10 @@ use crate::chunk::VerifiedChunk;
 use crate::error::{Error, Result};
 use crate::index::{ChunkRecord, Index};
 use crate::mount::cache_image::CacheImage;
+use crate::mount::StoredTree;
 use crate::seed::{Seed, SeedBases};
 use crate::store::{Stores, Warn};
-use crate::verity::{BlockCheck, HashTree, BLOCK};
+use crate::verity::{BlockCheck, Checked, BLOCK};
 
 pub struct ReaderOptions {
     /// Chunks fetched ahead of the last one read.
@@ -113,11 +114,10 @@ impl Recent {
 }
 
 impl LazyImage {
-    /// `tree` must be the index's tree, checked against its root (see
-    /// [`crate::mount::fetch_tree`]).
+    /// Reads and checks the hash tree's top levels from the stores at once: an index
+    /// whose tree does not hash to its root is refused here, not at the first read.
     pub fn new(
         index: Index,
-        tree: HashTree,
         stores: Stores,
         seeds: Vec<Seed>,
         cache: Option<CacheImage>,
@@ -125,12 +125,16 @@ impl LazyImage {
         warn: Warn,
     ) -> Result<LazyImage> {
         let verity = &index.header().verity;
-        if tree.root != verity.root || tree.geometry.data_blocks != verity.data_blocks {
-            return Err(Error::Invalid(
-                "the hash tree is not the index's tree".into(),
-            ));
-        }
-        let blocks = Arc::new(BlockCheck::new(tree, verity.salt.clone()));
+        let blocks = Arc::new(BlockCheck::new(
+            verity.data_blocks,
+            verity.salt.clone(),
+            verity.root,
+        ));
+        let tree = StoredTree {
+            index: &index,
+            stores: &stores,
+        };
+        blocks.load(&tree, 0, 1)?;
         stores.check_blocks(blocks.clone());
         stores.read_locally_for_mount();
         let seeds: Arc<[Seed]> = seeds.into();
@@ -202,12 +206,13 @@ impl LazyImage {
         }
         let start = offset / BLOCK * BLOCK;
         let stop = end.div_ceil(BLOCK) * BLOCK;
+        self.blocks.load(&self.tree(), start, stop - start)?;
         let mut buf = vec![0u8; (stop - start) as usize];
         let filled = self.fill(&mut buf, start, true)?;
         for block in start / BLOCK..stop / BLOCK {
             let at = ((block * BLOCK - start) as usize)..((block * BLOCK - start + BLOCK) as usize);
             if filled.checked[(block - start / BLOCK) as usize]
-                || self.blocks.block_ok(block, &buf[at.clone()])
+                || self.blocks.check(block * BLOCK, &buf[at.clone()]) == Checked::Good
             {
                 continue;
             }
@@ -226,7 +231,7 @@ impl LazyImage {
                     }
                 }
                 self.fill(&mut buf[at.clone()], block * BLOCK, false)?;
-                if self.blocks.block_ok(block, &buf[at]) {
+                if self.blocks.check(block * BLOCK, &buf[at]) == Checked::Good {
                     continue;
                 }
             }
@@ -242,6 +247,14 @@ impl LazyImage {
         buf.truncate(skip + (end - offset) as usize);
         buf.drain(..skip);
         Ok(buf)
+    }
+
+    /// The hash tree as the stores hold it.
+    fn tree(&self) -> StoredTree<'_> {
+        StoredTree {
+            index: &self.state.index,
+            stores: &self.stores,
+        }
     }
 
     /// Indexes of the records overlapping `[start, end)` of the image.
@@ -389,7 +402,16 @@ impl LazyImage {
         if !sequential {
             return;
         }
-        for i in first..(first + self.readahead).min(index.len()) {
+        let ahead = first..(first + self.readahead).min(index.len());
+        if let Some(last) = ahead.clone().last() {
+            // The fetches check whole blocks against the tree when it is loaded for them
+            // (and their ids otherwise); a tree that fails here fails the read that wants it.
+            let from = index.record(first).offset;
+            let _ = self
+                .blocks
+                .load(&self.tree(), from, index.record(last).end() - from);
+        }
+        for i in ahead {
             let r = index.record(i);
             let held = r.is_zero()
                 || s.cache.as_ref().is_some_and(|c| c.holds(i))

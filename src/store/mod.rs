@@ -355,7 +355,12 @@ impl Shared {
             };
             match attempt {
                 Ok(Some((chunk, stored))) => {
-                    if let Some(cache) = &self.cache {
+                    // The cache files bytes under their id: only bytes hashed to it.
+                    let cache = self
+                        .cache
+                        .as_ref()
+                        .filter(|_| chunk.id_checked() || ChunkId::of(chunk.data()) == r.id);
+                    if let Some(cache) = cache {
                         if let Err(e) = cache.put(&r.id, &stored) {
                             (self.warn)(&format!("{e}; the chunk is not cached"));
                         }
