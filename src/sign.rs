@@ -16,7 +16,6 @@
 //! only the prehashed form, which `minisign` has written by default since 0.9.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -474,7 +473,7 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 /// Reads a key or signature file, refusing one too large to be either.
 fn read_small(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
-    File::open(path)?
+    crate::image::open_readable(path, false)?
         .take(FILE_MAX + 1)
         .read_to_string(&mut text)?;
     if text.len() as u64 > FILE_MAX {

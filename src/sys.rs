@@ -1,27 +1,12 @@
-//! The crate's only `unsafe`: a read-only file mapping, four system calls and an
-//! allocator setting.
-//!
-//! Contract for mappings: they are only created over files blockcast opened for reading
-//! (images, seeds). If another process truncates such a file while it is mapped, reads
-//! of the vanished pages fault (SIGBUS); that is the accepted price of zero-copy reads,
-//! the same one every mmap-based reader pays. Nothing is ever written through a mapping.
+//! The crate's only `unsafe`: four system calls and an allocator setting. blockcast maps
+//! no file: a mapped file that shrinks, or a hole on a full filesystem, faults with
+//! SIGBUS, which a multithreaded program cannot turn into an error.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use memmap2::{Mmap, MmapOptions};
-
-use crate::error::{Error, IoContext, Result};
-
-/// A read-only view of `len` bytes of `file` starting at `offset`.
-pub fn map(file: &File, path: &Path, offset: u64, len: usize) -> Result<Mmap> {
-    // SAFETY: read-only mapping of a file we opened; see the module contract.
-    let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) }.at(path)?;
-    // Windows are consumed front to back once; tell the kernel so it can read ahead.
-    let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(map)
-}
+use crate::error::{Error, Result};
 
 /// Flushes the whole filesystem holding `file` (syncfs(2)).
 pub fn syncfs(file: &File, path: &Path) -> Result<()> {

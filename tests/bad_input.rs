@@ -199,7 +199,10 @@ fn unreadable_seed_is_an_error() {
     let err = fails(extract_made(&m, &out).arg("--seed").arg(&missing));
     assert!(err.contains("no-such-seed.img"), "{err}");
     let err = fails(extract_made(&m, &out).arg("--seed").arg(&m.store));
-    assert!(err.contains("seed"), "{err}");
+    assert!(
+        err.contains("opening seed") && err.contains("a directory, not a regular file"),
+        "{err}"
+    );
     no_output_file(&out);
     let err = fails(extract_made(&m, &out).arg("--seed-index").arg(&m.index));
     assert!(err.contains("--seed-index"), "{err}");
@@ -293,4 +296,61 @@ fn a_reader_that_goes_away_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{stderr}");
+}
+
+/// Exit status 1 and stderr containing `want`, within the deadline.
+fn fails_within(cmd: &mut Command, want: &str) -> String {
+    let out = within(cmd, 60);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{cmd:?}: {stderr}");
+    assert!(stderr.contains(want), "{cmd:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn fifos_are_refused_without_hanging() {
+    let m = made("erofs");
+    let out = m.dir.join("out.img");
+    let fifo = m.dir.join("fifo");
+    mkfifo(&fifo);
+    fails_within(extract_made(&m, &out).arg("--seed").arg(&fifo), "a FIFO");
+    fails_within(bin().arg("info").arg(&fifo), "a FIFO, not a regular file");
+    fails_within(&mut extract_cmd(&fifo, &m.store, &out), "a FIFO");
+    no_output_file(&out);
+
+    // A chunk file that is a FIFO is a bad copy: the next store has the chunk.
+    let good = m.dir.join("good-store");
+    make(&image("erofs", 2), &good, &m.dir.join("again.bcidx"));
+    let victim = chunk_files(&m.store)[3].clone();
+    std::fs::remove_file(&victim).unwrap();
+    mkfifo(&victim);
+    let name = victim.file_name().unwrap().to_string_lossy().to_string();
+    let ok_out = within(extract_made(&m, &out).arg("--store").arg(&good), 60);
+    let stderr = String::from_utf8_lossy(&ok_out.stderr);
+    assert!(ok_out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&name) && stderr.contains("a FIFO"),
+        "{stderr}"
+    );
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    std::fs::remove_file(&out).unwrap();
+    // With no other store, the chunk is named and nothing is left behind.
+    fails_within(&mut extract_made(&m, &out), name.trim_end_matches(".cacnk"));
+    no_output_file(&out);
+}
+
+#[test]
+fn an_in_place_update_on_a_full_tmpfs_reports_no_space() {
+    let m = made("erofs");
+    let v1 = m.dir.join("v1.bcidx");
+    make(&image("erofs", 1), &m.store, &v1);
+    let fs = Tmpfs::mount(&m.dir.join("full"), "size=12m");
+    let out = fs.0.join("out.img");
+    ok(extract_cmd(&v1, &m.store, &out).arg("--quiet"));
+    // Fill what is left: the output's holes can no longer be given pages.
+    let mut fill = std::fs::File::create(fs.0.join("fill")).unwrap();
+    let block = vec![1u8; 64 << 10];
+    while std::io::Write::write_all(&mut fill, &block).is_ok() {}
+    drop(fill);
+    fails_within(&mut extract_made(&m, &out), "No space left on device");
 }

@@ -4,7 +4,6 @@
 pub mod format;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -357,7 +356,7 @@ impl Index {
     /// The raw bytes of an index file, at most `MAX_INDEX_SIZE + 1` of them (one byte over
     /// the cap tells an oversized file from one exactly at it): what a signature covers.
     pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-        let file = File::open(path).at(path)?;
+        let file = crate::image::open_readable(path, false).at(path)?;
         let mut bytes = Vec::new();
         file.take(MAX_INDEX_SIZE + 1)
             .read_to_end(&mut bytes)

@@ -149,7 +149,7 @@ impl LocalStore {
             rustix::fs::openat(
                 &*self.root,
                 place,
-                OFlags::RDONLY | OFlags::CLOEXEC | flags,
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | flags,
                 Mode::empty(),
             )
         };
@@ -166,6 +166,7 @@ impl LocalStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Io { path, err: e }),
         };
+        crate::image::readable_file(&file, false).at(&path)?;
         let too_large = || Error::BadChunk {
             id: *id,
             offset: 0,

@@ -179,3 +179,31 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .arg(&pk));
     (sk, pk)
 }
+
+/// Runs `cmd` to its end, or kills it and fails the test when it is still running after
+/// `seconds`: for inputs that once made blockcast hang.
+pub fn within(cmd: &mut Command, seconds: u64) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run blockcast");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {seconds} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
