@@ -354,3 +354,88 @@ fn an_in_place_update_on_a_full_tmpfs_reports_no_space() {
     drop(fill);
     fails_within(&mut extract_made(&m, &out), "No space left on device");
 }
+
+/// An unsigned, well-formed index claiming a 256 GiB image whose 32,800-odd tree records
+/// all name one 64 KiB chunk: the tree cannot hash to the root, and finding that out must
+/// cost memory for what is read, not for the 2 GiB tree the index claims.
+#[test]
+fn a_lying_tree_is_refused_with_memory_for_what_was_read() {
+    use blockcast::chunk::ChunkId;
+    use blockcast::index::format::TREE_PIECE;
+    use blockcast::index::{self, ChunkRecord, Index};
+    use blockcast::store::codec::Compressor;
+    use blockcast::store::LocalStore;
+    use blockcast::verity::Geometry;
+
+    let m = made("erofs");
+    let template = Index::open(&m.index).unwrap();
+    let put = |len: u64| {
+        let piece = noise(len, len as usize);
+        let id = ChunkId::of(&piece);
+        let stored = Compressor::new(3).unwrap().compress(&piece).unwrap();
+        let store = LocalStore::open(&m.store, false).unwrap();
+        store.put(&id, &stored).unwrap();
+        (id, stored.len() as u32)
+    };
+
+    const SIZE: u64 = 256 << 30;
+    let zeros: Vec<ChunkRecord> = (0..SIZE / (1 << 31))
+        .map(|i| ChunkRecord::zero(i << 31, 1 << 31))
+        .collect();
+    let geometry = Geometry::new(SIZE / 4096);
+    let (id, stored) = put(TREE_PIECE);
+    let mut tree: Vec<ChunkRecord> = (0..geometry.tree_size() / TREE_PIECE)
+        .map(|i| ChunkRecord::stored(i * TREE_PIECE, TREE_PIECE as u32, stored, id))
+        .collect();
+    let rest = geometry.tree_size() % TREE_PIECE;
+    if rest > 0 {
+        let (id, stored) = put(rest);
+        let at = geometry.tree_size() - rest;
+        tree.push(ChunkRecord::stored(at, rest as u32, stored, id));
+    }
+    let mut header = template.header().clone();
+    header.image_size = SIZE;
+    header.largest_chunk = 0;
+    header.verity.data_blocks = geometry.data_blocks;
+    header.verity.tree_size = geometry.tree_size();
+    let lying = m.dir.join("lying.bcidx");
+    std::fs::write(&lying, index::encode(&header, &zeros, &tree, &[], &[])).unwrap();
+    assert_eq!(
+        Index::open(&lying).unwrap().tree_records().len(),
+        tree.len()
+    );
+
+    // 2 GiB of address space: far less than the claimed tree, plenty for the real work.
+    let limited = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--as={}", 2u64 << 30))
+            .arg(env!("CARGO_BIN_EXE_blockcast"))
+            .args(args);
+        c
+    };
+    let exposed = m.dir.join("exposed");
+    std::fs::create_dir(&exposed).unwrap();
+    let err = fails_within(
+        &mut limited(&[
+            "mount".as_ref(),
+            lying.as_os_str(),
+            "--store".as_ref(),
+            m.store.as_os_str(),
+            "--no-attach".as_ref(),
+            exposed.as_os_str(),
+        ]),
+        "does not hash to the index's root",
+    );
+    assert!(err.contains("hash block 0"), "{err}");
+    let some_image = image("erofs", 2);
+    fails_within(
+        &mut limited(&[
+            "verify".as_ref(),
+            lying.as_os_str(),
+            some_image.as_os_str(),
+            "--store".as_ref(),
+            m.store.as_os_str(),
+        ]),
+        "does not hash to the index's root",
+    );
+}
