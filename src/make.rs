@@ -82,6 +82,8 @@ pub struct MakeReport {
     pub layout: LayoutSummary,
     /// Why the filesystem-aware chunker was not used, when it was asked for.
     pub fallback: Option<String>,
+    /// Temporary files of killed writers removed from the directories this run wrote to.
+    pub stale_temps_removed: u64,
 }
 
 impl MakeReport {
@@ -322,6 +324,14 @@ pub fn make_with_cuts(
             salt: verity_params.salt,
         },
     };
+    let dirs: std::collections::BTreeSet<String> = records
+        .iter()
+        .chain(&tree_records)
+        .filter(|r| !r.is_zero())
+        .map(|r| r.id.to_hex()[..4].to_string())
+        .chain(gathered.iter().map(|u| u.id.to_hex()[..4].to_string()))
+        .collect();
+    report.stale_temps_removed = store.remove_stale_temps(dirs.iter().map(String::as_str))?;
     // The chunks must be durable before an index that names them exists.
     store.sync()?;
     Ok((

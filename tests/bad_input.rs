@@ -179,6 +179,39 @@ fn oversized_chunk_file_is_refused_without_inflating_it() {
 }
 
 #[test]
+fn make_removes_what_killed_writers_left_and_nothing_else() {
+    let m = made("erofs");
+    let dir = chunk_files(&m.store)[0].parent().unwrap().to_path_buf();
+    let hex = "ab".repeat(32);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let temp = |pid: u32, n: u32| dir.join(format!(".{hex}.{pid}-{n}.tmp"));
+    let backdate = |p: &Path| {
+        let st = Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let stale = temp(dead, 0);
+    let fresh = temp(dead, 1);
+    let alive = temp(std::process::id(), 2);
+    let other = dir.join(".not-a-chunk.tmp");
+    for p in [&stale, &fresh, &alive, &other] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    for p in [&stale, &alive, &other] {
+        backdate(p);
+    }
+    let again = make(&image("erofs", 2), &m.store, &m.dir.join("again.bcidx"));
+    assert_eq!(again["stale_temps_removed"], 1);
+    assert!(!stale.exists());
+    assert!(fresh.exists() && alive.exists() && other.exists());
+}
+
+#[test]
 fn make_repairs_a_corrupt_chunk_file() {
     let m = made("erofs");
     let victim = chunk_files(&m.store)[0].clone();

@@ -35,6 +35,20 @@ pub struct LocalStore {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How old a dead writer's temporary file must be before it is removed.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The writer's process id, when `name` is a temporary file of [`LocalStore::put`]:
+/// `.<64 hex digits>.<pid>-<counter>.tmp`.
+fn temp_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (hex, writer) = rest.split_once('.')?;
+    ChunkId::from_hex(hex)?;
+    let (pid, counter) = writer.split_once('-')?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 impl LocalStore {
     /// Opens a store directory, creating it when `create` is set.
     pub fn open(dir: &Path, create: bool) -> Result<LocalStore> {
@@ -109,6 +123,43 @@ impl LocalStore {
             let _ = fs::remove_file(&temp);
             Error::Io { path, err: e }
         })
+    }
+
+    /// Removes, from the store's subdirectories `dirs` (their names: four hex digits), the
+    /// temporary files that writers left when they were killed: those whose writer (the
+    /// process named in the file name) no longer runs on this machine, and which are older
+    /// than [`STALE_TEMP`], so that a writer in another process namespace sharing the store
+    /// is never robbed of a file it is writing. Returns how many were removed.
+    pub fn remove_stale_temps<'a>(&self, dirs: impl IntoIterator<Item = &'a str>) -> Result<u64> {
+        let mut removed = 0;
+        for dir in dirs {
+            let path = self.dir.join(dir);
+            let entries = match fs::read_dir(&path) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { path, err: e }),
+            };
+            for entry in entries {
+                let entry = entry.at(&path)?;
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(temp_writer) else {
+                    continue;
+                };
+                if crate::sys::process_start(pid).is_some() {
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_TEMP);
+                if old && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Flushes the store's whole filesystem once (syncfs), instead of an fsync per chunk.
