@@ -55,10 +55,10 @@ pub fn store_zero_chunks(store: &LocalStore, sizes: &BTreeSet<u32>) -> Result<()
     for &size in sizes {
         let zeros = vec![0u8; size as usize];
         let id = ChunkId::of(&zeros);
-        let existing = store.get(&id, crate::index::stored_size_bound(size))?;
+        let existing = store.get_chunk(&id, crate::index::stored_size_bound(size))?;
         let good = existing.is_some_and(|s| codec::decompress(&s, size, id, 0).is_ok());
         if !good {
-            store.put(&id, &compressor.compress(&zeros)?)?;
+            store.put_chunk(&id, &compressor.compress(&zeros)?)?;
         }
     }
     store.sync()
@@ -74,7 +74,7 @@ pub fn store_gathered_parts(index: &Index, store: &LocalStore) -> Result<u64> {
         let Some(p) = r.part else {
             continue;
         };
-        let existing = store.get(&r.id, stored_size_bound(r.size))?;
+        let existing = store.get_chunk(&r.id, stored_size_bound(r.size))?;
         if existing.is_some_and(|s| codec::decompress(&s, r.size, r.id, r.offset).is_ok()) {
             continue;
         }
@@ -87,7 +87,7 @@ pub fn store_gathered_parts(index: &Index, store: &LocalStore) -> Result<u64> {
             })?,
         };
         let part = r.take_from(&whole)?;
-        store.put(&r.id, &compressor.compress(part.data())?)?;
+        store.put_chunk(&r.id, &compressor.compress(part.data())?)?;
         written += 1;
         unit = Some(whole);
     }

@@ -145,7 +145,7 @@ fn store_chunk(store: &LocalStore, data: &[u8], offset: u64, level: i32) -> Resu
     }
     let id = ChunkId::of(data);
     let size = data.len() as u32;
-    let existing = store.get(&id, index::stored_size_bound(size))?;
+    let existing = store.get_chunk(&id, index::stored_size_bound(size))?;
     let mut repaired = false;
     if let Some(stored) = existing {
         let good =
@@ -170,7 +170,7 @@ fn store_chunk(store: &LocalStore, data: &[u8], offset: u64, level: i32) -> Resu
             None => Compressor::new(level)?.compress(data),
         }
     })?;
-    store.put(&id, &compressed)?;
+    store.put_chunk(&id, &compressed)?;
     Ok(StoredChunk {
         id,
         stored_size: compressed.len() as u32,

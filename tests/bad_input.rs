@@ -407,7 +407,7 @@ fn a_lying_tree_is_refused_with_memory_for_what_was_read() {
         let id = ChunkId::of(&piece);
         let stored = Compressor::new(3).unwrap().compress(&piece).unwrap();
         let store = LocalStore::open(&m.store, false).unwrap();
-        store.put(&id, &stored).unwrap();
+        store.put_chunk(&id, &stored).unwrap();
         (id, stored.len() as u32)
     };
 

@@ -51,10 +51,13 @@ fn small_metadata_is_stored_gathered_and_fetched_once_per_file() {
             .map(|r| r.id)
             .collect();
         for r in index.records().filter(|r| !r.is_zero()) {
-            assert!(local.has(&r.unit().id).unwrap(), "{kind}: {r:?} not stored");
+            assert!(
+                local.has_chunk(&r.unit().id).unwrap(),
+                "{kind}: {r:?} not stored"
+            );
             if r.part.is_some() && !own.contains(&r.id) {
                 assert!(
-                    !local.has(&r.id).unwrap(),
+                    !local.has_chunk(&r.id).unwrap(),
                     "{kind}: a part at {} is also stored alone",
                     r.offset
                 );

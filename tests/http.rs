@@ -329,3 +329,56 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn an_http_store_reads_objects_by_ranges() {
+    use blockcast::store::http::{Client, HttpStore};
+    use blockcast::store::{HttpOptions, ReadStore};
+
+    let t = tempdir();
+    publish(t.path(), &["erofs"]);
+    let store_dir = t.path().join("store");
+    let file = &chunk_files(&store_dir)[0];
+    let bytes = fs::read(file).unwrap();
+    let name = file
+        .strip_prefix(&store_dir)
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let served = Served::start(t.path(), &[]);
+    let warn: blockcast::store::Warn = std::sync::Arc::new(|_: &str| {});
+    let client = Client::new(&HttpOptions::default()).unwrap();
+    let store = HttpStore::new(&format!("{}/store", served.url), client, warn);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let len = bytes.len() as u64;
+    let ranges = [0..1, len / 2..len, 3..3];
+    let mut parts = Vec::new();
+    let found = rt
+        .block_on(store.get_ranges(&name, &ranges, &mut |i, b| {
+            parts.push((i, b));
+            Ok(())
+        }))
+        .unwrap();
+    assert!(found);
+    assert_eq!(parts.len(), ranges.len());
+    for (i, part) in parts {
+        let r = &ranges[i];
+        assert_eq!(part[..], bytes[r.start as usize..r.end as usize]);
+    }
+    assert!(rt.block_on(store.has(&name)).unwrap());
+    let gone = rt.block_on(store.get_ranges(
+        "abcd/none.cacnk",
+        std::slice::from_ref(&(0..1)),
+        &mut |_, _| Ok(()),
+    ));
+    assert!(!gone.unwrap());
+    let past = rt.block_on(store.get_ranges(
+        &name,
+        std::slice::from_ref(&(len..len + 10)),
+        &mut |_, _| Ok(()),
+    ));
+    assert!(past.is_err());
+}

@@ -6,6 +6,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::ops::Range;
+
+use futures_util::future::BoxFuture;
+
+use super::{Check, Checked, ReadOptions, ReadStore, Warn};
 use crate::error::{Error, IoContext, Result};
 
 /// How requests are made; shared by every remote store and index of a run.
@@ -146,6 +151,62 @@ impl Client {
         .await
     }
 
+    /// The bytes `range` of `url` (a `206 Partial Content` answer of exactly that many
+    /// bytes), with the same retries as [`Client::get`]. `None` when the server does not
+    /// have it. A server that ignores the range is refused after `range`'s length.
+    pub async fn get_range(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<Vec<u8>>> {
+        if range.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let want = range.end - range.start;
+        self.retrying(url, warn, || async {
+            let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
+            let mut response = self
+                .inner
+                .get(url)
+                .header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", range.start, range.end - 1),
+                )
+                .header(reqwest::header::ACCEPT_ENCODING, "identity")
+                .timeout(self.timeout)
+                .send()
+                .await
+                .map_err(transient)?;
+            let status = response.status();
+            if !judge(status)? {
+                return Ok(None);
+            }
+            if status != reqwest::StatusCode::PARTIAL_CONTENT {
+                return Err(Failure::Permanent(format!(
+                    "the server answered {status} to a range request"
+                )));
+            }
+            let mut body = Vec::with_capacity(want.min(1 << 20) as usize);
+            while let Some(piece) = response.chunk().await.map_err(transient)? {
+                if (body.len() + piece.len()) as u64 > want {
+                    return Err(Failure::Permanent(format!(
+                        "more than the {want} bytes of the range asked for"
+                    )));
+                }
+                body.extend_from_slice(&piece);
+            }
+            if body.len() as u64 != want {
+                return Err(Failure::Transient(format!(
+                    "{} of the {want} bytes of the range arrived",
+                    body.len()
+                )));
+            }
+            Ok(Some(body))
+        })
+        .await
+    }
+
     /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
     pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
         self.retrying(url, warn, || async {
@@ -240,6 +301,77 @@ impl Client {
             }
         }
         Ok(Some(body))
+    }
+}
+
+/// A store served over HTTP(S) with a local store's layout: any static web server.
+pub struct HttpStore {
+    base: String,
+    client: Client,
+    warn: Warn,
+}
+
+impl HttpStore {
+    pub fn new(location: &str, client: Client, warn: Warn) -> HttpStore {
+        HttpStore {
+            base: location.trim_end_matches('/').to_string(),
+            client,
+            warn,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+}
+
+impl ReadStore for HttpStore {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        opts: ReadOptions,
+        check: Check,
+    ) -> BoxFuture<'a, Result<Option<Checked>>> {
+        Box::pin(async move {
+            let open = |body: Vec<u8>| check(&body).map(|chunk| (chunk, body));
+            self.client
+                .get(&self.url(name), opts.max_len, open, self.warn.as_ref())
+                .await
+        })
+    }
+
+    fn get_ranges<'a>(
+        &'a self,
+        name: &'a str,
+        ranges: &'a [Range<u64>],
+        part: &'a mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let url = self.url(name);
+            for (i, range) in ranges.iter().enumerate() {
+                match self
+                    .client
+                    .get_range(&url, range.clone(), self.warn.as_ref())
+                    .await?
+                {
+                    Some(bytes) => part(i, bytes)?,
+                    None => return Ok(false),
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            self.client
+                .exists(&self.url(name), self.warn.as_ref())
+                .await
+        })
     }
 }
 

@@ -4,15 +4,19 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::chunk::ChunkId;
+use futures_util::future::BoxFuture;
+
+use super::{Check, Checked, PruneStore, ReadOptions, ReadStore, WriteStore};
+use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, IoContext, Result};
 
 /// Where a store, local or over HTTP, keeps chunk file `id` (`base` None) or the delta
@@ -38,12 +42,14 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// How old a dead writer's temporary file must be before it is removed.
 pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The writer's process id, when `name` is a temporary file of [`LocalStore::put`]:
-/// `.<64 hex digits>.<pid>-<counter>.tmp`.
+/// The writer's process id, when `name` is a temporary file of the store's writes:
+/// `.<file name>.<pid>-<counter>.tmp`.
 fn temp_writer(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (hex, writer) = rest.split_once('.')?;
-    ChunkId::from_hex(hex)?;
+    let (file, writer) = rest.rsplit_once('.')?;
+    if file.is_empty() {
+        return None;
+    }
     let (pid, counter) = writer.split_once('-')?;
     counter.parse::<u64>().ok()?;
     pid.parse().ok()
@@ -91,20 +97,22 @@ impl LocalStore {
     /// Writes a chunk file atomically: a uniquely named temporary file, then a rename, so
     /// concurrent writers of one chunk leave one whole file. Durability comes from
     /// [`LocalStore::sync`], once for the whole run.
-    pub fn put(&self, id: &ChunkId, stored: &[u8]) -> Result<()> {
-        self.write(self.chunk_path(id), id, stored)
+    pub fn put_chunk(&self, id: &ChunkId, stored: &[u8]) -> Result<()> {
+        self.write(&place(id, None), stored)
     }
 
-    /// Writes the delta that rebuilds `id` from `base`, as [`LocalStore::put`] writes.
+    /// Writes the delta that rebuilds `id` from `base`, as [`LocalStore::put_chunk`] writes.
     pub fn put_delta(&self, id: &ChunkId, base: &ChunkId, delta: &[u8]) -> Result<()> {
-        self.write(self.delta_path(id, base), id, delta)
+        self.write(&place(id, Some(base)), delta)
     }
 
-    fn write(&self, path: PathBuf, id: &ChunkId, stored: &[u8]) -> Result<()> {
+    /// Writes the object `name` (a path relative to the store, see [`place`]).
+    fn write(&self, name: &str, stored: &[u8]) -> Result<()> {
+        let path = self.object_path(name)?;
         let parent = path.parent().unwrap_or(&self.dir);
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = parent.join(format!(
-            ".{}.{}-{}.tmp",
-            id.to_hex(),
+            ".{file_name}.{}-{}.tmp",
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -170,40 +178,22 @@ impl LocalStore {
 
     /// The stored bytes of a chunk, or `None` when the store lacks it. A chunk file longer
     /// than `max_len` is an error, never a large allocation.
-    pub fn get(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, None), id, max_len, false)
+    pub fn get_chunk(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+        self.read(&place(id, None), max_len, false)
     }
 
-    /// As [`LocalStore::get`], but past the page cache (`O_DIRECT`) where the store's
+    /// As [`LocalStore::get_chunk`], but past the page cache (`O_DIRECT`) where the store's
     /// filesystem allows it, for a reader that keeps the bytes it needs itself: it spares
     /// the kernel caching a file that is read once, and the reader a copy.
     pub fn get_uncached(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, None), id, max_len, true)
-    }
-
-    /// The delta that rebuilds `id` from `base`, as [`LocalStore::get`] reads.
-    pub fn get_delta(&self, id: &ChunkId, base: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, Some(base)), id, max_len, false)
+        self.read(&place(id, None), max_len, true)
     }
 
     /// Reads the store's file at `place` (see [`place`]), past the page cache if `direct`
     /// and the filesystem allows it.
-    fn read(
-        &self,
-        place: &str,
-        id: &ChunkId,
-        max_len: u64,
-        direct: bool,
-    ) -> Result<Option<Vec<u8>>> {
-        let path = self.dir.join(place);
-        let open = |flags| {
-            rustix::fs::openat(
-                &*self.root,
-                place,
-                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | flags,
-                Mode::empty(),
-            )
-        };
+    fn read(&self, place: &str, max_len: u64, direct: bool) -> Result<Option<Vec<u8>>> {
+        let path = self.object_path(place)?;
+        let open = |flags| open_beneath(&self.root, place, flags);
         let opened = match direct {
             // A filesystem without direct I/O refuses the flag itself.
             true => match open(OFlags::DIRECT) {
@@ -219,7 +209,7 @@ impl LocalStore {
         };
         crate::image::readable_file(&file, false).at(&path)?;
         let too_large = || Error::BadChunk {
-            id: *id,
+            id: ChunkId::default(),
             offset: 0,
             reason: format!("{} is larger than {max_len} bytes", path.display()),
         };
@@ -240,13 +230,101 @@ impl LocalStore {
         Ok(Some(bytes))
     }
 
-    pub fn has(&self, id: &ChunkId) -> Result<bool> {
-        let path = self.chunk_path(id);
-        match fs::metadata(&path) {
+    /// The path of the object `name`, which must be a path inside the store made of
+    /// plain components (no `..`, no absolute path, no hidden file).
+    fn object_path(&self, name: &str) -> Result<PathBuf> {
+        let plain = !name.is_empty()
+            && name
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.'));
+        if !plain {
+            return Err(Error::Invalid(format!(
+                "{name:?} names no object inside the store {}",
+                self.dir.display()
+            )));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Reads the object `name` on this thread and hands it to `check`.
+    pub fn read_now(
+        &self,
+        name: &str,
+        opts: ReadOptions,
+        check: &(dyn Fn(&[u8]) -> Result<VerifiedChunk> + Send + Sync),
+    ) -> Result<Option<Checked>> {
+        match self.read(name, opts.max_len, opts.for_mount)? {
+            Some(stored) => Ok(Some((check(&stored)?, stored))),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads byte ranges of the object `name`; `None` when the store lacks it.
+    fn read_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Option<Vec<Vec<u8>>>> {
+        let path = self.object_path(name)?;
+        let file = match self.open_object(name) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { path, err: e }),
+        };
+        crate::image::readable_file(&file, false).at(&path)?;
+        let size = file.metadata().at(&path)?.len();
+        let mut parts = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            if r.start > r.end || r.end > size {
+                return Err(Error::Io {
+                    path,
+                    err: std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        format!(
+                            "bytes {}..{} asked for, the file has {size}",
+                            r.start, r.end
+                        ),
+                    ),
+                });
+            }
+            let mut part = vec![0u8; (r.end - r.start) as usize];
+            file.read_exact_at(&mut part, r.start).at(&path)?;
+            parts.push(part);
+        }
+        Ok(Some(parts))
+    }
+
+    fn open_object(&self, name: &str) -> std::io::Result<OwnedFd> {
+        open_beneath(&self.root, name, OFlags::empty()).map_err(std::io::Error::from)
+    }
+
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        self.has_object(&place(id, None))
+    }
+
+    fn has_object(&self, name: &str) -> Result<bool> {
+        let path = self.object_path(name)?;
+        match fs::symlink_metadata(&path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io { path, err: e }),
         }
+    }
+}
+
+/// Opens `name` for reading without blocking, resolved beneath the store directory
+/// `root`: a symbolic link that leads out of the store is refused (EXDEV), one inside
+/// it is followed. Kernels without openat2 refuse every symbolic link in the last
+/// component instead.
+fn open_beneath(root: &OwnedFd, name: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | flags;
+    match rustix::fs::openat2(
+        root,
+        name,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::openat(root, name, flags | OFlags::NOFOLLOW, Mode::empty())
+        }
+        other => other,
     }
 }
 
@@ -295,6 +373,100 @@ fn read_direct(file: &File, expect: u64, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+impl ReadStore for LocalStore {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// A lazy mount's reads run on the calling thread (see
+    /// [`super::Stores::read_locally_for_mount`]); others on the blocking pool, where a
+    /// cold read waiting on the disk does not hold up the runtime's workers.
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        opts: ReadOptions,
+        check: Check,
+    ) -> BoxFuture<'a, Result<Option<Checked>>> {
+        Box::pin(async move {
+            if opts.for_mount {
+                return self.read_now(name, opts, &*check);
+            }
+            let (store, name) = (self.clone(), name.to_string());
+            tokio::task::spawn_blocking(move || store.read_now(&name, opts, &*check))
+                .await
+                .map_err(|_| super::worker_failed())?
+        })
+    }
+
+    fn get_ranges<'a>(
+        &'a self,
+        name: &'a str,
+        ranges: &'a [Range<u64>],
+        part: &'a mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let (store, owned_name, owned) = (self.clone(), name.to_string(), ranges.to_vec());
+            let parts = tokio::task::spawn_blocking(move || store.read_ranges(&owned_name, &owned))
+                .await
+                .map_err(|_| super::worker_failed())??;
+            let Some(parts) = parts else {
+                return Ok(false);
+            };
+            for (i, bytes) in parts.into_iter().enumerate() {
+                part(i, bytes)?;
+            }
+            Ok(true)
+        })
+    }
+
+    fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { self.has_object(name) })
+    }
+}
+
+impl WriteStore for LocalStore {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write(name, bytes)
+    }
+
+    fn sync(&self) -> Result<()> {
+        LocalStore::sync(self)
+    }
+}
+
+impl PruneStore for LocalStore {
+    /// The objects in the store's subdirectories: regular files, not hidden ones
+    /// (temporary files of writers).
+    fn list(&self) -> Result<Vec<(String, u64)>> {
+        let mut objects = Vec::new();
+        for dir in fs::read_dir(&self.dir).at(&self.dir)? {
+            let dir = dir.at(&self.dir)?;
+            let dir_name = dir.file_name().to_string_lossy().into_owned();
+            if dir_name.starts_with('.') || !dir.file_type().at(&dir.path())?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(dir.path()).at(&dir.path())? {
+                let file = file.at(&dir.path())?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                let meta = file.metadata().at(&file.path())?;
+                if !name.starts_with('.') && meta.is_file() {
+                    objects.push((format!("{dir_name}/{name}"), meta.len()));
+                }
+            }
+        }
+        objects.sort();
+        Ok(objects)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = self.object_path(name)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other.at(&path),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +511,7 @@ mod tests {
             for len in [1usize, 4095, 4096, 4097, 8192, 65_536, 100_003] {
                 let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
                 let id = ChunkId::of(&bytes);
-                store.put(&id, &bytes).unwrap();
+                store.put_chunk(&id, &bytes).unwrap();
                 let at = format!("{len} bytes in {}", dir.display());
                 let read = store.get_uncached(&id, len as u64).unwrap();
                 assert!(read.as_deref() == Some(&bytes[..]), "{at}");
@@ -349,5 +521,88 @@ mod tests {
             let absent = ChunkId::of(b"not stored");
             assert!(store.get_uncached(&absent, 10).unwrap().is_none());
         }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn objects_are_read_whole_or_by_ranges_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), true).unwrap();
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        WriteStore::put(&store, "ab12/object", &bytes).unwrap();
+        std::fs::write(dir.path().join("ab12/.object.1-2.tmp"), b"partial").unwrap();
+        let rt = runtime();
+
+        let mut parts = Vec::new();
+        let ranges = [0..1, 4095..4097, 9_000..10_000, 5..5];
+        let found = rt
+            .block_on(store.get_ranges("ab12/object", &ranges, &mut |i, b| {
+                parts.push((i, b));
+                Ok(())
+            }))
+            .unwrap();
+        assert!(found);
+        for (i, part) in &parts {
+            let r = &ranges[*i];
+            assert_eq!(part[..], bytes[r.start as usize..r.end as usize]);
+        }
+        assert_eq!(parts.len(), ranges.len());
+        let past = rt.block_on(store.get_ranges(
+            "ab12/object",
+            std::slice::from_ref(&(9_999..10_001)),
+            &mut |_, _| Ok(()),
+        ));
+        assert!(past.unwrap_err().to_string().contains("the file has 10000"));
+        let absent = rt.block_on(store.get_ranges(
+            "ab12/none",
+            std::slice::from_ref(&(0..1)),
+            &mut |_, _| Ok(()),
+        ));
+        assert!(!absent.unwrap());
+        assert!(rt.block_on(store.has("ab12/object")).unwrap());
+
+        assert_eq!(
+            store.list().unwrap(),
+            vec![("ab12/object".to_string(), 10_000)]
+        );
+        store.delete("ab12/object").unwrap();
+        store.delete("ab12/object").unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!rt.block_on(store.has("ab12/object")).unwrap());
+    }
+
+    #[test]
+    fn names_and_links_never_lead_out_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("secret");
+        std::fs::write(&outside, b"not for the store").unwrap();
+        let store = LocalStore::open(&dir.path().join("store"), true).unwrap();
+        for name in [
+            "../secret",
+            "/etc/hostname",
+            ".hidden",
+            "ab12/../../secret",
+            "",
+        ] {
+            let err = WriteStore::put(&store, name, b"x").unwrap_err();
+            assert!(err.to_string().contains("names no object"), "{name}: {err}");
+            assert!(store.delete(name).is_err(), "{name}");
+        }
+        let id = ChunkId::of(b"linked");
+        let path = store.chunk_path(&id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        let err = store.get_chunk(&id, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains(&id.to_hex()), "{err}");
+        let rt = runtime();
+        let name = place(&id, None);
+        let ranges =
+            rt.block_on(store.get_ranges(&name, std::slice::from_ref(&(0..4)), &mut |_, _| Ok(())));
+        assert!(ranges.is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
@@ -51,18 +52,62 @@ impl Default for StoreOptions {
     }
 }
 
-enum Store {
-    Local(LocalStore),
-    Http { base: String, client: http::Client },
+/// How one object is read: the most bytes it may have, and whether the read is a lazy
+/// mount's (see [`Stores::read_locally_for_mount`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    pub max_len: u64,
+    pub for_mount: bool,
 }
 
-impl Store {
-    fn describe(&self) -> String {
-        match self {
-            Store::Local(s) => s.dir().display().to_string(),
-            Store::Http { base, .. } => base.clone(),
-        }
-    }
+/// Checks an object's stored bytes and turns them into a chunk (decompressed, or rebuilt
+/// from a delta) as they arrive: a remote store asks again when it refuses them.
+pub type Check = Arc<dyn Fn(&[u8]) -> Result<VerifiedChunk> + Send + Sync>;
+
+/// An object read and checked: the chunk, and the stored bytes it came from.
+pub type Checked = (VerifiedChunk, Vec<u8>);
+
+/// A store that can be read: objects named by their place in it (see [`local::place`]).
+/// One implementation per backend; [`Stores`] tries several in order.
+pub trait ReadStore: Send + Sync {
+    /// Names the store in messages.
+    fn describe(&self) -> String;
+
+    /// The object `name`, handed to `check`; `None` when the store lacks it. Never reads
+    /// more than `opts.max_len` bytes.
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        opts: ReadOptions,
+        check: Check,
+    ) -> BoxFuture<'a, Result<Option<Checked>>>;
+
+    /// Byte ranges of the object `name`, each handed to `part` (with its place in
+    /// `ranges`) as it arrives; false when the store lacks the object. A range past the
+    /// object's end is an error.
+    fn get_ranges<'a>(
+        &'a self,
+        name: &'a str,
+        ranges: &'a [std::ops::Range<u64>],
+        part: &'a mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Whether the store has the object `name`.
+    fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+}
+
+/// A store that can be written: each object appears whole or not at all.
+pub trait WriteStore: ReadStore {
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Makes every object put so far durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// A store whose objects can be listed and removed.
+pub trait PruneStore: WriteStore {
+    /// Every object's name and size.
+    fn list(&self) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, name: &str) -> Result<()>;
 }
 
 /// The stores of a run, tried in order for each chunk, with the runtime that drives
@@ -74,7 +119,7 @@ pub struct Stores {
 }
 
 struct Shared {
-    list: Vec<Store>,
+    list: Vec<Box<dyn ReadStore>>,
     cache: Option<LocalStore>,
     warn: Warn,
     /// Gathered chunks asked for last, fetched or still in flight, so that reading their
@@ -103,23 +148,20 @@ impl Stores {
     /// Opens each location: a directory, or an `http://` or `https://` URL.
     pub fn open(locations: &[String], opts: &StoreOptions, warn: Warn) -> Result<Stores> {
         let mut client = None;
-        let mut list = Vec::with_capacity(locations.len());
+        let mut list: Vec<Box<dyn ReadStore>> = Vec::with_capacity(locations.len());
         for location in locations {
             list.push(if http::is_url(location) {
                 let client = match &client {
                     Some(c) => c,
                     None => client.insert(http::Client::new(&opts.http)?),
                 };
-                Store::Http {
-                    base: location.trim_end_matches('/').to_string(),
-                    client: client.clone(),
-                }
+                Box::new(http::HttpStore::new(location, client.clone(), warn.clone()))
             } else if location.contains("://") {
                 return Err(Error::Invalid(format!(
                     "store {location}: only http:// and https:// URLs and local directories are stores"
                 )));
             } else {
-                Store::Local(LocalStore::open(location.as_ref(), false)?)
+                Box::new(LocalStore::open(location.as_ref(), false)?)
             });
         }
         let cache = match &opts.cache {
@@ -321,8 +363,10 @@ impl Shared {
                 .clone(),
             false => None,
         };
+        let opts = self.read_options(max_len);
+        let name = local::place(&r.id, None);
         if let Some(cache) = &self.cache {
-            match self.local_get(cache, &r, max_len, blocks.clone()).await {
+            match cache.get(&name, opts, opener(r, blocks.clone())).await {
                 Ok(Some((chunk, _))) => return Ok(chunk),
                 Ok(None) => {}
                 Err(e) => (self.warn)(&format!("{e} (in the cache); fetching it again")),
@@ -338,21 +382,7 @@ impl Shared {
             offset: r.offset,
         };
         for store in &self.list {
-            let attempt = match store {
-                Store::Local(s) => self.local_get(s, &r, max_len, blocks.clone()).await,
-                Store::Http { base, client } => {
-                    let url = chunk_url(base, &r.id);
-                    client
-                        .get(
-                            &url,
-                            max_len,
-                            |body| open(&r, body, blocks.as_deref()),
-                            self.warn.as_ref(),
-                        )
-                        .await
-                        .map_err(|e| unavailable(&r, e))
-                }
-            };
+            let attempt = store.get(&name, opts, opener(r, blocks.clone())).await;
             match attempt {
                 Ok(Some((chunk, stored))) => {
                     // The cache files bytes under their id: only bytes hashed to it.
@@ -361,7 +391,7 @@ impl Shared {
                         .as_ref()
                         .filter(|_| chunk.id_checked() || ChunkId::of(chunk.data()) == r.id);
                     if let Some(cache) = cache {
-                        if let Err(e) = cache.put(&r.id, &stored) {
+                        if let Err(e) = cache.put_chunk(&r.id, &stored) {
                             (self.warn)(&format!("{e}; the chunk is not cached"));
                         }
                     }
@@ -369,7 +399,7 @@ impl Shared {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let e = in_store(e, store);
+                    let e = in_store(unavailable_unless_bad(&r, e), store.as_ref());
                     (self.warn)(&format!("{e}; trying the next store"));
                     failure = e;
                 }
@@ -395,38 +425,21 @@ impl Shared {
             Ok(Some(Err(e))) | Err(e) => return Some(Err(e)),
         };
         let base = Arc::new(base);
-        let max_len = u64::from(delta.stored_size);
-        let rebuild = move |stored: Vec<u8>| {
-            codec::decompress_against(&stored, base.data(), r.size, r.id, r.offset)
-        };
+        let opts = self.read_options(u64::from(delta.stored_size));
+        let rebuild: Check = Arc::new(move |stored: &[u8]| {
+            codec::decompress_against(stored, base.data(), r.size, r.id, r.offset)
+        });
+        let name = local::place(&r.id, Some(&delta.base));
         let mut failure = None;
         for store in &self.list {
-            let attempt = match store {
-                Store::Local(s) => {
-                    let (s, rebuild, id) = (s.clone(), rebuild.clone(), delta.base);
-                    tokio::task::spawn_blocking(move || {
-                        s.get_delta(&r.id, &id, max_len)?.map(rebuild).transpose()
-                    })
-                    .await
-                    .unwrap_or_else(|_| Err(worker_failed()))
-                }
-                Store::Http { base: url, client } => client
-                    .get(
-                        &delta_url(url, &r.id, &delta.base),
-                        max_len,
-                        &rebuild,
-                        self.warn.as_ref(),
-                    )
-                    .await
-                    .map_err(|e| unavailable(&r, e)),
-            };
+            let attempt = store.get(&name, opts, rebuild.clone()).await;
             match attempt {
-                Ok(Some(chunk)) => {
+                Ok(Some((chunk, _))) => {
                     self.rebuilt.fetch_add(1, Ordering::Relaxed);
                     return Some(Ok(chunk));
                 }
                 Ok(None) => {}
-                Err(e) => failure = Some(in_store(e, store)),
+                Err(e) => failure = Some(in_store(unavailable_unless_bad(&r, e), store.as_ref())),
             }
         }
         Some(Err(failure.unwrap_or_else(|| Error::Unavailable {
@@ -436,42 +449,22 @@ impl Shared {
         })))
     }
 
-    /// Reads and checks a chunk file: on the blocking pool, where a cold read waiting on
-    /// the disk does not hold up the runtime's workers, unless reads are a mount's.
-    async fn local_get(
-        &self,
-        store: &LocalStore,
-        r: &Unit,
-        max_len: u64,
-        blocks: Option<Arc<BlockCheck>>,
-    ) -> Result<Option<Opened>> {
-        if self.for_mount.load(Ordering::Relaxed) {
-            return local_get_now(store, r, max_len, blocks.as_deref(), true);
+    fn read_options(&self, max_len: u64) -> ReadOptions {
+        ReadOptions {
+            max_len,
+            for_mount: self.for_mount.load(Ordering::Relaxed),
         }
-        let (store, r) = (store.clone(), *r);
-        tokio::task::spawn_blocking(move || {
-            local_get_now(&store, &r, max_len, blocks.as_deref(), false)
-        })
-        .await
-        .map_err(|_| worker_failed())?
     }
 
     async fn has(&self, id: &ChunkId) -> Result<bool> {
         if let Some(cache) = &self.cache {
-            if cache.has(id)? {
+            if cache.has_chunk(id)? {
                 return Ok(true);
             }
         }
+        let name = local::place(id, None);
         for store in &self.list {
-            let found = match store {
-                Store::Local(s) => s.has(id)?,
-                Store::Http { base, client } => {
-                    client
-                        .exists(&chunk_url(base, id), self.warn.as_ref())
-                        .await?
-                }
-            };
-            if found {
+            if store.has(&name).await? {
                 return Ok(true);
             }
         }
@@ -479,60 +472,46 @@ impl Shared {
     }
 }
 
-/// A store's chunk file, checked: the verified chunk and the stored bytes it came from.
-type Opened = (VerifiedChunk, Vec<u8>);
-
 /// A chunk file of a local store, decompressed and checked against its id; `None` when
 /// the store lacks it.
 pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChunk>> {
-    let opened = local_get_now(store, unit, stored_size_bound(unit.size), None, false)?;
-    Ok(opened.map(|(chunk, _)| chunk))
+    let opened = store.read_now(
+        &local::place(&unit.id, None),
+        ReadOptions {
+            max_len: stored_size_bound(unit.size),
+            for_mount: false,
+        },
+        &*opener(*unit, None),
+    );
+    Ok(opened
+        .map_err(|e| unavailable_unless_bad(unit, e))?
+        .map(|(chunk, _)| chunk))
 }
 
-/// Reads and checks a record's chunk file from `store`, past the page cache if `uncached`.
-fn local_get_now(
-    store: &LocalStore,
-    r: &Unit,
-    max_len: u64,
-    blocks: Option<&BlockCheck>,
-    uncached: bool,
-) -> Result<Option<Opened>> {
-    let stored = match uncached {
-        true => store.get_uncached(&r.id, max_len),
-        false => store.get(&r.id, max_len),
-    };
-    match stored {
-        Ok(Some(stored)) => open(r, stored, blocks).map(Some),
-        Ok(None) => Ok(None),
-        Err(Error::BadChunk { reason, .. }) => Err(Error::BadChunk {
+/// Checks a chunk file's bytes for record `r`: decompressed, then against the tree when
+/// `blocks` is given, else against the id.
+fn opener(r: Unit, blocks: Option<Arc<BlockCheck>>) -> Check {
+    Arc::new(move |stored: &[u8]| {
+        let data = codec::decompress(stored, r.size, r.id, r.offset)?;
+        match &blocks {
+            Some(check) => VerifiedChunk::verify_blocks(r.id, r.offset, data, check),
+            None => VerifiedChunk::verify(r.id, r.offset, data),
+        }
+    })
+}
+
+/// A store's error about unit `r`'s file, said of `r`: a bad copy names the chunk and its
+/// place in the image, a remote failure makes the chunk unavailable from that store.
+fn unavailable_unless_bad(r: &Unit, e: Error) -> Error {
+    match e {
+        Error::BadChunk { reason, .. } => Error::BadChunk {
             id: r.id,
             offset: r.offset,
             reason,
-        }),
-        Err(e) => Err(e),
+        },
+        e @ Error::Remote { .. } => unavailable(r, e),
+        other => other,
     }
-}
-
-/// A chunk file's bytes, decompressed and checked: against the tree when `blocks` is
-/// given, else against the id.
-fn open(r: &Unit, stored: Vec<u8>, blocks: Option<&BlockCheck>) -> Result<Opened> {
-    let data = codec::decompress(&stored, r.size, r.id, r.offset)?;
-    let chunk = match blocks {
-        Some(check) => VerifiedChunk::verify_blocks(r.id, r.offset, data, check)?,
-        None => VerifiedChunk::verify(r.id, r.offset, data)?,
-    };
-    Ok((chunk, stored))
-}
-
-/// Where a store at `base` keeps a chunk: casync's layout, so any static web server
-/// serving a store directory is a store.
-pub fn chunk_url(base: &str, id: &ChunkId) -> String {
-    format!("{base}/{}", local::place(id, None))
-}
-
-/// Where a store over HTTP keeps the delta that rebuilds `id` from `base`.
-pub fn delta_url(base_url: &str, id: &ChunkId, base: &ChunkId) -> String {
-    format!("{base_url}/{}", local::place(id, Some(base)))
 }
 
 fn unavailable(r: &Unit, e: Error) -> Error {
@@ -543,7 +522,7 @@ fn unavailable(r: &Unit, e: Error) -> Error {
     }
 }
 
-fn in_store(e: Error, store: &Store) -> Error {
+fn in_store(e: Error, store: &dyn ReadStore) -> Error {
     match e {
         Error::BadChunk { id, offset, reason } => Error::BadChunk {
             id,
@@ -554,8 +533,8 @@ fn in_store(e: Error, store: &Store) -> Error {
     }
 }
 
-fn worker_failed() -> Error {
-    Error::Invalid("a fetch task failed".into())
+pub(crate) fn worker_failed() -> Error {
+    Error::Internal("a fetch task failed".into())
 }
 
 /// A spawned fetch that is aborted when dropped: when a run stops at its first error,
