@@ -167,7 +167,7 @@ fn attribute(index: &Index, image: &Image, records: &[ChunkRecord]) -> Result<By
         }
     }
     let analysis = layout::analyse(bytes)
-        .map_err(|e| Error::Invalid(format!("{path}: its filesystem cannot be read ({e})")))?;
+        .map_err(|e| Error::Unsupported(format!("{path}: its filesystem cannot be read ({e})")))?;
     let regions = &analysis.layout.regions;
     let mut out = ByRegion::default();
     let mut first = 0;

@@ -31,6 +31,14 @@ pub enum Error {
     /// does not hash to the root, an image whose root differs).
     #[error("integrity failure: {0}")]
     Integrity(String),
+    /// An index refused by the trust policy: unsigned, signed by no trusted key, or a
+    /// rollback.
+    #[error("{0}")]
+    Untrusted(String),
+    /// Input blockcast understands but cannot handle (a filesystem it cannot read, a kind
+    /// it cannot mount).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A failure of blockcast itself (a worker that panicked, a broken invariant).
     #[error("internal error: {0}")]
     Internal(String),

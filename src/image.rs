@@ -134,7 +134,7 @@ fn window_slice<'a>(bytes: &'a [u8], base: u64, lo: u64, hi: u64, path: &Path) -
     let b = usize::try_from(hi - base).ok();
     match (a, b) {
         (Some(a), Some(b)) if a <= b && b <= bytes.len() => Ok(&bytes[a..b]),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Internal(format!(
             "{}: chunk [{lo}, {hi}) lies outside the image",
             path.display()
         ))),

@@ -27,6 +27,7 @@ pub mod serve;
 pub mod sign;
 pub mod store;
 pub(crate) mod sys;
+pub mod trust;
 pub mod verity;
 
 pub use error::{Error, Result};

@@ -121,7 +121,7 @@ fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {
     let mut prev = 0;
     for &end in ends {
         if end <= prev || end - prev > u64::from(MAX_CHUNK) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "{}: chunk [{prev}, {end}) is empty or larger than {MAX_CHUNK} bytes",
                 image.path().display()
             )));
@@ -129,7 +129,7 @@ fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {
         prev = end;
     }
     if prev != image.size() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "{}: chunks end at {prev}, the image at {}",
             image.path().display(),
             image.size()

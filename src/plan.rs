@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::index::Index;
 use crate::seed::{usable_delta, Seed};
 use crate::store::Stores;
+use crate::trust::TrustedIndex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -87,7 +88,12 @@ pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
 /// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store
 /// (a delta where one has a base in a seed or the output).
 /// `in_place` is empty when there is no existing output.
-pub fn plan(index: &Index, seeds: &[Seed], in_place: &[bool], output: Option<&Seed>) -> Plan {
+pub fn plan(
+    index: &TrustedIndex,
+    seeds: &[Seed],
+    in_place: &[bool],
+    output: Option<&Seed>,
+) -> Plan {
     let mut summary = PlanSummary {
         image_size: index.header().image_size,
         chunks: index.len() as u64,

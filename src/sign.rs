@@ -88,7 +88,7 @@ pub fn generate(password: Option<&str>) -> Result<KeyPair> {
             }
             let salt = random()?;
             let stream = scrypt_stream(password, &salt, OPSLIMIT, MEMLIMIT).map_err(|reason| {
-                Error::Invalid(format!("cannot encrypt the secret key: {reason}"))
+                Error::Internal(format!("cannot encrypt the secret key: {reason}"))
             })?;
             xor(&mut secret, &stream);
             (KDF_SCRYPT, salt, OPSLIMIT, MEMLIMIT)
@@ -259,14 +259,14 @@ pub struct Verified {
 /// `trusted` keys.
 pub fn verify(message: &[u8], signature_text: &str, trusted: &[PublicKey]) -> Result<Verified> {
     check(message, signature_text, trusted)
-        .map_err(|reason| Error::Invalid(format!("signature: {reason}")))
+        .map_err(|reason| Error::Untrusted(format!("signature: {reason}")))
 }
 
 /// Like [`verify`], reading the signature from `path` (see [`signature_path`]).
 pub fn verify_file(message: &[u8], path: &Path, trusted: &[PublicKey]) -> Result<Verified> {
     let text = match read_small(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Untrusted(format!(
                 "signature {} is missing: the index is not signed",
                 path.display()
             )))
@@ -274,7 +274,7 @@ pub fn verify_file(message: &[u8], path: &Path, trusted: &[PublicKey]) -> Result
         text => text.at(path)?,
     };
     check(message, &text, trusted)
-        .map_err(|reason| Error::Invalid(format!("signature {}: {reason}", path.display())))
+        .map_err(|reason| Error::Untrusted(format!("signature {}: {reason}", path.display())))
 }
 
 /// Where the signature of `index` lives: beside it, named as `minisign` names it.
@@ -466,7 +466,7 @@ fn xor(data: &mut [u8], stream: &[u8]) {
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0; N];
     getrandom::fill(&mut bytes)
-        .map_err(|e| Error::Invalid(format!("no randomness from the system: {e}")))?;
+        .map_err(|e| Error::Internal(format!("no randomness from the system: {e}")))?;
     Ok(bytes)
 }
 

@@ -273,7 +273,7 @@ pub fn digest_blocks(
     mut each: impl FnMut(u64, [u8; 32]) -> Result<()>,
 ) -> Result<()> {
     if image.size() < size {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Integrity(format!(
             "{} holds {} bytes, the image has {size}",
             image.path().display(),
             image.size()
@@ -320,7 +320,7 @@ pub fn hash_image(
 }
 
 fn too_large() -> Error {
-    Error::Invalid("hash tree offset beyond this machine's address space".into())
+    Error::Unsupported("a hash tree larger than this machine's address space".into())
 }
 
 /// Random access to a hash area (levels top first, without superblock): a hash device, or

@@ -193,10 +193,12 @@ fn parts_asked_for_at_once_share_one_fetch_of_their_gathered_chunk() {
     make(&image("ext4", 2), &store, &idx);
     let index = Index::open(&idx).unwrap();
     let server = FaultyServer::start(faulty::Config::new(&store));
+    let runtime = blockcast::store::runtime().unwrap();
     let stores = Stores::open(
         &[server.url()],
         &StoreOptions::default(),
         Arc::new(|_: &str| {}),
+        runtime.handle().clone(),
     )
     .unwrap();
     let parts: Vec<ChunkRecord> = index.records().filter(|r| r.part.is_some()).collect();

@@ -27,6 +27,7 @@ use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
 use crate::store::Stores;
+use crate::trust::TrustedIndex;
 use crate::verity::{self, Geometry};
 use order::{Copy, Step};
 use target::{Target, GUARD};
@@ -78,7 +79,7 @@ struct Run<'a> {
 /// Writes the image `index` describes to `output`, after checking that the dm-verity root of
 /// what it wrote is the index's; writes the hash device where `opts` asks for it.
 pub fn extract(
-    index: &Index,
+    index: &TrustedIndex,
     stores: &Stores,
     seeds: Vec<Seed>,
     output: &Path,
@@ -536,5 +537,5 @@ fn read_spill(spill: &File, path: &Path, r: &ChunkRecord, at: u64) -> Result<Ver
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
-    Error::Invalid("a worker thread panicked".into())
+    Error::Internal("a worker thread panicked".into())
 }

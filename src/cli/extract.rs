@@ -51,6 +51,7 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() && a.seed.is_empty() {
         bail!("give at least one --store (or --seed) to take chunks from");
     }
+    let runtime = blockcast::store::runtime()?;
     let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
@@ -58,6 +59,7 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
         &a.stores,
         &a.seed,
         &a.seed_index,
+        runtime.handle(),
         ui,
     )?;
     let opts = ExtractOptions {

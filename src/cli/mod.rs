@@ -16,7 +16,7 @@ mod verity;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use blockcast::chunk::ChunkId;
@@ -24,8 +24,10 @@ use blockcast::index::Index;
 use blockcast::progress::Progress;
 use blockcast::seed::Seed;
 use blockcast::store::{HttpOptions, RemoteFiles, StoreOptions, Stores};
+use blockcast::trust::{Policy, TrustedIndex};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::runtime::Handle;
 
 #[derive(Parser)]
 #[command(
@@ -164,68 +166,39 @@ pub fn key_password() -> Option<String> {
     std::env::var(PASSWORD_ENV).ok()
 }
 
-/// Reads an index from a path or URL; with trusted keys, refuses it unless one of them
-/// signed its exact bytes (INDEX.minisig beside it), before the index is even parsed.
-/// Without, warns that it is unauthenticated.
-fn open_index(location: &str, trusted: &[PathBuf], http: &HttpOptions, ui: &Ui) -> Result<Index> {
-    let remote = blockcast::store::http::is_url(location)
-        .then(|| RemoteFiles::new(http))
-        .transpose()?;
-    let warn = |m: &str| ui.warn(m);
-    let bytes = match &remote {
-        Some(files) => files
-            .index(location, &warn)?
-            .with_context(|| format!("{location}: the server has no such index"))?,
-        None => Index::read_bytes(Path::new(location))?,
-    };
-    if trusted.is_empty() {
-        ui.warn(&format!(
-            "{location} is not authenticated: pass --trusted-key to check its signature"
-        ));
-    } else {
-        let keys = trusted
-            .iter()
-            .map(|k| blockcast::sign::PublicKey::from_file(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let checked = if let Some(files) = &remote {
-            let url = format!("{location}.minisig");
-            match files.file(&url, MAX_SIGNATURE_SIZE, &warn)? {
-                Some(text) => {
-                    blockcast::sign::verify(&bytes, &String::from_utf8_lossy(&text), &keys)
-                }
-                None => Err(blockcast::Error::Invalid(format!(
-                    "signature {url} is missing: the index is not signed"
-                ))),
-            }
-        } else {
-            let sig = blockcast::sign::signature_path(Path::new(location));
-            blockcast::sign::verify_file(&bytes, &sig, &keys)
-        };
-        checked.with_context(|| format!("refusing {location}"))?;
-    }
-    Ok(Index::from_bytes(Path::new(location), bytes)?)
-}
-
-/// [`open_index`], then refuses a release older than `min_release` (a rollback).
-fn open_release(
+/// Opens an index from a path or URL under the library's trust policy: with trusted keys,
+/// refused unless one of them signed its exact bytes (INDEX.minisig beside it), before it
+/// is even parsed; without, taken after a warning that it is unauthenticated. Either way a
+/// release older than `min_release` is refused.
+fn open_index(
     location: &str,
     trusted: &[PathBuf],
     min_release: u64,
     http: &HttpOptions,
+    runtime: &Handle,
     ui: &Ui,
-) -> Result<Index> {
-    let index = open_index(location, trusted, http, ui)?;
-    let release = index.header().release;
-    if release < min_release {
-        bail!(
-            "{location} has release {release}, older than --min-release {min_release}: refusing a rollback"
-        );
-    }
+) -> Result<TrustedIndex> {
+    let remote = blockcast::store::http::is_url(location)
+        .then(|| RemoteFiles::new(http, runtime.clone()))
+        .transpose()?;
+    let warn = |m: &str| ui.warn(m);
+    let index = if trusted.is_empty() {
+        ui.warn(&format!(
+            "{location} is not authenticated: pass --trusted-key to check its signature"
+        ));
+        TrustedIndex::unauthenticated(location, min_release, remote.as_ref(), &warn)?
+    } else {
+        let policy = Policy {
+            keys: trusted
+                .iter()
+                .map(|k| blockcast::sign::PublicKey::from_file(k))
+                .collect::<Result<Vec<_>, _>>()?,
+            min_release,
+        };
+        TrustedIndex::open(location, &policy, remote.as_ref(), &warn)?
+    };
     Ok(index)
 }
-
-/// A `.minisig` file is four short lines.
-const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 
 /// Where chunks come from, and how remote ones are fetched: shared by the commands that
 /// read stores.
@@ -279,7 +252,7 @@ impl StoreArgs {
         self.store.is_empty()
     }
 
-    pub fn open(&self, ui: &Ui) -> Result<Stores> {
+    pub fn open(&self, ui: &Ui, runtime: &Handle) -> Result<Stores> {
         let opts = StoreOptions {
             http: self.http()?,
             concurrency: usize::from(self.concurrency),
@@ -287,7 +260,7 @@ impl StoreArgs {
         };
         let ui = *ui;
         let warn = std::sync::Arc::new(move |m: &str| ui.warn(m));
-        Stores::open(&self.store, &opts, warn).context("opening the stores")
+        Stores::open(&self.store, &opts, warn, runtime.clone()).context("opening the stores")
     }
 }
 
@@ -308,8 +281,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// What extract, plan and mount read from: the index (checked as [`open_release`] checks
+/// What extract, plan and mount read from: the index (opened as [`open_index`] opens
 /// it), then the stores, then the seeds.
+#[allow(clippy::too_many_arguments)]
 pub fn open_sources(
     location: &str,
     trusted: &[PathBuf],
@@ -317,10 +291,11 @@ pub fn open_sources(
     stores: &StoreArgs,
     seeds: &[PathBuf],
     seed_indexes: &[PathBuf],
+    runtime: &Handle,
     ui: &Ui,
-) -> Result<(Index, Stores, Vec<Seed>)> {
-    let index = open_release(location, trusted, min_release, &stores.http()?, ui)?;
-    let stores = stores.open(ui)?;
+) -> Result<(TrustedIndex, Stores, Vec<Seed>)> {
+    let index = open_index(location, trusted, min_release, &stores.http()?, runtime, ui)?;
+    let stores = stores.open(ui, runtime)?;
     let seeds = open_seeds(&index, seeds, seed_indexes, ui)?;
     Ok((index, stores, seeds))
 }

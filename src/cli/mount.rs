@@ -90,6 +90,7 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     if a.daemon {
         return daemonize(&path, ui);
     }
+    let runtime = blockcast::store::runtime()?;
     let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
@@ -97,6 +98,7 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
         &a.stores,
         &a.seed,
         &a.seed_index,
+        runtime.handle(),
         ui,
     )?;
     let ui_copy = *ui;
@@ -133,7 +135,7 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     } else if !ui.quiet {
         print_out(&format!("{} mounted on {} {how}", a.index, path.display()))?;
     }
-    serve_until_stopped(&mut mounted, ui)?;
+    serve_until_stopped(&mut mounted, runtime.handle(), ui)?;
     let stats = mounted.image().stats();
     if !ui.quiet {
         eprintln!(
@@ -152,12 +154,12 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
 
 /// Serves until SIGINT or SIGTERM (or until someone unmounts it), then takes the mount
 /// down. A busy filesystem is reported and kept.
-fn serve_until_stopped(mounted: &mut mount::Mounted, ui: &Ui) -> Result<()> {
+fn serve_until_stopped(
+    mounted: &mut mount::Mounted,
+    runtime: &tokio::runtime::Handle,
+    ui: &Ui,
+) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal handler")?;
     runtime.block_on(async {
         let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;

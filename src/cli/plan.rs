@@ -42,6 +42,7 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     if a.stores.is_empty() {
         bail!("give at least one --store to plan against");
     }
+    let runtime = blockcast::store::runtime()?;
     let (index, stores, seeds) = open_sources(
         &a.index,
         &a.trusted_key,
@@ -49,6 +50,7 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
         &a.stores,
         &a.seed,
         &a.seed_index,
+        runtime.handle(),
         ui,
     )?;
     let plan = plan::plan(&index, &seeds, &[], None);

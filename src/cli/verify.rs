@@ -105,7 +105,15 @@ fn compare(
 }
 
 pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
-    let index = super::open_index(&a.index, &a.trusted_key, &a.stores.http()?, ui)?;
+    let runtime = blockcast::store::runtime()?;
+    let index = super::open_index(
+        &a.index,
+        &a.trusted_key,
+        0,
+        &a.stores.http()?,
+        runtime.handle(),
+        ui,
+    )?;
     let v = &index.header().verity;
     let image = Image::open(&a.image)?;
     let bar = ui.bar();
@@ -127,7 +135,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
             (bad, path.display().to_string())
         }
         (None, false) => {
-            let stores = a.stores.open(ui)?;
+            let stores = a.stores.open(ui, runtime.handle())?;
             let area = StoredTree {
                 index: &index,
                 stores: &stores,
@@ -151,7 +159,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
     let outcome = Outcome {
         verity_root: v.root_hex(),
         tree: source,
-        authenticated: !a.trusted_key.is_empty(),
+        authenticated: index.is_authenticated(),
         data_blocks: v.data_blocks,
         bad_blocks,
     };

@@ -1034,13 +1034,20 @@ pub fn encode(
     bytes
 }
 
+/// A small valid index of every record kind, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn sample_bytes() -> Vec<u8> {
+    let (header, records, tree, gathered) = tests::sample();
+    encode(&header, &records, &tree, &gathered, &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Records of every kind, unaligned, with one gathered chunk whose two parts have a
     /// zero run and nothing else between them.
-    fn sample() -> (Header, Vec<ChunkRecord>, Vec<ChunkRecord>, Vec<Unit>) {
+    pub(super) fn sample() -> (Header, Vec<ChunkRecord>, Vec<ChunkRecord>, Vec<Unit>) {
         let gathered = Unit {
             offset: 5000,
             size: 7096,

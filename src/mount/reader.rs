@@ -17,6 +17,7 @@ use crate::mount::cache_image::CacheImage;
 use crate::mount::StoredTree;
 use crate::seed::{Seed, SeedBases};
 use crate::store::{Stores, Warn};
+use crate::trust::TrustedIndex;
 use crate::verity::{BlockCheck, Checked, BLOCK};
 
 pub struct ReaderOptions {
@@ -59,7 +60,7 @@ pub struct LazyImage {
 /// What background fetches update. It holds no [`Stores`], so a fetch finishing on a
 /// runtime thread never owns the runtime it runs on.
 struct State {
-    index: Index,
+    index: TrustedIndex,
     cache: Option<CacheImage>,
     recent: Mutex<Recent>,
     pending: Mutex<HashMap<usize, Arc<Pending>>>,
@@ -117,7 +118,7 @@ impl LazyImage {
     /// Reads and checks the hash tree's top levels from the stores at once: an index
     /// whose tree does not hash to its root is refused here, not at the first read.
     pub fn new(
-        index: Index,
+        index: TrustedIndex,
         stores: Stores,
         seeds: Vec<Seed>,
         cache: Option<CacheImage>,

@@ -18,7 +18,7 @@ impl Compressor {
     pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         self.0
             .compress(data)
-            .map_err(|e| Error::Invalid(format!("zstd compression failed: {e}")))
+            .map_err(|e| Error::Internal(format!("zstd compression failed: {e}")))
     }
 }
 
@@ -53,7 +53,7 @@ pub fn decompress(stored: &[u8], size: u32, id: ChunkId, offset: u64) -> Result<
 pub fn compress_against(data: &[u8], base: &[u8], level: i32) -> Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let fail = |what: &str, code: usize| {
-        Error::Invalid(format!(
+        Error::Internal(format!(
             "zstd delta {what}: {}",
             zstd::zstd_safe::get_error_name(code)
         ))

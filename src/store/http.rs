@@ -107,7 +107,7 @@ impl Client {
         }
         let inner = builder
             .build()
-            .map_err(|e| Error::Invalid(format!("setting up the HTTP client: {e}")))?;
+            .map_err(|e| Error::Internal(format!("setting up the HTTP client: {e}")))?;
         Ok(Client {
             inner,
             timeout: opts.timeout,

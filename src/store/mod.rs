@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
+use tokio::runtime::Handle;
 
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
@@ -115,7 +116,7 @@ pub trait PruneStore: WriteStore {
 pub struct Stores {
     shared: Arc<Shared>,
     concurrency: usize,
-    runtime: tokio::runtime::Runtime,
+    runtime: Handle,
 }
 
 struct Shared {
@@ -145,8 +146,15 @@ type GatheredSlot = Arc<tokio::sync::OnceCell<Arc<VerifiedChunk>>>;
 const GATHERED_KEPT: u64 = 16 << 20;
 
 impl Stores {
-    /// Opens each location: a directory, or an `http://` or `https://` URL.
-    pub fn open(locations: &[String], opts: &StoreOptions, warn: Warn) -> Result<Stores> {
+    /// Opens each location: a directory, or an `http://` or `https://` URL. Fetches run on
+    /// `runtime`, the caller's (see [`runtime`] for one made for them); the blocking calls
+    /// below must come from threads outside it.
+    pub fn open(
+        locations: &[String],
+        opts: &StoreOptions,
+        warn: Warn,
+        runtime: Handle,
+    ) -> Result<Stores> {
         let mut client = None;
         let mut list: Vec<Box<dyn ReadStore>> = Vec::with_capacity(locations.len());
         for location in locations {
@@ -180,7 +188,7 @@ impl Stores {
                 rebuilt: AtomicU64::new(0),
             }),
             concurrency: opts.concurrency.max(1),
-            runtime: runtime()?,
+            runtime,
         })
     }
 
@@ -558,35 +566,32 @@ impl<T> std::future::Future for Task<T> {
     }
 }
 
-/// A runtime with a worker per core, and at least six: fetches wait on the network
+/// A runtime for [`Stores`] with a worker per core, and at least six: fetches wait on the network
 /// there, and chunks fetched over HTTP are decompressed and hashed there as they arrive.
 /// Local chunk files are read and checked on its blocking pool, or, for a lazy mount, on
 /// the workers themselves (see [`Stores::read_locally_for_mount`]), where more workers
 /// than cores keep the cores busy while some wait on the disk (on two cores, six read a
 /// cold store 8% faster than four did).
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(6))
         .thread_name("blockcast-fetch")
         .enable_all()
         .build()
-        .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))
+        .map_err(|e| Error::Internal(format!("starting the fetch runtime: {e}")))
 }
 
 /// Whole files fetched before any store is opened: an index and its signature, over one
 /// client.
 pub struct RemoteFiles {
     client: http::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: Handle,
 }
 
 impl RemoteFiles {
-    pub fn new(opts: &HttpOptions) -> Result<RemoteFiles> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Invalid(format!("starting the fetch runtime: {e}")))?;
+    /// Fetches run on `runtime`; the calls block, so they come from threads outside it.
+    pub fn new(opts: &HttpOptions, runtime: Handle) -> Result<RemoteFiles> {
         Ok(RemoteFiles {
             client: http::Client::new(opts)?,
             runtime,
