@@ -2,7 +2,12 @@
 //! static web server would serve them: GET and HEAD, single byte ranges, content types,
 //! `Cache-Control: immutable` for chunks (a chunk's name is its content), bounded
 //! connections, and a graceful stop.
+//!
+//! Only regular files inside the directory are served, reached without symlinks and
+//! through no name starting with a dot (temporary files, `.git`); anything else is
+//! answered 404 as if it were not there.
 
+mod open;
 pub mod range;
 
 use std::convert::Infallible;
@@ -24,6 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use open::Refused;
 use range::Ranged;
 
 pub struct ServeOptions {
@@ -145,8 +151,10 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
             return r;
         }
     };
-    let Some(path) = local_path(&opts.root, req.uri().path()) else {
-        return plain(StatusCode::BAD_REQUEST, "bad path\n");
+    let path = match local_path(req.uri().path()) {
+        Ok(path) => path,
+        Err(Unnamed::Bad) => return plain(StatusCode::BAD_REQUEST, "bad path\n"),
+        Err(Unnamed::Hidden) => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
     let range = req
         .headers()
@@ -157,7 +165,8 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
     // made of) reads the file, so the answer goes out in one piece.
     let opened = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || open(&path, range.as_deref(), head)).await
+        let root = opts.root.clone();
+        tokio::task::spawn_blocking(move || open(&root, &path, range.as_deref(), head)).await
     };
     let (status, start, end, len, body) = match opened {
         Ok(Opened::Found {
@@ -224,18 +233,17 @@ enum Content {
     File(std::fs::File),
 }
 
-/// Opens `path` and settles the answer: which bytes, and the bytes themselves when they
-/// fit in one piece.
-fn open(path: &Path, range: Option<&str>, head: bool) -> Opened {
+/// Opens `relative` under `root` and settles the answer: which bytes, and the bytes
+/// themselves when they fit in one piece.
+fn open(root: &Path, relative: &Path, range: Option<&str>, head: bool) -> Opened {
     use std::io::{Read, Seek};
-    let mut file = match std::fs::File::open(path) {
+    let mut file = match open::open_beneath(root, relative) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Opened::Missing,
-        Err(_) => return Opened::Unreadable,
+        Err(Refused::NotFound) => return Opened::Missing,
+        Err(Refused::Unreadable) => return Opened::Unreadable,
     };
     let len = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(_) => return Opened::Missing,
+        Ok(m) => m.len(),
         Err(_) => return Opened::Unreadable,
     };
     let (status, start, end) = match range::parse(range, len) {
@@ -267,18 +275,32 @@ fn open(path: &Path, range: Option<&str>, head: bool) -> Opened {
     }
 }
 
-/// The file under `root` that a request path names: percent-decoded, and only plain
-/// names (no `..`, no empty or hidden tricks past the root).
-fn local_path(root: &Path, uri_path: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(uri_path)?;
+enum Unnamed {
+    /// Undecodable, empty, or climbing out with `..`: answered 400.
+    Bad,
+    /// A name starting with a dot: answered 404, as a static server hides them.
+    Hidden,
+}
+
+/// The path relative to the root that a request path names: percent-decoded, and only
+/// plain names that do not start with a dot (`..`, temporary files, `.git`).
+fn local_path(uri_path: &str) -> Result<PathBuf, Unnamed> {
+    let decoded = percent_decode(uri_path).ok_or(Unnamed::Bad)?;
     let relative = Path::new(decoded.trim_start_matches('/'));
     if relative.as_os_str().is_empty() {
-        return None;
+        return Err(Unnamed::Bad);
     }
-    relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then(|| root.join(relative))
+    let mut hidden = false;
+    for c in relative.components() {
+        match c {
+            Component::Normal(name) => hidden |= name.as_encoded_bytes().starts_with(b"."),
+            _ => return Err(Unnamed::Bad),
+        }
+    }
+    match hidden {
+        true => Err(Unnamed::Hidden),
+        false => Ok(relative.to_path_buf()),
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -381,20 +403,32 @@ mod tests {
 
     #[test]
     fn paths_stay_under_the_root() {
-        let root = Path::new("/srv/store");
+        let named = |p| local_path(p).ok();
         assert_eq!(
-            local_path(root, "/ab12/ab12cd.cacnk"),
-            Some(root.join("ab12/ab12cd.cacnk"))
+            named("/ab12/ab12cd.cacnk"),
+            Some(PathBuf::from("ab12/ab12cd.cacnk"))
         );
-        assert_eq!(
-            local_path(root, "/v%201.bcidx"),
-            Some(root.join("v 1.bcidx"))
-        );
-        assert_eq!(local_path(root, "/../etc/passwd"), None);
-        assert_eq!(local_path(root, "/a/%2e%2e/%2e%2e/etc"), None);
-        assert_eq!(local_path(root, "/"), None);
-        assert_eq!(local_path(root, "/a%00b"), None);
-        assert_eq!(local_path(root, "/a%zz"), None);
-        assert_eq!(local_path(root, "/a/./b"), Some(root.join("a/b")));
+        assert_eq!(named("/v%201.bcidx"), Some(PathBuf::from("v 1.bcidx")));
+        assert_eq!(named("/a/./b"), Some(PathBuf::from("a/b")));
+        for bad in [
+            "/../etc/passwd",
+            "/a/%2e%2e/%2e%2e/etc",
+            "/",
+            "/a%00b",
+            "/a%zz",
+        ] {
+            assert!(matches!(local_path(bad), Err(Unnamed::Bad)), "{bad}");
+        }
+        for hidden in [
+            "/.git/config",
+            "/store/ab12/.ab12cd.1234-0.tmp",
+            "/.v2.bcidx.99.tmp",
+            "/%2esecret",
+        ] {
+            assert!(
+                matches!(local_path(hidden), Err(Unnamed::Hidden)),
+                "{hidden}"
+            );
+        }
     }
 }
