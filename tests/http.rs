@@ -390,6 +390,18 @@ impl Client {
         self.send(method, path);
         self.receive(method)
     }
+
+    /// True once the server has closed the connection; panics if it does not within
+    /// [`ANSWER_DEADLINE`].
+    fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
 }
 
 #[test]
@@ -468,4 +480,59 @@ fn serve_refuses_links_out_hidden_names_and_temporary_files() {
     }
     assert_eq!(client.ask("GET", &rel(&chunk)).0, 200);
     assert_eq!(client.ask("HEAD", "/erofs.bcidx").0, 200);
+}
+
+#[test]
+fn silent_connections_give_their_slots_back_after_the_header_timeout() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(
+        &www,
+        &["--max-connections", "16", "--header-timeout", "300"],
+    );
+    let mut silent: Vec<Client> = (0..16).map(|_| Client::connect(&server.url)).collect();
+    // Served once a silent one times out: within the deadline, unlike the old 30 s.
+    assert_eq!(
+        Client::connect(&server.url).ask("GET", "/erofs.bcidx").0,
+        200
+    );
+    for (i, client) in silent.iter_mut().enumerate() {
+        assert!(client.closed_by_server(), "silent connection {i}");
+    }
+}
+
+#[test]
+fn idle_connections_make_room_for_a_new_client() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    // Timeouts far beyond the test's deadline: only shedding can make room.
+    let server = Served::start(
+        &www,
+        &[
+            "--max-connections",
+            "16",
+            "--idle-timeout",
+            "600000",
+            "--header-timeout",
+            "600000",
+        ],
+    );
+    let mut idle: Vec<Client> = (0..16)
+        .map(|_| {
+            let mut c = Client::connect(&server.url);
+            assert_eq!(c.ask("GET", "/erofs.bcidx").0, 200);
+            c
+        })
+        .collect();
+    assert_eq!(
+        Client::connect(&server.url).ask("HEAD", "/erofs.bcidx").0,
+        200
+    );
+    assert!(idle[0].closed_by_server(), "the longest idle was not shed");
+    // The others kept their connections.
+    for client in &mut idle[1..] {
+        assert_eq!(client.ask("HEAD", "/erofs.bcidx").0, 200);
+    }
 }

@@ -18,12 +18,19 @@ pub struct ServeArgs {
     /// Milliseconds to wait before every answer, to stand in for a slow link.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     delay: u64,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once; when all are taken, the one idle the longest is
+    /// closed for a new client, and without an idle one new clients wait.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
     /// Log one line per request on stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Milliseconds a client may take to send a request's headers.
+    #[arg(long, value_name = "MS", hide = true)]
+    header_timeout: Option<u64>,
+    /// Milliseconds a connection may stay idle between requests.
+    #[arg(long, value_name = "MS", hide = true)]
+    idle_timeout: Option<u64>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -41,10 +48,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let addr = listener.local_addr().context("reading the bound address")?;
         // Printed even with --quiet: with port 0 it is the only way to learn the port.
         print_out(&format!("serving {} on http://{addr}", a.dir.display()))?;
+        let ms = |given: Option<u64>, default| given.map_or(default, Duration::from_millis);
         let opts = ServeOptions {
             root: a.dir.clone(),
             delay: Duration::from_millis(a.delay),
             max_connections: a.max_connections,
+            header_timeout: ms(a.header_timeout, ServeOptions::HEADER_TIMEOUT),
+            idle_timeout: ms(a.idle_timeout, ServeOptions::IDLE_TIMEOUT),
             verbose: a.verbose,
         };
         serve::serve(listener, opts, stop_signal()?)

@@ -7,6 +7,7 @@
 //! through no name starting with a dot (temporary files, `.git`); anything else is
 //! answered 404 as if it were not there.
 
+mod conn;
 mod open;
 pub mod range;
 
@@ -24,11 +25,12 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use conn::{Conns, Limits, Watched};
 use open::Refused;
 use range::Ranged;
 
@@ -37,14 +39,23 @@ pub struct ServeOptions {
     pub root: PathBuf,
     /// Added before every answer, to stand in for a slow link in benchmarks.
     pub delay: Duration,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once. When all are taken, the one idle the longest between
+    /// requests is closed for a new client; without one, new clients wait.
     pub max_connections: usize,
+    /// How long a client may take to send a request's headers, from connecting or from
+    /// the request's first byte.
+    pub header_timeout: Duration,
+    /// How long a connection may stay idle between requests.
+    pub idle_timeout: Duration,
     /// One line per request on stderr.
     pub verbose: bool,
 }
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+impl ServeOptions {
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 /// How long open connections get to finish once a stop is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Files are sent in pieces of this size.
@@ -64,14 +75,15 @@ pub async fn serve(
         err: e,
     })?;
     let opts = Arc::new(ServeOptions { root, ..opts });
+    let limits = Limits {
+        header: opts.header_timeout,
+        idle: opts.idle_timeout,
+    };
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let conns = Arc::new(Conns::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
-    loop {
-        let slot = tokio::select! {
-            _ = &mut stop => break,
-            slot = slots.clone().acquire_owned() => slot.map_err(|_| stopped())?,
-        };
+    'serving: loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -84,27 +96,57 @@ pub async fn serve(
                 }
             },
         };
+        // A client is waiting: when every slot is taken, close idle connections (the
+        // longest idle first, one at a time) until one is free.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => loop {
+                conns.shed_idlest();
+                tokio::select! {
+                    _ = &mut stop => break 'serving,
+                    slot = slots.clone().acquire_owned() => break slot.map_err(|_| stopped())?,
+                    _ = conns.idled() => {}
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
-        let opts = opts.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let opts = opts.clone();
-            async move { Ok::<_, Infallible>(answer(&opts, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let registered = conns.register();
+        let io = Watched {
+            inner: stream,
+            conn: registered.conn.clone(),
+        };
+        let service = {
+            let (opts, conns, conn) = (opts.clone(), conns.clone(), registered.conn.clone());
+            hyper::service::service_fn(move |req| {
+                let opts = opts.clone();
+                let busy = conns.busy(&conn);
+                async move {
+                    let response = answer(&opts, peer, req).await;
+                    // Idle again once hyper has sent the body and dropped it.
+                    Ok::<_, Infallible>(response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _held = &busy;
+                            frame
+                        })
+                        .boxed()
+                    }))
+                }
+            })
+        };
+        let serving = graceful.watch(
+            hyper::server::conn::http1::Builder::new()
+                // Bounded by `limits` instead, which tells idle from slow.
+                .header_read_timeout(None)
+                .serve_connection(TokioIo::new(io), service),
+        );
         tokio::spawn(async move {
-            let _ = conn.await;
+            registered.conn.watch(limits, serving).await;
+            drop(registered);
             drop(slot);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {}
-    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
     Ok(())
 }
 
@@ -113,7 +155,7 @@ fn stopped() -> Error {
 }
 
 async fn answer(
-    opts: &ServeOptions,
+    opts: &Arc<ServeOptions>,
     peer: SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -140,7 +182,7 @@ async fn answer(
     response
 }
 
-async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
