@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::served::Served;
 use common::*;
@@ -535,4 +535,28 @@ fn idle_connections_make_room_for_a_new_client() {
     for client in &mut idle[1..] {
         assert_eq!(client.ask("HEAD", "/erofs.bcidx").0, 200);
     }
+}
+
+#[test]
+fn sigterm_stops_serve_with_a_request_stuck_in_flight() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(
+        &www,
+        &["--stall-for-tests", "erofs.bcidx", "--drain-timeout", "200"],
+    );
+    let mut stuck = Client::connect(&server.url);
+    stuck.send("GET", "/erofs.bcidx");
+    let deadline = Instant::now() + ANSWER_DEADLINE;
+    while !server.log().contains("stalling erofs.bcidx") {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert!(stuck.closed_by_server());
 }

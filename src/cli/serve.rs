@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// Milliseconds a connection may stay idle between requests.
     #[arg(long, value_name = "MS", hide = true)]
     idle_timeout: Option<u64>,
+    /// Milliseconds requests in flight get to finish after SIGINT or SIGTERM.
+    #[arg(long, value_name = "MS", hide = true)]
+    drain_timeout: Option<u64>,
+    /// Tests only: requests for this path block their thread for good.
+    #[arg(long, value_name = "PATH", hide = true)]
+    stall_for_tests: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -41,7 +47,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the server runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
@@ -55,12 +61,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_connections: a.max_connections,
             header_timeout: ms(a.header_timeout, ServeOptions::HEADER_TIMEOUT),
             idle_timeout: ms(a.idle_timeout, ServeOptions::IDLE_TIMEOUT),
+            drain_timeout: ms(a.drain_timeout, ServeOptions::DRAIN_TIMEOUT),
             verbose: a.verbose,
+            stall: a.stall_for_tests,
         };
         serve::serve(listener, opts, stop_signal()?)
             .await
             .with_context(|| format!("serving {}", a.dir.display()))
-    })
+    });
+    // Threads still blocked in the filesystem (a hung network mount) must not keep the
+    // process alive after the drain: they are not waited for.
+    runtime.shutdown_background();
+    served
 }
 
 /// Completes on the first SIGINT or SIGTERM.

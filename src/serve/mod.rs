@@ -47,24 +47,30 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// How long a connection may stay idle between requests.
     pub idle_timeout: Duration,
+    /// How long requests in flight get to finish once a stop is asked for.
+    pub drain_timeout: Duration,
     /// One line per request on stderr.
     pub verbose: bool,
+    /// Tests only: requests for this path (relative to the root) block their thread for
+    /// good, as a read from a hung filesystem would.
+    #[doc(hidden)]
+    pub stall: Option<PathBuf>,
 }
 
 impl ServeOptions {
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
-/// How long open connections get to finish once a stop is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Files are sent in pieces of this size.
 const PIECE: usize = 256 << 10;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// Serves `listener` until `stop` completes, then lets open connections finish (for at
-/// most [`DRAIN_TIMEOUT`]).
+/// Serves `listener` until `stop` completes, then lets requests in flight finish (for at
+/// most the drain timeout). A thread still blocked in the filesystem then is not waited
+/// for: the caller shuts its runtime down without waiting (`shutdown_background`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     opts: ServeOptions,
@@ -146,7 +152,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await;
     Ok(())
 }
 
@@ -206,9 +212,17 @@ async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>)
     // One trip to a blocking thread opens, measures and (for the small files a store is
     // made of) reads the file, so the answer goes out in one piece.
     let opened = {
-        let path = path.clone();
-        let root = opts.root.clone();
-        tokio::task::spawn_blocking(move || open(&root, &path, range.as_deref(), head)).await
+        let (opts, path) = (opts.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            if opts.stall.as_ref() == Some(&path) {
+                eprintln!("blockcast serve: stalling {} for a test", path.display());
+                loop {
+                    std::thread::park();
+                }
+            }
+            open(&opts.root, &path, range.as_deref(), head)
+        })
+        .await
     };
     let (status, start, end, len, body) = match opened {
         Ok(Opened::Found {
