@@ -58,8 +58,8 @@ pub fn open_beneath(root: &Path, relative: &Path) -> Result<File, Refused> {
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(Refused::NotFound);
     }
-    // Reads of a regular file ignore O_NONBLOCK, except on some network and FUSE
-    // filesystems that pass it on: drop it now that the type is known.
+    // Local filesystems ignore O_NONBLOCK on regular files, but FUSE passes it on to
+    // its daemon: drop it now that the type is known.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(refusal)?;
     Ok(File::from(fd))
 }
