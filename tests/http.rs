@@ -1,12 +1,15 @@
 //! Stores and indexes over HTTP from `blockcast serve`: every kind of image rebuilt
-//! byte-identical, the chunk cache, signed remote indexes, several stores in order, and
-//! the server's HTTP semantics checked with curl.
+//! byte-identical, the chunk cache, signed remote indexes, several stores in order, the
+//! server's HTTP semantics checked with curl, and what it refuses or sheds under attack.
 
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::served::Served;
 use common::*;
@@ -381,4 +384,232 @@ fn an_http_store_reads_objects_by_ranges() {
         &mut |_, _| Ok(()),
     ));
     assert!(past.is_err());
+}
+
+/// How long a test waits for an answer the server owes it before failing.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// One keep-alive HTTP/1.1 connection, spoken by hand so that tests control when it is
+/// silent. Reads give up after [`ANSWER_DEADLINE`].
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(url: &str) -> Client {
+        let stream = TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
+        stream.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, method: &str, path: &str) {
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("send request");
+    }
+
+    /// Reads one answer: its status and body.
+    fn receive(&mut self, method: &str) -> (u16, Vec<u8>) {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {line:?}"));
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("header line");
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = value.trim().parse().expect("content-length");
+                }
+            }
+        }
+        let mut body = vec![0; if method == "HEAD" { 0 } else { len }];
+        self.reader.read_exact(&mut body).expect("body");
+        (status, body)
+    }
+
+    fn ask(&mut self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        self.send(method, path);
+        self.receive(method)
+    }
+
+    /// True once the server has closed the connection; panics if it does not within
+    /// [`ANSWER_DEADLINE`].
+    fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn serve_answers_a_fifo_at_once_and_keeps_serving() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let fifo = www.join("store/pipe.cacnk");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let index = fs::read(www.join("erofs.bcidx")).unwrap();
+    let server = Served::start(&www, &["--max-connections", "4"]);
+    let mut client = Client::connect(&server.url);
+    assert_eq!(client.ask("GET", "/store/pipe.cacnk").0, 404);
+    assert_eq!(client.ask("HEAD", "/store/pipe.cacnk").0, 404);
+    assert_eq!(client.ask("GET", "/erofs.bcidx"), (200, index.clone()));
+    // More than the blocking pool's 512 threads: each used to stay stuck in open(2).
+    for _ in 0..600 {
+        assert_eq!(client.ask("GET", "/store/pipe.cacnk").0, 404);
+    }
+    assert_eq!(
+        Client::connect(&server.url).ask("GET", "/erofs.bcidx"),
+        (200, index)
+    );
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn serve_refuses_links_out_hidden_names_and_temporary_files() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let secret = dir.path().join("secret");
+    fs::create_dir_all(&secret).unwrap();
+    fs::write(secret.join("shadow"), "root:x:0\n").unwrap();
+    let chunk = chunk_files(&www.join("store")).remove(0);
+    let chunk_dir = chunk.parent().unwrap();
+    let name = chunk.file_name().unwrap().to_str().unwrap();
+    let link = |target: &Path, at: &Path| std::os::unix::fs::symlink(target, at).unwrap();
+    link(&secret.join("shadow"), &www.join("store/evil.cacnk"));
+    link(&secret, &www.join("store/out"));
+    // Links inside the directory are refused too: they are never followed.
+    link(Path::new("erofs.bcidx"), &www.join("latest.bcidx"));
+    // What a killed `make` leaves: a chunk's and an index's temporary files.
+    fs::copy(&chunk, chunk_dir.join(format!(".{name}.4242-0.tmp"))).unwrap();
+    fs::copy(www.join("erofs.bcidx"), www.join(".erofs.bcidx.4242.tmp")).unwrap();
+    fs::create_dir_all(www.join(".git")).unwrap();
+    fs::write(www.join(".git/config"), "[core]\n").unwrap();
+    fs::write(www.join(".htpasswd"), "admin:x\n").unwrap();
+
+    let server = Served::start(&www, &[]);
+    let rel = |p: &Path| format!("/{}", p.strip_prefix(&www).unwrap().display());
+    let tmp = chunk_dir.join(format!(".{name}.4242-0.tmp"));
+    let refused = [
+        "/store/evil.cacnk".to_string(),
+        "/store/out/shadow".to_string(),
+        "/latest.bcidx".to_string(),
+        rel(&tmp),
+        "/.erofs.bcidx.4242.tmp".to_string(),
+        "/%2Eerofs.bcidx.4242.tmp".to_string(),
+        "/.git/config".to_string(),
+        "/.htpasswd".to_string(),
+    ];
+    let mut client = Client::connect(&server.url);
+    for path in &refused {
+        for method in ["GET", "HEAD"] {
+            let (status, body) = client.ask(method, path);
+            assert_eq!(status, 404, "{method} {path}");
+            assert!(!String::from_utf8_lossy(&body).contains("root:x"));
+        }
+    }
+    assert_eq!(client.ask("GET", &rel(&chunk)).0, 200);
+    assert_eq!(client.ask("HEAD", "/erofs.bcidx").0, 200);
+}
+
+#[test]
+fn silent_connections_give_their_slots_back_after_the_header_timeout() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(
+        &www,
+        &["--max-connections", "16", "--header-timeout", "300"],
+    );
+    let mut silent: Vec<Client> = (0..16).map(|_| Client::connect(&server.url)).collect();
+    // Served once a silent one times out: within the deadline, unlike the old 30 s.
+    assert_eq!(
+        Client::connect(&server.url).ask("GET", "/erofs.bcidx").0,
+        200
+    );
+    for (i, client) in silent.iter_mut().enumerate() {
+        assert!(client.closed_by_server(), "silent connection {i}");
+    }
+}
+
+#[test]
+fn idle_connections_make_room_for_a_new_client() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    // Timeouts far beyond the test's deadline: only shedding can make room.
+    let server = Served::start(
+        &www,
+        &[
+            "--max-connections",
+            "16",
+            "--idle-timeout",
+            "600000",
+            "--header-timeout",
+            "600000",
+        ],
+    );
+    let mut idle: Vec<Client> = (0..16)
+        .map(|_| {
+            let mut c = Client::connect(&server.url);
+            assert_eq!(c.ask("GET", "/erofs.bcidx").0, 200);
+            c
+        })
+        .collect();
+    assert_eq!(
+        Client::connect(&server.url).ask("HEAD", "/erofs.bcidx").0,
+        200
+    );
+    assert!(idle[0].closed_by_server(), "the longest idle was not shed");
+    // The others kept their connections.
+    for client in &mut idle[1..] {
+        assert_eq!(client.ask("HEAD", "/erofs.bcidx").0, 200);
+    }
+}
+
+#[test]
+fn sigterm_stops_serve_with_a_request_stuck_in_flight() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    publish(&www, &["erofs"]);
+    let server = Served::start(
+        &www,
+        &["--stall-for-tests", "erofs.bcidx", "--drain-timeout", "200"],
+    );
+    let mut stuck = Client::connect(&server.url);
+    stuck.send("GET", "/erofs.bcidx");
+    let deadline = Instant::now() + ANSWER_DEADLINE;
+    while !server.log().contains("stalling erofs.bcidx") {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert!(stuck.closed_by_server());
 }

@@ -2,7 +2,13 @@
 //! static web server would serve them: GET and HEAD, single byte ranges, content types,
 //! `Cache-Control: immutable` for chunks (a chunk's name is its content), bounded
 //! connections, and a graceful stop.
+//!
+//! Only regular files inside the directory are served, reached without symlinks and
+//! through no name starting with a dot (temporary files, `.git`); anything else is
+//! answered 404 as if it were not there.
 
+mod conn;
+mod open;
 pub mod range;
 
 use std::convert::Infallible;
@@ -19,11 +25,13 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use conn::{Conns, Limits, Watched};
+use open::Refused;
 use range::Ranged;
 
 pub struct ServeOptions {
@@ -31,23 +39,38 @@ pub struct ServeOptions {
     pub root: PathBuf,
     /// Added before every answer, to stand in for a slow link in benchmarks.
     pub delay: Duration,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once. When all are taken, the one idle the longest between
+    /// requests is closed for a new client; without one, new clients wait.
     pub max_connections: usize,
+    /// How long a client may take to send a request's headers, from connecting or from
+    /// the request's first byte.
+    pub header_timeout: Duration,
+    /// How long a connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// How long requests in flight get to finish once a stop is asked for.
+    pub drain_timeout: Duration,
     /// One line per request on stderr.
     pub verbose: bool,
+    /// Tests only: requests for this path (relative to the root) block their thread for
+    /// good, as a read from a hung filesystem would.
+    #[doc(hidden)]
+    pub stall: Option<PathBuf>,
 }
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long open connections get to finish once a stop is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+impl ServeOptions {
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
 /// Files are sent in pieces of this size.
 const PIECE: usize = 256 << 10;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// Serves `listener` until `stop` completes, then lets open connections finish (for at
-/// most [`DRAIN_TIMEOUT`]).
+/// Serves `listener` until `stop` completes, then lets requests in flight finish (for at
+/// most the drain timeout). A thread still blocked in the filesystem then is not waited
+/// for: the caller shuts its runtime down without waiting (`shutdown_background`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     opts: ServeOptions,
@@ -58,14 +81,15 @@ pub async fn serve(
         err: e,
     })?;
     let opts = Arc::new(ServeOptions { root, ..opts });
+    let limits = Limits {
+        header: opts.header_timeout,
+        idle: opts.idle_timeout,
+    };
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let conns = Arc::new(Conns::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
-    loop {
-        let slot = tokio::select! {
-            _ = &mut stop => break,
-            slot = slots.clone().acquire_owned() => slot.map_err(|_| stopped())?,
-        };
+    'serving: loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -78,27 +102,57 @@ pub async fn serve(
                 }
             },
         };
+        // A client is waiting: when every slot is taken, close idle connections (the
+        // longest idle first, one at a time) until one is free.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => loop {
+                conns.shed_idlest();
+                tokio::select! {
+                    _ = &mut stop => break 'serving,
+                    slot = slots.clone().acquire_owned() => break slot.map_err(|_| stopped())?,
+                    _ = conns.idled() => {}
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
-        let opts = opts.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let opts = opts.clone();
-            async move { Ok::<_, Infallible>(answer(&opts, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let registered = conns.register();
+        let io = Watched {
+            inner: stream,
+            conn: registered.conn.clone(),
+        };
+        let service = {
+            let (opts, conns, conn) = (opts.clone(), conns.clone(), registered.conn.clone());
+            hyper::service::service_fn(move |req| {
+                let opts = opts.clone();
+                let busy = conns.busy(&conn);
+                async move {
+                    let response = answer(&opts, peer, req).await;
+                    // Idle again once hyper has sent the body and dropped it.
+                    Ok::<_, Infallible>(response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _held = &busy;
+                            frame
+                        })
+                        .boxed()
+                    }))
+                }
+            })
+        };
+        let serving = graceful.watch(
+            hyper::server::conn::http1::Builder::new()
+                // Bounded by `limits` instead, which tells idle from slow.
+                .header_read_timeout(None)
+                .serve_connection(TokioIo::new(io), service),
+        );
         tokio::spawn(async move {
-            let _ = conn.await;
+            registered.conn.watch(limits, serving).await;
+            drop(registered);
             drop(slot);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {}
-    }
+    let _ = tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await;
     Ok(())
 }
 
@@ -107,7 +161,7 @@ fn stopped() -> Error {
 }
 
 async fn answer(
-    opts: &ServeOptions,
+    opts: &Arc<ServeOptions>,
     peer: SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -134,7 +188,7 @@ async fn answer(
     response
 }
 
-async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -145,8 +199,10 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
             return r;
         }
     };
-    let Some(path) = local_path(&opts.root, req.uri().path()) else {
-        return plain(StatusCode::BAD_REQUEST, "bad path\n");
+    let path = match local_path(req.uri().path()) {
+        Ok(path) => path,
+        Err(Unnamed::Bad) => return plain(StatusCode::BAD_REQUEST, "bad path\n"),
+        Err(Unnamed::Hidden) => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
     let range = req
         .headers()
@@ -156,8 +212,17 @@ async fn respond(opts: &ServeOptions, req: &Request<hyper::body::Incoming>) -> R
     // One trip to a blocking thread opens, measures and (for the small files a store is
     // made of) reads the file, so the answer goes out in one piece.
     let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || open(&path, range.as_deref(), head)).await
+        let (opts, path) = (opts.clone(), path.clone());
+        tokio::task::spawn_blocking(move || {
+            if opts.stall.as_ref() == Some(&path) {
+                eprintln!("blockcast serve: stalling {} for a test", path.display());
+                loop {
+                    std::thread::park();
+                }
+            }
+            open(&opts.root, &path, range.as_deref(), head)
+        })
+        .await
     };
     let (status, start, end, len, body) = match opened {
         Ok(Opened::Found {
@@ -224,18 +289,17 @@ enum Content {
     File(std::fs::File),
 }
 
-/// Opens `path` and settles the answer: which bytes, and the bytes themselves when they
-/// fit in one piece.
-fn open(path: &Path, range: Option<&str>, head: bool) -> Opened {
+/// Opens `relative` under `root` and settles the answer: which bytes, and the bytes
+/// themselves when they fit in one piece.
+fn open(root: &Path, relative: &Path, range: Option<&str>, head: bool) -> Opened {
     use std::io::{Read, Seek};
-    let mut file = match std::fs::File::open(path) {
+    let mut file = match open::open_beneath(root, relative) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Opened::Missing,
-        Err(_) => return Opened::Unreadable,
+        Err(Refused::NotFound) => return Opened::Missing,
+        Err(Refused::Unreadable) => return Opened::Unreadable,
     };
     let len = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(_) => return Opened::Missing,
+        Ok(m) => m.len(),
         Err(_) => return Opened::Unreadable,
     };
     let (status, start, end) = match range::parse(range, len) {
@@ -267,18 +331,32 @@ fn open(path: &Path, range: Option<&str>, head: bool) -> Opened {
     }
 }
 
-/// The file under `root` that a request path names: percent-decoded, and only plain
-/// names (no `..`, no empty or hidden tricks past the root).
-fn local_path(root: &Path, uri_path: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(uri_path)?;
+enum Unnamed {
+    /// Undecodable, empty, or climbing out with `..`: answered 400.
+    Bad,
+    /// A name starting with a dot: answered 404, as a static server hides them.
+    Hidden,
+}
+
+/// The path relative to the root that a request path names: percent-decoded, and only
+/// plain names that do not start with a dot (`..`, temporary files, `.git`).
+fn local_path(uri_path: &str) -> Result<PathBuf, Unnamed> {
+    let decoded = percent_decode(uri_path).ok_or(Unnamed::Bad)?;
     let relative = Path::new(decoded.trim_start_matches('/'));
     if relative.as_os_str().is_empty() {
-        return None;
+        return Err(Unnamed::Bad);
     }
-    relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then(|| root.join(relative))
+    let mut hidden = false;
+    for c in relative.components() {
+        match c {
+            Component::Normal(name) => hidden |= name.as_encoded_bytes().starts_with(b"."),
+            _ => return Err(Unnamed::Bad),
+        }
+    }
+    match hidden {
+        true => Err(Unnamed::Hidden),
+        false => Ok(relative.to_path_buf()),
+    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -381,20 +459,32 @@ mod tests {
 
     #[test]
     fn paths_stay_under_the_root() {
-        let root = Path::new("/srv/store");
+        let named = |p| local_path(p).ok();
         assert_eq!(
-            local_path(root, "/ab12/ab12cd.cacnk"),
-            Some(root.join("ab12/ab12cd.cacnk"))
+            named("/ab12/ab12cd.cacnk"),
+            Some(PathBuf::from("ab12/ab12cd.cacnk"))
         );
-        assert_eq!(
-            local_path(root, "/v%201.bcidx"),
-            Some(root.join("v 1.bcidx"))
-        );
-        assert_eq!(local_path(root, "/../etc/passwd"), None);
-        assert_eq!(local_path(root, "/a/%2e%2e/%2e%2e/etc"), None);
-        assert_eq!(local_path(root, "/"), None);
-        assert_eq!(local_path(root, "/a%00b"), None);
-        assert_eq!(local_path(root, "/a%zz"), None);
-        assert_eq!(local_path(root, "/a/./b"), Some(root.join("a/b")));
+        assert_eq!(named("/v%201.bcidx"), Some(PathBuf::from("v 1.bcidx")));
+        assert_eq!(named("/a/./b"), Some(PathBuf::from("a/b")));
+        for bad in [
+            "/../etc/passwd",
+            "/a/%2e%2e/%2e%2e/etc",
+            "/",
+            "/a%00b",
+            "/a%zz",
+        ] {
+            assert!(matches!(local_path(bad), Err(Unnamed::Bad)), "{bad}");
+        }
+        for hidden in [
+            "/.git/config",
+            "/store/ab12/.ab12cd.1234-0.tmp",
+            "/.v2.bcidx.99.tmp",
+            "/%2esecret",
+        ] {
+            assert!(
+                matches!(local_path(hidden), Err(Unnamed::Hidden)),
+                "{hidden}"
+            );
+        }
     }
 }

@@ -4,6 +4,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a stopped server may take to exit: far above its drain timeout (5 s by
+/// default), far below forever.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Served {
     child: Child,
@@ -36,19 +41,39 @@ impl Served {
         Served { child, log, url }
     }
 
-    /// Sends SIGTERM and waits; returns the exit status and what was logged on stderr.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let status = self.terminate();
-        let log = std::fs::read_to_string(self.log.path()).expect("read serve log");
-        (status, log)
+    /// What the server has logged on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).expect("read serve log")
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits (at most [`STOP_DEADLINE`]); returns the exit status and
+    /// what was logged on stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate().unwrap_or_else(|| {
+            panic!(
+                "blockcast serve did not stop within {STOP_DEADLINE:?} of SIGTERM: {}",
+                self.log()
+            )
+        });
+        (status, self.log())
+    }
+
+    /// SIGTERM, then SIGKILL if the server has not exited by the deadline (`None`).
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         // kill(1) keeps the tests free of unsafe signal calls.
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        self.child.wait().expect("wait for blockcast serve")
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for blockcast serve") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
     }
 }
 
