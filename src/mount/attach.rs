@@ -83,9 +83,11 @@ pub fn attach(image: &Path, kind: FsKind, mountpoint: &Path, mode: AttachMode) -
     Ok(Attached::Loop { device })
 }
 
-/// Unmounts `mountpoint` if it is mounted, then frees the loop device if there was one.
-/// `lazy` detaches a filesystem still in use (its backing file is gone for good).
-pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> {
+/// Unmounts `mountpoint` if it is mounted, then frees the loop device if there was one
+/// and it still backs `image`: once freed by someone else, the device may back another
+/// file by now. `lazy` detaches a filesystem still in use (its backing file is gone for
+/// good).
+pub fn detach(mountpoint: &Path, attached: &Attached, image: &Path, lazy: bool) -> Result<()> {
     if is_mounted(mountpoint)? {
         let mut cmd = Command::new("umount");
         if lazy {
@@ -94,7 +96,7 @@ pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> 
         gone_or(mountpoint, run(cmd.arg(mountpoint)))?;
     }
     if let Attached::Loop { device } = attached {
-        if loop_backing(device).is_some() {
+        if loop_backing(device).is_some_and(|file| Path::new(&file) == image) {
             run(Command::new("losetup").arg("-d").arg(device))?;
         }
     }
