@@ -652,6 +652,58 @@ fn umount_leaves_alone_a_loop_device_that_now_backs_another_file() {
     fs::remove_file(mp.log_path()).unwrap();
 }
 
+/// The same after an `--attach file` mount was killed and unmounted by hand: a
+/// filesystem mounted since on the mountpoint stays mounted.
+#[test]
+fn umount_leaves_alone_a_filesystem_mounted_since_on_the_mountpoint() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["erofs"]);
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        www.join("erofs.bcidx").to_str().unwrap(),
+        &[
+            "--store",
+            www.join("store").to_str().unwrap(),
+            "--attach",
+            "file",
+        ],
+    );
+    kill_daemon(&mp);
+    run(Command::new("umount").arg(&mp.path));
+    let source = format!("other-{}", std::process::id());
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", &source])
+        .arg(&mp.path));
+    let _other = Tmpfs {
+        at: mp.path.clone(),
+        source: source.clone(),
+    };
+
+    mp.umount_anyhow();
+    assert_eq!(findmnt_source(&mp.path), source);
+    let record = blockcast::mount::record_dir(&mp.path);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(record.to_str().unwrap()),
+        "the FUSE file is still mounted: {mounts}"
+    );
+    fs::remove_file(mp.log_path()).unwrap();
+}
+
+/// A tmpfs the test mounted, unmounted when dropped if it is still on top.
+struct Tmpfs {
+    at: PathBuf,
+    source: String,
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if findmnt_source(&self.at) == self.source {
+            let _ = Command::new("umount").arg(&self.at).status();
+        }
+    }
+}
+
 /// A cache image shortened under a mount is a miss, as the README promises: its chunks
 /// are fetched again from the store, and every read still succeeds.
 #[test]

@@ -1,7 +1,8 @@
 //! `--cache-image FILE`: a sparse copy of the image, filled as chunks are read, with a
 //! state file (`FILE.state`) recording which chunks it holds. The next mount of the same
 //! index starts from it; once every chunk has been read, FILE is the whole image and
-//! mounts without blockcast.
+//! mounts without blockcast (a chunk skipped while the writer was behind, see
+//! `QUEUED_BYTES`, is written when next fetched).
 //!
 //! The state is only a hint of where to look: every block read from FILE is checked
 //! against the hash tree like any other, so a torn write or a stale state costs a
@@ -180,7 +181,7 @@ impl CacheImage {
     }
 
     /// Queues a verified chunk's bytes for their place in the image, or skips them when
-    /// the writer is too far behind (see [`QUEUED_BYTES`]); never waits. The chunk
+    /// the writer is too far behind (see `QUEUED_BYTES`); never waits. The chunk
     /// counts as held once written.
     pub fn put(&self, record: usize, offset: u64, chunk: Arc<VerifiedChunk>) {
         let size = chunk.data().len() as u64;
