@@ -463,7 +463,7 @@ impl State {
                 recent.insert(i, chunk.clone(), self.memory);
             }
         }
-        // Settled even when a panicking fetch poisoned a lock: waiters must never hang.
+        // Settled even if a thread panicked holding these locks: waiters must never hang.
         *pending.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(got);
         pending.ready.notify_all();
         self.pending
