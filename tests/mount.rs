@@ -12,9 +12,11 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use blockcast::index::{ChunkRecord, Index};
 use blockcast::layout::Piece;
+use blockcast::mount::attach::Attached;
 use blockcast::store::LocalStore;
 use common::served::Served;
 use common::*;
@@ -120,14 +122,33 @@ impl Mp {
             .args(extra))
     }
 
-    fn umount(&self) {
-        ok(bin().arg("umount").arg(&self.path));
+    /// Takes the mount down and requires its log gone, as after every clean unmount;
+    /// returns what umount printed on stderr.
+    fn umount(&self) -> String {
+        let stderr = self.umount_anyhow();
+        assert!(
+            !self.log_path().exists(),
+            "{} kept after a clean unmount: {stderr}",
+            self.log_path().display()
+        );
+        stderr
     }
 
-    /// The mount process's log, written when it ends.
+    /// `blockcast umount`, which must succeed; returns its stderr.
+    fn umount_anyhow(&self) -> String {
+        let out = bin().arg("umount").arg(&self.path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "umount failed: {stderr}");
+        stderr
+    }
+
+    fn log_path(&self) -> PathBuf {
+        blockcast::mount::record_dir(&self.path).with_extension("log")
+    }
+
+    /// What the mount process has logged so far.
     fn log(&self) -> String {
-        let dir = blockcast::mount::record_dir(&self.path);
-        fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+        fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
@@ -279,8 +300,7 @@ fn a_seed_supplies_the_chunks_it_holds() {
         ],
     );
     assert_same_tree(&mp.path, &tree);
-    mp.umount();
-    let log = mp.log();
+    let log = mp.umount();
     let from_seeds: u64 = log
         .split(" from seeds")
         .next()
@@ -398,8 +418,8 @@ fn the_cache_image_fills_repairs_itself_and_mounts_alone() {
     flip_byte(&cache, block * 4096 + 100);
     mp.mount(index, &args);
     assert_same_tree(&mp.path, &tree);
-    mp.umount();
     let log = mp.log();
+    mp.umount();
     assert!(
         log.contains(&format!("block {block} of the cache image")),
         "{log}"
@@ -429,8 +449,8 @@ fn the_cache_image_fills_repairs_itself_and_mounts_alone() {
         }
     }
     assert!(readable > 100, "only {readable} files readable");
-    mp.umount();
     let log = mp.log();
+    mp.umount();
     assert!(
         log.contains(&hex),
         "the log does not name chunk {hex}: {log}"
@@ -485,8 +505,8 @@ fn a_store_chunk_that_fails_the_tree_is_taken_from_the_next_store() {
         ],
     );
     assert_same_tree(&mp.path, &tree);
-    mp.umount();
     let log = mp.log();
+    mp.umount();
     let complaint = log
         .lines()
         .find(|l| l.contains(&hex))
@@ -514,18 +534,17 @@ fn umount_cleans_up_after_a_killed_daemon() {
         www.join("squashfs.bcidx").to_str().unwrap(),
         &["--store", www.join("store").to_str().unwrap()],
     );
-    let record = blockcast::mount::read_record(&mp.path).unwrap().unwrap();
-    assert!(Command::new("kill")
-        .args(["-KILL", &record.pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    while Path::new(&format!("/proc/{}", record.pid)).exists() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    mp.umount();
+    kill_daemon(&mp);
+    let said = mp.umount_anyhow();
     assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
     assert!(!blockcast::mount::record_dir(&mp.path).exists());
+    // The log of a mount that did not stop cleanly is kept, and umount says where.
+    assert!(mp.log_path().exists());
+    assert!(
+        said.contains("did not stop cleanly")
+            && said.contains(&mp.log_path().display().to_string()),
+        "{said}"
+    );
     // And the mountpoint is usable again.
     mp.mount(
         www.join("squashfs.bcidx").to_str().unwrap(),
@@ -533,6 +552,201 @@ fn umount_cleans_up_after_a_killed_daemon() {
     );
     mp.umount();
     assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+}
+
+/// Kills the mount process at `mp` with SIGKILL and waits until it is gone; returns its
+/// record.
+fn kill_daemon(mp: &Mp) -> blockcast::mount::MountRecord {
+    let record = blockcast::mount::read_record(&mp.path).unwrap().unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", &record.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let began = Instant::now();
+    while !exited(record.pid) {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "process {} still runs",
+            record.pid
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    record
+}
+
+/// The file behind loop device `device`, if it is attached.
+fn loop_backing(device: &Path) -> Option<String> {
+    let name = device.file_name()?.to_str()?;
+    fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// A loop device the test attached to a file, detached when dropped if it still backs
+/// that file.
+struct LoopDevice {
+    device: PathBuf,
+    file: PathBuf,
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if loop_backing(&self.device).as_deref() == self.file.to_str() {
+            let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        }
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// After `kill -9` of a mount attached through a loop device, an admin unmounts the
+/// filesystem and frees the device, and another user attaches their own file to it:
+/// `blockcast umount` must leave that device alone.
+#[test]
+fn umount_leaves_alone_a_loop_device_that_now_backs_another_file() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["erofs"]);
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        www.join("erofs.bcidx").to_str().unwrap(),
+        &[
+            "--store",
+            www.join("store").to_str().unwrap(),
+            "--attach",
+            "loop",
+        ],
+    );
+    let record = kill_daemon(&mp);
+    let Some(Attached::Loop { device }) = record.attached else {
+        panic!("not attached through a loop device: {record:?}");
+    };
+    run(Command::new("umount").arg(&mp.path));
+    run(Command::new("losetup").arg("-d").arg(&device));
+    let other = dir.path().join("other.img");
+    fs::write(&other, vec![0u8; 1 << 20]).unwrap();
+    let other = fs::canonicalize(&other).unwrap();
+    run(Command::new("losetup").arg(&device).arg(&other));
+    let _other_loop = LoopDevice {
+        device: device.clone(),
+        file: other.clone(),
+    };
+
+    mp.umount_anyhow();
+    assert_eq!(
+        loop_backing(&device).as_deref(),
+        Some(other.to_str().unwrap()),
+        "{} no longer backs {}",
+        device.display(),
+        other.display()
+    );
+    assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
+    assert!(!blockcast::mount::record_dir(&mp.path).exists());
+    fs::remove_file(mp.log_path()).unwrap();
+}
+
+/// The same after an `--attach file` mount was killed and unmounted by hand: a
+/// filesystem mounted since on the mountpoint stays mounted.
+#[test]
+fn umount_leaves_alone_a_filesystem_mounted_since_on_the_mountpoint() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["erofs"]);
+    let mp = Mp::new(dir.path(), "mp");
+    mp.mount(
+        www.join("erofs.bcidx").to_str().unwrap(),
+        &[
+            "--store",
+            www.join("store").to_str().unwrap(),
+            "--attach",
+            "file",
+        ],
+    );
+    kill_daemon(&mp);
+    run(Command::new("umount").arg(&mp.path));
+    let source = format!("other-{}", std::process::id());
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", &source])
+        .arg(&mp.path));
+    let _other = Tmpfs {
+        at: mp.path.clone(),
+        source: source.clone(),
+    };
+
+    mp.umount_anyhow();
+    assert_eq!(findmnt_source(&mp.path), source);
+    let record = blockcast::mount::record_dir(&mp.path);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(record.to_str().unwrap()),
+        "the FUSE file is still mounted: {mounts}"
+    );
+    fs::remove_file(mp.log_path()).unwrap();
+}
+
+/// A tmpfs the test mounted, unmounted when dropped if it is still on top.
+struct Tmpfs {
+    at: PathBuf,
+    source: String,
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if findmnt_source(&self.at) == self.source {
+            let _ = Command::new("umount").arg(&self.at).status();
+        }
+    }
+}
+
+/// A cache image shortened under a mount is a miss, as the README promises: its chunks
+/// are fetched again from the store, and every read still succeeds.
+#[test]
+fn a_cache_image_shortened_while_mounted_costs_a_refetch_not_an_error() {
+    let dir = tempdir();
+    let www = publish(dir.path(), &["erofs"]);
+    let index = www.join("erofs.bcidx");
+    let store = www.join("store");
+    let cache = dir.path().join("cache.img");
+    let args = [
+        "--store",
+        store.to_str().unwrap(),
+        "--cache-image",
+        cache.to_str().unwrap(),
+    ];
+    let mp = Mp::new(dir.path(), "mp");
+    let exposed = |mp: &Mp| {
+        let record = blockcast::mount::read_record(&mp.path).unwrap().unwrap();
+        fs::read(record.fuse_dir.join("image")).unwrap()
+    };
+    mp.mount(index.to_str().unwrap(), &args);
+    let whole = exposed(&mp);
+    assert!(whole.starts_with(&fs::read(image("erofs", 2)).unwrap()));
+    mp.umount();
+
+    // The next mount starts with every chunk in the cache image; then it is shortened.
+    mp.mount(index.to_str().unwrap(), &args);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&cache)
+        .unwrap()
+        .set_len(whole.len() as u64 / 2)
+        .unwrap();
+    assert!(
+        exposed(&mp) == whole,
+        "different bytes after the cache image shrank"
+    );
+    let log = mp.log();
+    mp.umount();
+    assert!(
+        log.contains("fetching the chunks the cache image should hold again"),
+        "{log}"
+    );
 }
 
 /// Whether process `pid` has ended (gone, or a zombie its parent has not reaped yet).
@@ -609,6 +823,12 @@ fn a_signature_by_another_key_is_refused_before_anything_is_attached() {
         assert!(err.contains("refusing"), "{err}");
         assert!(leftovers(&mp).is_empty(), "{:?}", leftovers(&mp));
         assert!(blockcast::mount::read_record(&mp.path).unwrap().is_none());
+        // A background mount that failed keeps its log and says where.
+        assert_eq!(mp.log_path().exists(), !foreground);
+        if !foreground {
+            let kept = format!("its log is kept in {}", mp.log_path().display());
+            assert!(err.contains(&kept), "{err}");
+        }
     }
     mp.mount(
         index.to_str().unwrap(),

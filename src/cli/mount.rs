@@ -1,6 +1,6 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,14 @@ use super::{open_sources, print_out, StoreArgs, Ui};
 /// the image is attached.
 const NOTIFY_ENV: &str = "BLOCKCAST_MOUNT_NOTIFY";
 const READY: &str = "ready";
+/// How the summary a mount prints when it stops begins; found in a `--daemon` log, it
+/// tells `blockcast umount` that the mount stopped cleanly.
+pub(super) const STOPPED: &str = "blockcast: unmounted ";
+
+/// The log of a `--daemon` mount at `path`.
+pub(super) fn log_path(path: &Path) -> PathBuf {
+    mount::record_dir(path).with_extension("log")
+}
 
 /// Attach an image without extracting it: a lazy FUSE file whose every block is checked
 /// against the index's dm-verity tree, mounted read-only. Runs until SIGINT or SIGTERM,
@@ -137,9 +145,10 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
     }
     serve_until_stopped(&mut mounted, runtime.handle(), ui)?;
     let stats = mounted.image().stats();
-    if !ui.quiet {
+    // A daemon's log always gets it: `blockcast umount` looks for it there.
+    if !ui.quiet || std::env::var_os(NOTIFY_ENV).is_some() {
         eprintln!(
-            "blockcast: unmounted {}: {} reads, {} chunks fetched ({} chunk files rebuilt from deltas), {} from seeds, {} blocks fetched again, {} failed reads",
+            "{STOPPED}{}: {} reads, {} chunks fetched ({} chunk files rebuilt from deltas), {} from seeds, {} blocks fetched again, {} failed reads",
             path.display(),
             stats.reads,
             stats.chunks_fetched,
@@ -187,8 +196,8 @@ fn serve_until_stopped(
 
 /// Starts this same command in the background and returns once it has mounted the
 /// image, or fails with what it logged.
-fn daemonize(path: &std::path::Path, ui: &Ui) -> Result<()> {
-    let log = mount::record_dir(path).with_extension("log");
+fn daemonize(path: &Path, ui: &Ui) -> Result<()> {
+    let log = log_path(path);
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -229,7 +238,8 @@ fn daemonize(path: &std::path::Path, ui: &Ui) -> Result<()> {
     let status = child.wait().context("waiting for the background process")?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     bail!(
-        "the background mount failed ({status}):\n{}",
+        "the background mount failed ({status}; its log is kept in {}):\n{}",
+        log.display(),
         text.trim_end()
     );
 }

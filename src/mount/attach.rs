@@ -83,10 +83,19 @@ pub fn attach(image: &Path, kind: FsKind, mountpoint: &Path, mode: AttachMode) -
     Ok(Attached::Loop { device })
 }
 
-/// Unmounts `mountpoint` if it is mounted, then frees the loop device if there was one.
-/// `lazy` detaches a filesystem still in use (its backing file is gone for good).
-pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> {
-    if is_mounted(mountpoint)? {
+/// Unmounts `mountpoint` if what is mounted there is this mount's (the loop device or
+/// `image`), then frees the loop device if there was one and it still backs `image`:
+/// after a killed mount was cleaned up by hand, the mountpoint and the device may serve
+/// someone else by now. `lazy` detaches a filesystem still in use (its backing file is
+/// gone for good).
+pub fn detach(mountpoint: &Path, attached: &Attached, image: &Path, lazy: bool) -> Result<()> {
+    let ours = match attached {
+        Attached::Loop { device } => device.as_path(),
+        Attached::File => image,
+    };
+    if mount_source(mountpoint)?
+        .is_some_and(|source| source == escape_mount_path(&ours.to_string_lossy()))
+    {
         let mut cmd = Command::new("umount");
         if lazy {
             cmd.arg("--lazy");
@@ -94,7 +103,7 @@ pub fn detach(mountpoint: &Path, attached: &Attached, lazy: bool) -> Result<()> 
         gone_or(mountpoint, run(cmd.arg(mountpoint)))?;
     }
     if let Attached::Loop { device } = attached {
-        if loop_backing(device).is_some() {
+        if loop_backing(device).is_some_and(|file| Path::new(&file) == image) {
             run(Command::new("losetup").arg("-d").arg(device))?;
         }
     }
@@ -123,6 +132,12 @@ fn gone_or(path: &Path, unmounted: Result<()>) -> Result<()> {
 
 /// Whether something is mounted exactly at `path`, from /proc/self/mountinfo.
 pub fn is_mounted(path: &Path) -> Result<bool> {
+    Ok(mount_source(path)?.is_some())
+}
+
+/// The source (escaped as in mountinfo) of the filesystem mounted last, so on top, exactly
+/// at `path`, from /proc/self/mountinfo.
+fn mount_source(path: &Path) -> Result<Option<String>> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::Io {
         path: "/proc/self/mountinfo".into(),
@@ -131,7 +146,13 @@ pub fn is_mounted(path: &Path) -> Result<bool> {
     let wanted = escape_mount_path(&path.to_string_lossy());
     Ok(info
         .lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str())))
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+        .map(|l| {
+            // After the optional fields: "- fstype source options".
+            let mut rest = l.split(' ').skip_while(|f| *f != "-").skip(2);
+            rest.next().unwrap_or_default().to_string()
+        }))
 }
 
 /// The file behind a loop device, if it is attached.

@@ -1,7 +1,8 @@
 //! `--cache-image FILE`: a sparse copy of the image, filled as chunks are read, with a
 //! state file (`FILE.state`) recording which chunks it holds. The next mount of the same
 //! index starts from it; once every chunk has been read, FILE is the whole image and
-//! mounts without blockcast.
+//! mounts without blockcast (a chunk skipped while the writer was behind, see
+//! `QUEUED_BYTES`, is written when next fetched).
 //!
 //! The state is only a hint of where to look: every block read from FILE is checked
 //! against the hash tree like any other, so a torn write or a stale state costs a
@@ -11,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -28,8 +29,11 @@ const HEADER: usize = 8 + 32 + 8;
 pub struct CacheImage {
     inner: Arc<Inner>,
     /// Writes go to a thread of their own, off the path of the read that fetched them.
-    queue: Mutex<Option<SyncSender<Job>>>,
+    queue: Mutex<Option<Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    warn: Warn,
+    /// Whether a write was skipped for the writer being behind (and that was logged).
+    behind: AtomicBool,
 }
 
 enum Job {
@@ -41,9 +45,11 @@ enum Job {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-/// Chunks waiting to be written at most; a fetch waits when the writer falls this far
-/// behind.
-const QUEUE: usize = 64;
+/// Bytes of chunks waiting to be written at most. Fetches hand chunks over from the
+/// fetch runtime's workers and must never wait for the cache image's disk: a chunk that
+/// would take the queue past this is not written, so not held, and costs only a fetch
+/// again when it is next read.
+const QUEUED_BYTES: u64 = 32 << 20;
 
 struct Inner {
     path: PathBuf,
@@ -54,6 +60,11 @@ struct Inner {
     records: usize,
     held: Vec<AtomicU64>,
     dirty: AtomicBool,
+    /// Bytes of the chunks queued and not yet written.
+    queued: AtomicU64,
+    /// Run by the writer before each chunk it writes.
+    #[cfg(test)]
+    before_write: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
 impl CacheImage {
@@ -102,14 +113,18 @@ impl CacheImage {
             records,
             held,
             dirty: AtomicBool::new(!reused),
+            queued: AtomicU64::new(0),
+            #[cfg(test)]
+            before_write: Mutex::new(None),
         });
         for (i, r) in index.records().enumerate() {
             if r.is_zero() {
                 inner.mark(i);
             }
         }
-        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE);
+        let (queue, jobs) = std::sync::mpsc::channel();
         let worker = inner.clone();
+        let writer_warn = warn.clone();
         let writer = std::thread::Builder::new()
             .name("blockcast-cache".into())
             .spawn(move || {
@@ -120,9 +135,18 @@ impl CacheImage {
                             offset,
                             chunk,
                         } => {
-                            if let Err(e) = worker.put(record, offset, chunk.data()) {
-                                warn(&format!("{e}; the chunk is not kept in the cache image"));
+                            #[cfg(test)]
+                            if let Some(hook) = worker.before_write.lock().unwrap().as_mut() {
+                                hook();
                             }
+                            if let Err(e) = worker.put(record, offset, chunk.data()) {
+                                writer_warn(&format!(
+                                    "{e}; the chunk is not kept in the cache image"
+                                ));
+                            }
+                            worker
+                                .queued
+                                .fetch_sub(chunk.data().len() as u64, Ordering::Relaxed);
                         }
                         Job::Flush(done) => {
                             let _ = done.send(());
@@ -135,6 +159,8 @@ impl CacheImage {
             inner,
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
+            warn,
+            behind: AtomicBool::new(false),
         })
     }
 
@@ -154,32 +180,46 @@ impl CacheImage {
         self.inner.read(offset, buf)
     }
 
-    /// Queues a verified chunk's bytes for their place in the image; the chunk counts as
-    /// held once written.
+    /// Queues a verified chunk's bytes for their place in the image, or skips them when
+    /// the writer is too far behind (see `QUEUED_BYTES`); never waits. The chunk
+    /// counts as held once written.
     pub fn put(&self, record: usize, offset: u64, chunk: Arc<VerifiedChunk>) {
-        if let Ok(queue) = self.queue.lock() {
-            if let Some(q) = queue.as_ref() {
-                let _ = q.send(Job::Put {
-                    record,
-                    offset,
-                    chunk,
-                });
+        let size = chunk.data().len() as u64;
+        let queued = &self.inner.queued;
+        if queued.fetch_add(size, Ordering::Relaxed) + size > QUEUED_BYTES {
+            queued.fetch_sub(size, Ordering::Relaxed);
+            if !self.behind.swap(true, Ordering::Relaxed) {
+                (self.warn)(&format!(
+                    "writes to the cache image {} are behind; chunks not written to it are fetched again when next read (further skips are not logged)",
+                    self.inner.path.display()
+                ));
             }
+            return;
+        }
+        let job = Job::Put {
+            record,
+            offset,
+            chunk,
+        };
+        if !self.send(job) {
+            queued.fetch_sub(size, Ordering::Relaxed);
         }
     }
 
     /// Waits for the queued writes, then makes the image durable and saves its state.
     pub fn save(&self) -> Result<()> {
         let (done, finished) = std::sync::mpsc::channel();
-        let queued = self
-            .queue
-            .lock()
-            .ok()
-            .and_then(|q| q.as_ref().map(|q| q.send(Job::Flush(done)).is_ok()));
-        if queued == Some(true) {
+        if self.send(Job::Flush(done)) {
             let _ = finished.recv();
         }
         self.inner.save()
+    }
+
+    /// Hands `job` to the writer, without holding the lock while sending; false once the
+    /// writer is gone.
+    fn send(&self, job: Job) -> bool {
+        let queue = self.queue.lock().ok().and_then(|q| q.clone());
+        queue.is_some_and(|q| q.send(job).is_ok())
     }
 }
 
@@ -217,7 +257,15 @@ impl Inner {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file.read_exact_at(buf, offset).at(&self.path)
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("reading {} bytes at offset {offset}: {e}", buf.len()),
+                )
+            })
+            .at(&self.path)
     }
 
     /// Makes the image's bytes durable, then the state that describes them.
@@ -242,4 +290,54 @@ pub fn state_path(image: &Path) -> PathBuf {
     let mut name = image.as_os_str().to_os_string();
     name.push(".state");
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunk::ChunkId;
+    use crate::mount::reader::tests::sample;
+
+    #[test]
+    fn a_blocked_writer_never_holds_up_a_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, index, _) = sample(dir.path());
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let log = warnings.clone();
+        let warn: Warn = Arc::new(move |m: &str| log.lock().unwrap().push(m.to_string()));
+        let cache =
+            Arc::new(CacheImage::open(&dir.path().join("cache.img"), &index, warn).unwrap());
+        let (open_gate, gate) = mpsc::channel::<()>();
+        *cache.inner.before_write.lock().unwrap() = Some(Box::new(move || {
+            let _ = gate.recv();
+        }));
+        let data = vec![1u8; 1 << 20];
+        let chunk = Arc::new(VerifiedChunk::verify(ChunkId::of(&data), 0, data).unwrap());
+        // Far more than the queue takes, in chunks and in bytes, from a fetch's thread.
+        let (done, finished) = mpsc::channel();
+        let putter = cache.clone();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                putter.put(0, 0, chunk.clone());
+            }
+            putter.put(1, 0, chunk);
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a fetch waited for the blocked writer");
+        let warned = warnings.lock().unwrap().clone();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("are behind"), "{warned:?}");
+
+        drop(open_gate);
+        cache.save().unwrap();
+        // The first chunk was written; the one that came when the queue was full was not.
+        assert!(cache.holds(0));
+        assert!(!cache.holds(1));
+        assert_eq!(cache.inner.queued.load(Ordering::Relaxed), 0);
+    }
 }

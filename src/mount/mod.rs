@@ -232,7 +232,12 @@ impl Mounted {
             return Ok(());
         };
         let detached = match &self.record.attached {
-            Some(a) => attach::detach(&self.record.path, a, false),
+            Some(a) => attach::detach(
+                &self.record.path,
+                a,
+                &self.record.fuse_dir.join(fuse::FILE_NAME),
+                false,
+            ),
             None => Ok(()),
         };
         if let Err(e) = detached {
@@ -272,7 +277,12 @@ pub fn unmount(path: &Path, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<()> {
     };
     let alive = running(&record);
     if let Some(a) = &record.attached {
-        attach::detach(&record.path, a, !alive)?;
+        attach::detach(
+            &record.path,
+            a,
+            &record.fuse_dir.join(fuse::FILE_NAME),
+            !alive,
+        )?;
     }
     if alive && crate::sys::send_signal(record.pid, libc::SIGTERM) {
         let began = Instant::now();

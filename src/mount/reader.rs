@@ -5,8 +5,8 @@
 //! again from the next source, and only when none yields it does the read fail.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -71,7 +71,15 @@ struct State {
     from_seeds: AtomicU64,
     refetched: AtomicU64,
     failed: AtomicU64,
+    /// Whether a read of the cache image failed (and was logged).
+    cache_failed: AtomicBool,
+    /// Run by each fetch of a chunk before it settles.
+    #[cfg(test)]
+    fetch_hook: Mutex<Option<FetchHook>>,
 }
+
+#[cfg(test)]
+type FetchHook = Arc<dyn Fn(usize, &Arc<Pending>) + Send + Sync>;
 
 /// A fetch in flight that other readers of the same chunk wait for.
 #[derive(Default)]
@@ -98,10 +106,13 @@ struct Recent {
 }
 
 impl Recent {
+    /// Keeps `chunk` as record `record`'s, replacing the copy of a reader that fetched it
+    /// at the same time, then forgets the oldest until the rest fit `budget`.
     fn insert(&mut self, record: usize, chunk: Arc<VerifiedChunk>, budget: u64) {
         self.bytes += chunk.data().len() as u64;
-        if self.chunks.insert(record, chunk).is_none() {
-            self.order.push_back(record);
+        match self.chunks.insert(record, chunk) {
+            Some(old) => self.bytes -= old.data().len() as u64,
+            None => self.order.push_back(record),
         }
         while self.bytes > budget {
             let Some(old) = self.order.pop_front() else {
@@ -155,6 +166,9 @@ impl LazyImage {
                 from_seeds: AtomicU64::new(0),
                 refetched: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                cache_failed: AtomicBool::new(false),
+                #[cfg(test)]
+                fetch_hook: Mutex::new(None),
             }),
             blocks,
             stores,
@@ -298,9 +312,22 @@ impl LazyImage {
                 Some(chunk) => chunk,
                 None => {
                     if let Some(cache) = s.cache.as_ref().filter(|c| use_cache && c.holds(i)) {
-                        cache.read(a, into)?;
-                        filled.from_cache.push(i);
-                        continue;
+                        match cache.read(a, into) {
+                            Ok(()) => {
+                                filled.from_cache.push(i);
+                                continue;
+                            }
+                            // Shortened or unreadable since: a miss, like a block that
+                            // fails the tree.
+                            Err(e) => {
+                                cache.forget(i);
+                                if !s.cache_failed.swap(true, Ordering::Relaxed) {
+                                    (s.warn)(&format!(
+                                        "{e}; fetching the chunks the cache image should hold again (further failures are not logged)"
+                                    ));
+                                }
+                            }
+                        }
                     }
                     self.chunk(i)?
                 }
@@ -324,27 +351,23 @@ impl LazyImage {
             return Ok(c.clone());
         }
         let r = s.index.record(i);
-        let (pending, mine) = {
+        let pending = {
             let mut map = s.pending.lock().map_err(poisoned)?;
             match map.get(&i) {
-                Some(p) => (p.clone(), false),
+                Some(p) => p.clone(),
                 None => {
                     let p = Arc::new(Pending::default());
                     map.insert(i, p.clone());
-                    (p, true)
+                    drop(map);
+                    let settle = Settle::new(&self.state, i, r, p);
+                    #[cfg(test)]
+                    s.run_fetch_hook(i, &settle.pending);
+                    let got = self.obtain(&r).map(Arc::new);
+                    settle.finish(got.as_ref().map(Arc::clone).map_err(|e| e.to_string()));
+                    return got;
                 }
             }
         };
-        if mine {
-            let got = self.obtain(&r).map(Arc::new);
-            s.settle(
-                i,
-                &r,
-                &pending,
-                got.as_ref().map(Arc::clone).map_err(|e| e.to_string()),
-            );
-            return got;
-        }
         let mut done = pending.done.lock().map_err(poisoned)?;
         while done.is_none() {
             done = pending.ready.wait(done).map_err(poisoned)?;
@@ -421,7 +444,7 @@ impl LazyImage {
             if held {
                 continue;
             }
-            let pending = {
+            let settle = {
                 let Ok(mut map) = s.pending.lock() else {
                     return;
                 };
@@ -430,15 +453,16 @@ impl LazyImage {
                 }
                 let p = Arc::new(Pending::default());
                 map.insert(i, p.clone());
-                p
+                Settle::new(s, i, r, p)
             };
-            let state = s.clone();
+            // Dropped unrun when the fetch panics: the guard then settles it.
             self.stores.spawn_fetch(r, move |got| {
+                #[cfg(test)]
+                settle.state.run_fetch_hook(i, &settle.pending);
                 if got.is_ok() {
-                    state.fetched.fetch_add(1, Ordering::Relaxed);
+                    settle.state.fetched.fetch_add(1, Ordering::Relaxed);
                 }
-                let got = got.map(Arc::new).map_err(|e| e.to_string());
-                state.settle(i, &r, &pending, got);
+                settle.finish(got.map(Arc::new).map_err(|e| e.to_string()));
             });
         }
     }
@@ -462,16 +486,261 @@ impl State {
                 recent.insert(i, chunk.clone(), self.memory);
             }
         }
-        if let Ok(mut done) = pending.done.lock() {
-            *done = Some(got);
-        }
+        // Settled even if a thread panicked holding these locks: waiters must never hang.
+        *pending.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(got);
         pending.ready.notify_all();
-        if let Ok(mut map) = self.pending.lock() {
-            map.remove(&i);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&i);
+    }
+
+    #[cfg(test)]
+    fn run_fetch_hook(&self, i: usize, pending: &Arc<Pending>) {
+        let hook = self.fetch_hook.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook(i, pending);
+        }
+    }
+}
+
+/// A fetch some readers may wait for, settled exactly once: with its outcome by
+/// [`Settle::finish`], or with an error when dropped unfinished, as when the fetch
+/// panics, so that no reader waits for ever and the next read fetches it again.
+struct Settle {
+    state: Arc<State>,
+    i: usize,
+    r: ChunkRecord,
+    pending: Arc<Pending>,
+    settled: bool,
+}
+
+impl Settle {
+    fn new(state: &Arc<State>, i: usize, r: ChunkRecord, pending: Arc<Pending>) -> Settle {
+        Settle {
+            state: state.clone(),
+            i,
+            r,
+            pending,
+            settled: false,
+        }
+    }
+
+    fn finish(mut self, got: Result<Arc<VerifiedChunk>, String>) {
+        self.settled = true;
+        self.state.settle(self.i, &self.r, &self.pending, got);
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.state.settle(
+                self.i,
+                &self.r,
+                &self.pending,
+                Err("the fetch panicked".into()),
+            );
         }
     }
 }
 
 fn poisoned<T>(_: T) -> Error {
     Error::Invalid("a reader thread panicked".into())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::panic::AssertUnwindSafe;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::chunk::ChunkId;
+    use crate::chunker::ChunkParams;
+    use crate::make::{make, MakeOptions};
+    use crate::progress::Silent;
+    use crate::store::{LocalStore, StoreOptions};
+
+    /// How long a test waits for what must happen before it fails.
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// One MiB of pseudo-random bytes made into a local store under `dir`, chunked on
+    /// 4 KiB boundaries: the image's bytes, its index and the store.
+    pub(crate) fn sample(dir: &Path) -> (Vec<u8>, Index, String) {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let path = dir.join("image");
+        std::fs::write(&path, &data).unwrap();
+        let store = dir.join("store");
+        let mut opts = MakeOptions::new(ChunkParams::from_avg(16 << 10).unwrap());
+        opts.filesystem_aware = false;
+        let (bytes, _) = make(
+            &path,
+            &LocalStore::open(&store, true).unwrap(),
+            &opts,
+            &Silent,
+        )
+        .unwrap();
+        let index = Index::from_bytes(&dir.join("index"), bytes).unwrap();
+        assert!(index.len() > 8, "{} chunks", index.len());
+        (data, index, store.to_string_lossy().into_owned())
+    }
+
+    /// The sample image, read lazily from its store.
+    fn lazy(
+        dir: &Path,
+        cache: impl FnOnce(&Index) -> Option<CacheImage>,
+        opts: ReaderOptions,
+    ) -> (Vec<u8>, LazyImage) {
+        let (data, index, store) = sample(dir);
+        let warn: Warn = Arc::new(|_| {});
+        let stores = Stores::open(&[store], &StoreOptions::default(), warn.clone()).unwrap();
+        let tree = crate::mount::fetch_tree(&index, &stores).unwrap();
+        let cache = cache(&index);
+        let image = LazyImage::new(index, tree, stores, Vec::new(), cache, opts, warn).unwrap();
+        (data, image)
+    }
+
+    fn chunk_of(len: usize) -> Arc<VerifiedChunk> {
+        let data = vec![7u8; len];
+        Arc::new(VerifiedChunk::verify(ChunkId::of(&data), 0, data).unwrap())
+    }
+
+    #[test]
+    fn recent_counts_a_chunk_fetched_by_racing_readers_once() {
+        let mut recent = Recent::default();
+        let budget = 200;
+        // Three readers fetched record 0 at once; each keeps its copy.
+        for _ in 0..3 {
+            recent.insert(0, chunk_of(100), budget);
+        }
+        assert_eq!(recent.bytes, 100);
+        recent.insert(1, chunk_of(100), budget);
+        assert_eq!(recent.bytes, 200);
+        assert!(recent.chunks.contains_key(&0) && recent.chunks.contains_key(&1));
+        recent.insert(2, chunk_of(100), budget);
+        assert_eq!(recent.bytes, 200);
+        assert!(!recent.chunks.contains_key(&0));
+        assert!(recent.chunks.contains_key(&1) && recent.chunks.contains_key(&2));
+    }
+
+    #[test]
+    fn a_panicking_fetch_fails_its_waiting_reader_and_the_next_read_fetches_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ReaderOptions {
+            readahead: 0,
+            ..ReaderOptions::default()
+        };
+        let (data, image) = lazy(dir.path(), |_| None, opts);
+        let image = Arc::new(image);
+        let fired = AtomicBool::new(false);
+        *image.state.fetch_hook.lock().unwrap() = Some(Arc::new(move |i, pending| {
+            if i != 0 || fired.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            // Wait until the other reader waits for this fetch: the pending map, this
+            // fetch and that reader then each hold the entry.
+            let began = Instant::now();
+            while Arc::strong_count(pending) < 3 {
+                assert!(began.elapsed() < DEADLINE, "no second reader");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!("injected: the fetch panics");
+        }));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..2 {
+            let (image, tx) = (image.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let got = std::panic::catch_unwind(AssertUnwindSafe(|| image.read(0, 4096)));
+                tx.send(got.map(|r| r.map_err(|e| e.to_string()))).unwrap();
+            });
+        }
+        let outcomes: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(DEADLINE).expect("a reader never returned"))
+            .collect();
+        assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 1);
+        let failed = outcomes
+            .iter()
+            .find_map(|o| o.as_ref().ok())
+            .expect("the waiting reader");
+        let reason = failed.as_ref().expect_err("the waiting reader got bytes");
+        assert!(reason.contains("the fetch panicked"), "{reason}");
+        assert!(image.state.pending.lock().unwrap().is_empty());
+        assert_eq!(image.read(0, 4096).unwrap(), data[..4096]);
+    }
+
+    #[test]
+    fn a_panicking_read_ahead_is_fetched_again_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, image) = lazy(dir.path(), |_| None, ReaderOptions::default());
+        let fired = Arc::new(AtomicBool::new(false));
+        let hook_fired = fired.clone();
+        *image.state.fetch_hook.lock().unwrap() = Some(Arc::new(move |i, _| {
+            if i == 1 && !hook_fired.swap(true, Ordering::SeqCst) {
+                panic!("injected: the read-ahead fetch panics");
+            }
+        }));
+        // A read of the first chunk starts fetching those after it.
+        image.read(0, 4096).unwrap();
+        let began = Instant::now();
+        while !fired.load(Ordering::SeqCst) || image.state.pending.lock().unwrap().contains_key(&1)
+        {
+            assert!(
+                began.elapsed() < DEADLINE,
+                "the read-ahead of chunk 1 never settled"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let r = image.index().record(1);
+        let got = image.read(r.offset, r.size).unwrap();
+        assert_eq!(got, data[r.offset as usize..r.end() as usize]);
+    }
+
+    #[test]
+    fn a_shortened_cache_image_is_a_miss_and_its_chunks_are_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.img");
+        let opts = ReaderOptions {
+            readahead: 0,
+            // Nothing kept in memory: every read goes to the cache image or the store.
+            memory: 0,
+        };
+        let (data, image) = lazy(
+            dir.path(),
+            |index| Some(CacheImage::open(&path, index, Arc::new(|_| {})).unwrap()),
+            opts,
+        );
+        let read_all = || image.read(0, data.len() as u32);
+        assert_eq!(read_all().unwrap(), data);
+        let cache = image.cache().unwrap();
+        cache.save().unwrap();
+        assert!((0..image.index().len()).all(|i| cache.holds(i)));
+        let fetched = image.stats().chunks_fetched;
+        assert_eq!(read_all().unwrap(), data);
+        assert_eq!(
+            image.stats().chunks_fetched,
+            fetched,
+            "not read from the cache"
+        );
+
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(data.len() as u64 / 2)
+            .unwrap();
+        assert_eq!(read_all().unwrap(), data);
+        assert!(image.stats().chunks_fetched > fetched);
+        assert_eq!(image.stats().failed_reads, 0);
+    }
 }
