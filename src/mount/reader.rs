@@ -591,6 +591,7 @@ pub(crate) mod tests {
             &Silent,
         )
         .unwrap();
+        std::fs::write(dir.join("index"), &bytes).unwrap();
         let index = Index::from_bytes(&dir.join("index"), bytes).unwrap();
         assert!(index.len() > 8, "{} chunks", index.len());
         (data, index, store.to_string_lossy().into_owned())
@@ -604,10 +605,20 @@ pub(crate) mod tests {
     ) -> (Vec<u8>, LazyImage) {
         let (data, index, store) = sample(dir);
         let warn: Warn = Arc::new(|_| {});
-        let stores = Stores::open(&[store], &StoreOptions::default(), warn.clone()).unwrap();
-        let tree = crate::mount::fetch_tree(&index, &stores).unwrap();
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| crate::store::runtime().unwrap());
+        let stores = Stores::open(
+            &[store],
+            &StoreOptions::default(),
+            warn.clone(),
+            runtime.handle().clone(),
+        )
+        .unwrap();
         let cache = cache(&index);
-        let image = LazyImage::new(index, tree, stores, Vec::new(), cache, opts, warn).unwrap();
+        let index =
+            TrustedIndex::unauthenticated(index.path().to_str().unwrap(), 0, None, warn.as_ref())
+                .unwrap();
+        let image = LazyImage::new(index, stores, Vec::new(), cache, opts, warn).unwrap();
         (data, image)
     }
 
