@@ -10,15 +10,15 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::{is_zero, ChunkId};
-use crate::chunker::{self, ChunkParams, Cuts, Cutting, ALIGN};
+use crate::chunker::{self, ChunkParams, Cuts, ALIGN};
 use crate::delta;
 use crate::error::{Error, IoContext, Result};
 use crate::gather;
 use crate::image::Image;
 use crate::index::format::TREE_PIECE;
 use crate::index::Index;
-use crate::index::{self, ChunkRecord, Header, LayoutSummary, Unit, VerityInfo, MAX_CHUNK};
-use crate::layout::FsKind;
+use crate::index::{self, ChunkRecord, Header, Unit, VerityInfo, MAX_CHUNK};
+use crate::layout::{Cutting, FsKind, LayoutSummary};
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
 use crate::store::LocalStore;

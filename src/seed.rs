@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
-use crate::chunker::{self, ChunkParams, Cutting};
+use crate::chunker::{self, ChunkParams};
 use crate::error::Result;
 use crate::image::Image;
 use crate::index::{Delta, Index, Unit};
+use crate::layout::Cutting;
 use crate::progress::Progress;
 use crate::store;
 

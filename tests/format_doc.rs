@@ -122,7 +122,7 @@ fn golden_v3_index_still_reads() {
 /// layout-2 rule the seed would miss some.
 #[test]
 fn layout1_seeds_are_cut_as_layout1_was() {
-    use blockcast::chunker::Cutting;
+    use blockcast::layout::Cutting;
     use blockcast::seed::Seed;
     let dir = env!("CARGO_MANIFEST_DIR");
     let index = blockcast::index::Index::open(
@@ -131,7 +131,7 @@ fn layout1_seeds_are_cut_as_layout1_was() {
     .unwrap();
     let h = index.header();
     assert_eq!(
-        h.layout.cutting(),
+        h.layout.cutting,
         Cutting::Filesystem {
             metadata_apart: false
         }
@@ -153,7 +153,7 @@ fn layout1_seeds_are_cut_as_layout1_was() {
         .unwrap();
         ids.iter().filter(|id| seed.locate(id).is_some()).count()
     };
-    assert_eq!(found(h.layout.cutting()), ids.len());
+    assert_eq!(found(h.layout.cutting), ids.len());
     assert!(
         found(Cutting::Filesystem {
             metadata_apart: true

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use blockcast::chunker::{ChunkParams, Cuts};
 use blockcast::image::Image;
-use blockcast::index::LayoutSummary;
+use blockcast::layout::{Cutting, LayoutSummary};
 use blockcast::make::{make_with_cuts, MakeOptions};
 use blockcast::progress::Silent;
 use blockcast::store::LocalStore;
@@ -19,7 +19,9 @@ fn explicit(ends: Vec<u64>) -> Cuts {
         ends,
         metadata: Vec::new(),
         layout: LayoutSummary {
-            filesystem_aware: true,
+            cutting: Cutting::Filesystem {
+                metadata_apart: false,
+            },
             ..LayoutSummary::default()
         },
         align: 1,

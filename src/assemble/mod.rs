@@ -110,7 +110,7 @@ pub fn extract(
             .copied()
             .collect();
         let h = index.header();
-        let cutting = h.layout.cutting();
+        let cutting = h.layout.cutting;
         let lendable = seed::lendable(index, &missing);
         let mut own = Seed::scan(target.path(), h.params, cutting, &lendable, progress)?;
         own.forget_before(GUARD);

@@ -15,8 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::image::{Image, WINDOW};
-use crate::index::LayoutSummary;
-use crate::layout::{self, FsKind};
+use crate::layout::{self, Cutting, FsKind, LayoutSummary};
 use crate::progress::Progress;
 
 /// Every cut except the image's end falls on a multiple of this.
@@ -185,16 +184,6 @@ pub struct Cuts {
     pub fallback: Option<String>,
 }
 
-/// How an image is to be cut.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cutting {
-    /// The 4 KiB-aligned content-defined chunker (layout 0).
-    Aligned,
-    /// Along the filesystem's regions where it can be read (layouts 1 and 2); with
-    /// `metadata_apart`, metadata never shares a chunk with file data (layout 2).
-    Filesystem { metadata_apart: bool },
-}
-
 /// Cuts an image as `cutting` says; an image whose filesystem cannot be read is cut with
 /// the 4 KiB-aligned content-defined chunker.
 pub fn cut_image(
@@ -222,10 +211,7 @@ pub fn cut_image(
                 return Ok(Cuts {
                     ends,
                     metadata,
-                    layout: LayoutSummary {
-                        metadata_apart,
-                        ..LayoutSummary::of(l)
-                    },
+                    layout: LayoutSummary::of(l, cutting),
                     align,
                     fallback: None,
                 });

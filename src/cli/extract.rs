@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use blockcast::assemble::{self, ExtractOptions};
 use clap::Args;
 
-use super::{human_bytes, open_sources, parse_size, StoreArgs, Ui};
+use super::{human_bytes, open_sources, parse_size, SourceArgs, Ui};
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
@@ -13,17 +13,10 @@ pub struct ExtractArgs {
     /// The index: a file or an http:// or https:// URL.
     index: String,
     #[command(flatten)]
-    stores: StoreArgs,
+    sources: SourceArgs,
     /// The image to write (file or block device).
     #[arg(short, long)]
     output: PathBuf,
-    /// A local file or device whose chunks may be reused; repeatable.
-    #[arg(long)]
-    seed: Vec<PathBuf>,
-    /// Index the corresponding --seed was made from (the i-th for the i-th seed), so the
-    /// seed need not be re-chunked.
-    #[arg(long)]
-    seed_index: Vec<PathBuf>,
     /// Most bytes saved aside to reorder copies within an updated OUTPUT.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     spill_limit: u64,
@@ -35,33 +28,17 @@ pub struct ExtractArgs {
     /// `veritysetup --hash-offset`).
     #[arg(long)]
     verity_append: bool,
-    /// Refuse an index whose release number is lower.
-    #[arg(long, default_value_t = 0)]
-    min_release: u64,
-    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
-    /// repeatable. The index is refused before anything is fetched unless one signed it.
-    #[arg(long, value_name = "PUB")]
-    trusted_key: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
-    if a.stores.is_empty() && a.seed.is_empty() {
+    if a.sources.stores.is_empty() && a.sources.seed.is_empty() {
         bail!("give at least one --store (or --seed) to take chunks from");
     }
     let runtime = blockcast::store::runtime()?;
-    let (index, stores, seeds) = open_sources(
-        &a.index,
-        &a.trusted_key,
-        a.min_release,
-        &a.stores,
-        &a.seed,
-        &a.seed_index,
-        runtime.handle(),
-        ui,
-    )?;
+    let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
         verity_append: a.verity_append,

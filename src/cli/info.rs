@@ -2,9 +2,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
-use blockcast::chunker::{ChunkParams, Cutting};
+use blockcast::chunker::ChunkParams;
 use blockcast::index::Index;
-use blockcast::index::LayoutSummary;
+use blockcast::layout::{Cutting, LayoutSummary};
 use clap::Args;
 use serde::Serialize;
 
@@ -143,7 +143,7 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
         format_version: index.version(),
         image_size: h.image_size,
         filesystem: h.fs_kind.name(),
-        layout: match h.layout.cutting() {
+        layout: match h.layout.cutting {
             Cutting::Filesystem {
                 metadata_apart: true,
             } => "filesystem-aware",
@@ -202,7 +202,7 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             t.push_str(&format!("  <= {:>9}  {count}\n", human_bytes((*bound).into())));
         }
         let r = &info.regions;
-        if r.filesystem_aware {
+        if r.cutting.is_filesystem_aware() {
             t.push_str("regions     ");
             for (name, tally) in [("metadata", &r.metadata), ("data", &r.data), ("compressed", &r.compressed), ("free", &r.free)] {
                 t.push_str(&format!(" {name} {} ({})", tally.regions, human_bytes(tally.bytes)));

@@ -281,20 +281,68 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Which indexes are trusted: shared by the commands that read one.
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
+    /// repeatable. The index is refused before anything is fetched or attached unless one
+    /// of them signed it; without any, it is used with a warning that it is not
+    /// authenticated.
+    #[arg(long, value_name = "PUB")]
+    pub trusted_key: Vec<PathBuf>,
+    /// Refuse an index whose release number is lower (a rollback).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub min_release: u64,
+}
+
+impl TrustArgs {
+    /// The index at `location`, opened as [`open_index`] opens it.
+    pub fn open(
+        &self,
+        location: &str,
+        http: &HttpOptions,
+        runtime: &Handle,
+        ui: &Ui,
+    ) -> Result<TrustedIndex> {
+        open_index(
+            location,
+            &self.trusted_key,
+            self.min_release,
+            http,
+            runtime,
+            ui,
+        )
+    }
+}
+
+/// Everything extract, plan and mount read from: the trusted index, the stores and the
+/// seeds.
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// A local file or block device whose chunks may be reused (typically the installed
+    /// release); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Vec<PathBuf>,
+    /// The index the i-th --seed was made from, so that seed need not be chunked again.
+    #[arg(long, value_name = "INDEX")]
+    pub seed_index: Vec<PathBuf>,
+}
+
 /// What extract, plan and mount read from: the index (opened as [`open_index`] opens
 /// it), then the stores, then the seeds.
-#[allow(clippy::too_many_arguments)]
 pub fn open_sources(
     location: &str,
-    trusted: &[PathBuf],
-    min_release: u64,
-    stores: &StoreArgs,
-    seeds: &[PathBuf],
-    seed_indexes: &[PathBuf],
+    sources: &SourceArgs,
     runtime: &Handle,
     ui: &Ui,
 ) -> Result<(TrustedIndex, Stores, Vec<Seed>)> {
-    let index = open_index(location, trusted, min_release, &stores.http()?, runtime, ui)?;
+    let stores = &sources.stores;
+    let index = sources.trust.open(location, &stores.http()?, runtime, ui)?;
+    let (seeds, seed_indexes) = (&sources.seed, &sources.seed_index);
     let stores = stores.open(ui, runtime)?;
     let seeds = open_seeds(&index, seeds, seed_indexes, ui)?;
     Ok((index, stores, seeds))
@@ -328,7 +376,7 @@ fn open_seeds(
                 }
                 None => {
                     let h = target.header();
-                    Seed::scan(path, h.params, h.layout.cutting(), &wanted, &bar)
+                    Seed::scan(path, h.params, h.layout.cutting, &wanted, &bar)
                 }
             };
             seed.with_context(|| format!("opening seed {}", path.display()))

@@ -12,7 +12,7 @@ use blockcast::mount::reader::{LazyImage, ReaderOptions};
 use blockcast::mount::{self, Target};
 use clap::{Args, ValueEnum};
 
-use super::{open_sources, print_out, StoreArgs, Ui};
+use super::{open_sources, print_out, SourceArgs, Ui};
 
 /// Set in the environment of the process `--daemon` starts: it reports on stdout when
 /// the image is attached.
@@ -38,24 +38,11 @@ pub struct MountArgs {
     #[arg(required_unless_present = "no_attach", conflicts_with = "no_attach")]
     mountpoint: Option<PathBuf>,
     #[command(flatten)]
-    stores: StoreArgs,
-    /// A local file or device whose chunks may be used; repeatable.
-    #[arg(long)]
-    seed: Vec<PathBuf>,
-    /// Index the corresponding --seed was made from.
-    #[arg(long)]
-    seed_index: Vec<PathBuf>,
+    sources: SourceArgs,
     /// A sparse copy of the image filled as it is read (state in FILE.state), reused by
     /// the next mount; once everything was read, FILE is the whole image.
     #[arg(long, value_name = "FILE")]
     cache_image: Option<PathBuf>,
-    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
-    /// repeatable. Nothing is mounted unless one signed it.
-    #[arg(long, value_name = "PUB")]
-    trusted_key: Vec<PathBuf>,
-    /// Refuse an index whose release number is lower.
-    #[arg(long, default_value_t = 0)]
-    min_release: u64,
     /// How to attach: erofs straight from the file where the kernel can (auto), a loop
     /// device, or the file-backed erofs mount only.
     #[arg(long, value_enum, default_value = "auto")]
@@ -79,7 +66,7 @@ enum Attach {
 }
 
 pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
-    if a.stores.is_empty() && a.seed.is_empty() && a.cache_image.is_none() {
+    if a.sources.stores.is_empty() && a.sources.seed.is_empty() && a.cache_image.is_none() {
         bail!("give at least one --store (or --seed, or --cache-image) to read chunks from");
     }
     let target = match (&a.no_attach, &a.mountpoint) {
@@ -99,16 +86,7 @@ pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
         return daemonize(&path, ui);
     }
     let runtime = blockcast::store::runtime()?;
-    let (index, stores, seeds) = open_sources(
-        &a.index,
-        &a.trusted_key,
-        a.min_release,
-        &a.stores,
-        &a.seed,
-        &a.seed_index,
-        runtime.handle(),
-        ui,
-    )?;
+    let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
     let ui_copy = *ui;
     let warn: blockcast::store::Warn = Arc::new(move |m: &str| ui_copy.warn(m));
     let cache = match &a.cache_image {

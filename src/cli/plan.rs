@@ -1,11 +1,9 @@
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use blockcast::plan::{self, PlanSummary};
 use clap::Args;
 use serde::Serialize;
 
-use super::{human_bytes, open_sources, StoreArgs, Ui};
+use super::{human_bytes, open_sources, SourceArgs, Ui};
 
 /// Show what an extract would fetch, before fetching anything.
 #[derive(Args)]
@@ -13,18 +11,7 @@ pub struct PlanArgs {
     /// The index: a file or an http:// or https:// URL.
     index: String,
     #[command(flatten)]
-    stores: StoreArgs,
-    #[arg(long)]
-    seed: Vec<PathBuf>,
-    #[arg(long)]
-    seed_index: Vec<PathBuf>,
-    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
-    /// repeatable. The index is refused before anything is fetched unless one signed it.
-    #[arg(long, value_name = "PUB")]
-    trusted_key: Vec<PathBuf>,
-    /// Refuse an index whose release number is lower (a rollback), as extract does.
-    #[arg(long, default_value_t = 0)]
-    min_release: u64,
+    sources: SourceArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -39,20 +26,11 @@ struct Output {
 }
 
 pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
-    if a.stores.is_empty() {
+    if a.sources.stores.is_empty() {
         bail!("give at least one --store to plan against");
     }
     let runtime = blockcast::store::runtime()?;
-    let (index, stores, seeds) = open_sources(
-        &a.index,
-        &a.trusted_key,
-        a.min_release,
-        &a.stores,
-        &a.seed,
-        &a.seed_index,
-        runtime.handle(),
-        ui,
-    )?;
+    let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
     let plan = plan::plan(&index, &seeds, &[], None);
     let missing = plan::count_missing(&index, &plan, &stores)?;
     let out = Output {

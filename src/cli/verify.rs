@@ -10,7 +10,7 @@ use blockcast::verity::{self, FileArea, Geometry, HashArea, Leaves};
 use clap::Args;
 use serde::Serialize;
 
-use super::{StoreArgs, Ui};
+use super::{StoreArgs, TrustArgs, Ui};
 
 /// Check an image or partition block by block against an index's dm-verity tree.
 #[derive(Args)]
@@ -25,10 +25,8 @@ pub struct VerifyArgs {
     /// Take the tree from these stores instead (--store).
     #[command(flatten)]
     stores: StoreArgs,
-    /// Public key (minisign) whose signature INDEX.minisig must cover the index;
-    /// repeatable. Without one, the index is not authenticated and the report says so.
-    #[arg(long, value_name = "PUB")]
-    trusted_key: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -106,14 +104,9 @@ fn compare(
 
 pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
     let runtime = blockcast::store::runtime()?;
-    let index = super::open_index(
-        &a.index,
-        &a.trusted_key,
-        0,
-        &a.stores.http()?,
-        runtime.handle(),
-        ui,
-    )?;
+    let index = a
+        .trust
+        .open(&a.index, &a.stores.http()?, runtime.handle(), ui)?;
     let v = &index.header().verity;
     let image = Image::open(&a.image)?;
     let bar = ui.bar();

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::chunk::{ChunkId, VerifiedChunk};
-use crate::chunker::{ChunkParams, Cutting, ALIGN};
+use crate::chunker::{ChunkParams, ALIGN};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::FsKind;
+use crate::layout::{Cutting, FsKind, LayoutSummary, RegionTally};
 use crate::verity::{self, Geometry, VerityParams};
 use format::*;
 
@@ -33,84 +33,32 @@ pub struct Header {
     pub verity: VerityInfo,
 }
 
-/// Which chunker cut the image, and what the filesystem analysis found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LayoutSummary {
-    /// True when the cuts follow the filesystem's regions; false for the plain
-    /// 4 KiB-aligned content-defined chunker.
-    pub filesystem_aware: bool,
-    /// True when metadata is cut apart from file data (layout 2); false for indexes of
-    /// layout 1, whose seeds must be cut as they were.
-    pub metadata_apart: bool,
-    pub metadata: RegionTally,
-    pub data: RegionTally,
-    pub compressed: RegionTally,
-    pub free: RegionTally,
+/// The region tallies of a summary, with the header fields that hold them.
+fn tallies(s: &LayoutSummary) -> [(&Field, &RegionTally); 4] {
+    [
+        (&H_METADATA, &s.metadata),
+        (&H_DATA, &s.data),
+        (&H_COMPRESSED, &s.compressed),
+        (&H_FREE, &s.free),
+    ]
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RegionTally {
-    pub regions: u32,
-    pub bytes: u64,
-}
-
-impl RegionTally {
-    fn decode(b: &[u8]) -> RegionTally {
-        let mut n = [0u8; 4];
-        n.copy_from_slice(&b[..4]);
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&b[4..12]);
-        RegionTally {
-            regions: u32::from_le_bytes(n),
-            bytes: u64::from_le_bytes(v),
-        }
-    }
-
-    fn encode(&self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[..4].copy_from_slice(&self.regions.to_le_bytes());
-        b[4..].copy_from_slice(&self.bytes.to_le_bytes());
-        b
+fn decode_tally(b: &[u8]) -> RegionTally {
+    let mut n = [0u8; 4];
+    n.copy_from_slice(&b[..4]);
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[4..12]);
+    RegionTally {
+        regions: u32::from_le_bytes(n),
+        bytes: u64::from_le_bytes(v),
     }
 }
 
-impl LayoutSummary {
-    pub fn of(layout: &crate::layout::Layout) -> LayoutSummary {
-        use crate::layout::Kind;
-        let mut s = LayoutSummary {
-            filesystem_aware: true,
-            metadata_apart: true,
-            ..LayoutSummary::default()
-        };
-        for r in &layout.regions {
-            let t = match r.kind {
-                Kind::Metadata => &mut s.metadata,
-                Kind::Data => &mut s.data,
-                Kind::Compressed => &mut s.compressed,
-                Kind::Free => &mut s.free,
-            };
-            t.regions = t.regions.saturating_add(1);
-            t.bytes += r.len;
-        }
-        s
-    }
-
-    /// How a seed must be cut to match the image this summary describes.
-    pub fn cutting(&self) -> Cutting {
-        match (self.filesystem_aware, self.metadata_apart) {
-            (false, _) => Cutting::Aligned,
-            (true, metadata_apart) => Cutting::Filesystem { metadata_apart },
-        }
-    }
-
-    fn tallies(&self) -> [(&Field, &RegionTally); 4] {
-        [
-            (&H_METADATA, &self.metadata),
-            (&H_DATA, &self.data),
-            (&H_COMPRESSED, &self.compressed),
-            (&H_FREE, &self.free),
-        ]
-    }
+fn encode_tally(t: &RegionTally) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&t.regions.to_le_bytes());
+    b[4..].copy_from_slice(&t.bytes.to_le_bytes());
+    b
 }
 
 /// The image's dm-verity hash tree: SHA-256, 4096-byte blocks, hash type 1.
@@ -432,14 +380,18 @@ impl Index {
         check(&H_RECORD_SIZE, RECORD_SIZE as u64)?;
         check(&H_FLAGS, 0)?;
         check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
-        let (filesystem_aware, metadata_apart) = match h[H_LAYOUT.offset] {
-            LAYOUT_ALIGNED_CDC => (false, false),
-            LAYOUT_FILESYSTEM_V1 => (true, false),
-            LAYOUT_FILESYSTEM => (true, true),
+        let cutting = match h[H_LAYOUT.offset] {
+            LAYOUT_ALIGNED_CDC => Cutting::Aligned,
+            LAYOUT_FILESYSTEM_V1 => Cutting::Filesystem {
+                metadata_apart: false,
+            },
+            LAYOUT_FILESYSTEM => Cutting::Filesystem {
+                metadata_apart: true,
+            },
             other => return Err(bad(format!("unknown layout {other}"))),
         };
         let align = get_u32(h, &H_ALIGN);
-        if filesystem_aware {
+        if cutting.is_filesystem_aware() {
             if !align.is_power_of_two() || align > 1 << 20 {
                 return Err(bad(format!(
                     "align {align} is not a power of two up to 1 MiB"
@@ -531,12 +483,11 @@ impl Index {
             largest_chunk,
             fs_kind,
             layout: LayoutSummary {
-                filesystem_aware,
-                metadata_apart,
-                metadata: RegionTally::decode(slice(h, &H_METADATA)),
-                data: RegionTally::decode(slice(h, &H_DATA)),
-                compressed: RegionTally::decode(slice(h, &H_COMPRESSED)),
-                free: RegionTally::decode(slice(h, &H_FREE)),
+                cutting,
+                metadata: decode_tally(slice(h, &H_METADATA)),
+                data: decode_tally(slice(h, &H_DATA)),
+                compressed: decode_tally(slice(h, &H_COMPRESSED)),
+                free: decode_tally(slice(h, &H_FREE)),
             },
             release: get_u64(h, &H_RELEASE),
             verity: VerityInfo {
@@ -992,7 +943,7 @@ pub fn encode(
         h[H_HASH.offset] = HASH_SHA256;
         h[H_COMPRESSION.offset] = COMPRESSION_ZSTD;
         h[H_FS_KIND.offset] = header.fs_kind.code();
-        h[H_LAYOUT.offset] = match header.layout.cutting() {
+        h[H_LAYOUT.offset] = match header.layout.cutting {
             Cutting::Aligned => LAYOUT_ALIGNED_CDC,
             Cutting::Filesystem {
                 metadata_apart: false,
@@ -1001,8 +952,8 @@ pub fn encode(
                 metadata_apart: true,
             } => LAYOUT_FILESYSTEM,
         };
-        for (f, t) in header.layout.tallies() {
-            put(h, f, &t.encode());
+        for (f, t) in tallies(&header.layout) {
+            put(h, f, &encode_tally(t));
         }
         let v = &header.verity;
         put(h, &H_RELEASE, &header.release.to_le_bytes());
@@ -1222,8 +1173,7 @@ mod tests {
             let (mut header, records, tree, gathered) = sample();
             header.align = 1;
             header.layout = LayoutSummary {
-                filesystem_aware: true,
-                metadata_apart,
+                cutting: Cutting::Filesystem { metadata_apart },
                 ..LayoutSummary::default()
             };
             let bytes = encode(&header, &records, &tree, &gathered, &[]);
@@ -1231,7 +1181,7 @@ mod tests {
             let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
             assert_eq!(index.header(), &header);
             assert_eq!(
-                index.header().layout.cutting(),
+                index.header().layout.cutting,
                 Cutting::Filesystem { metadata_apart }
             );
         }

@@ -9,8 +9,10 @@ pub mod erofs;
 pub mod ext4;
 mod fskind;
 pub mod squashfs;
+mod summary;
 
 pub use fskind::FsKind;
+pub use summary::{Cutting, LayoutSummary, RegionTally};
 
 use serde::Serialize;
 
