@@ -7,7 +7,6 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::verity::{BlockCheck, Checked};
 
 /// SHA-256 of a chunk's uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -61,6 +60,31 @@ pub fn is_zero(data: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
+/// How bytes at a place of the image fare against a block-by-block check (the dm-verity
+/// tree, for a lazy mount).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Every block matches.
+    Good,
+    /// This data block does not.
+    Bad(u64),
+    /// The check cannot vouch for these bytes (its data is not at hand): check them
+    /// another way.
+    NotLoaded,
+}
+
+/// Checks whole blocks of the image at their place: what [`VerifiedChunk::verify_blocks`]
+/// asks of the dm-verity tree.
+pub trait BlockCheck {
+    /// Checks `data`, the image's whole 4096-byte blocks from `offset`.
+    fn check(&self, offset: u64, data: &[u8]) -> Checked;
+}
+
+/// Whether `len` bytes at `offset` of the image are whole 4096-byte blocks.
+pub fn whole_blocks(offset: u64, len: usize) -> bool {
+    offset.is_multiple_of(4096) && (len as u64).is_multiple_of(4096)
+}
+
 /// Bytes checked against the signed index: hashed to the id they claim to be or, for a
 /// lazy mount, block by block against the dm-verity tree (see
 /// [`VerifiedChunk::verify_blocks`]). Only the former vouch for the id: a store files
@@ -100,9 +124,9 @@ impl VerifiedChunk {
         id: ChunkId,
         offset: u64,
         data: Vec<u8>,
-        check: &BlockCheck,
+        check: &dyn BlockCheck,
     ) -> Result<VerifiedChunk> {
-        if !BlockCheck::whole_blocks(offset, data.len()) {
+        if !whole_blocks(offset, data.len()) {
             return VerifiedChunk::verify(id, offset, data);
         }
         match check.check(offset, &data) {
@@ -144,7 +168,7 @@ impl VerifiedChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verity::{self, HashArea, BLOCK};
+    use crate::verity::{self, HashArea, TreeCheck, BLOCK};
 
     struct Area(Vec<u8>);
 
@@ -170,7 +194,7 @@ mod tests {
             tree.push(verity::salted(&salt, b)).unwrap();
         }
         let root = tree.finish().unwrap();
-        let check = BlockCheck::new(8, salt, root);
+        let check = TreeCheck::new(8, salt, root);
         // Until its tree is loaded, whole blocks are checked against the id.
         let at = 2 * BLOCK;
         let bytes = image[at as usize..(at + 3 * BLOCK) as usize].to_vec();

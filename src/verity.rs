@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::chunk::{BlockCheck, Checked};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, WINDOW};
 use crate::progress::Progress;
@@ -450,22 +451,11 @@ impl<'a> Leaves<'a> {
     }
 }
 
-/// How a lazy reader's bytes fared against the tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Checked {
-    /// Every block matches.
-    Good,
-    /// This data block does not.
-    Bad(u64),
-    /// The tree's blocks for these bytes are not loaded: check them another way.
-    NotLoaded,
-}
-
 /// A hash tree checked lazily against its root, for a lazy mount: a hash block is read
 /// only when a data block under it is, checked against its parent (the top block against
 /// the root) and kept. Memory follows what the mount reads, never the size the index
 /// claims.
-pub struct BlockCheck {
+pub struct TreeCheck {
     geometry: Geometry,
     salt: Vec<u8>,
     root: [u8; 32],
@@ -473,19 +463,14 @@ pub struct BlockCheck {
     loaded: RwLock<HashMap<u64, Arc<[u8]>>>,
 }
 
-impl BlockCheck {
-    pub fn new(data_blocks: u64, salt: Vec<u8>, root: [u8; 32]) -> BlockCheck {
-        BlockCheck {
+impl TreeCheck {
+    pub fn new(data_blocks: u64, salt: Vec<u8>, root: [u8; 32]) -> TreeCheck {
+        TreeCheck {
             geometry: Geometry::new(data_blocks),
             salt,
             root,
             loaded: RwLock::new(HashMap::new()),
         }
-    }
-
-    /// Whether `len` bytes at `offset` of the image are whole data blocks.
-    pub fn whole_blocks(offset: u64, len: usize) -> bool {
-        offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK)
     }
 
     /// Reads and checks the hash blocks that cover data bytes `[offset, offset + len)`
@@ -566,9 +551,11 @@ impl BlockCheck {
         d.copy_from_slice(&hash_block[at..at + DIGEST]);
         Some(d)
     }
+}
 
-    /// Checks `data`, the image's whole blocks from `offset`, against the loaded tree.
-    pub fn check(&self, offset: u64, data: &[u8]) -> Checked {
+impl BlockCheck for TreeCheck {
+    /// Checks `data` against the tree as far as it is loaded.
+    fn check(&self, offset: u64, data: &[u8]) -> Checked {
         let loaded = self.read_loaded();
         let first = offset / BLOCK;
         for (bytes, block) in data.chunks(BLOCK as usize).zip(first..) {

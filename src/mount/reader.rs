@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::chunk::VerifiedChunk;
+use crate::chunk::{BlockCheck, Checked};
 use crate::error::{Error, Result};
 use crate::index::{ChunkRecord, Index};
 use crate::mount::cache_image::CacheImage;
@@ -18,7 +19,7 @@ use crate::mount::StoredTree;
 use crate::seed::{Seed, SeedBases};
 use crate::store::{Stores, Warn};
 use crate::trust::TrustedIndex;
-use crate::verity::{BlockCheck, Checked, BLOCK};
+use crate::verity::{TreeCheck, BLOCK};
 
 pub struct ReaderOptions {
     /// Chunks fetched ahead of the last one read.
@@ -51,7 +52,7 @@ pub struct ReaderStats {
 
 pub struct LazyImage {
     state: Arc<State>,
-    blocks: Arc<BlockCheck>,
+    blocks: Arc<TreeCheck>,
     stores: Stores,
     seeds: Arc<[Seed]>,
     readahead: usize,
@@ -137,7 +138,7 @@ impl LazyImage {
         warn: Warn,
     ) -> Result<LazyImage> {
         let verity = &index.header().verity;
-        let blocks = Arc::new(BlockCheck::new(
+        let blocks = Arc::new(TreeCheck::new(
             verity.data_blocks,
             verity.salt.clone(),
             verity.root,

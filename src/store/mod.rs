@@ -15,11 +15,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use tokio::runtime::Handle;
 
-use crate::chunk::{ChunkId, VerifiedChunk};
+use crate::chunk::{BlockCheck, ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
 use crate::index::{stored_size_bound, ChunkRecord, Delta, Unit};
-use crate::verity::BlockCheck;
 
 pub use http::HttpOptions;
 pub use local::LocalStore;
@@ -129,7 +128,7 @@ struct Shared {
     bases: RwLock<Option<Arc<dyn Bases>>>,
     /// When set, a record's own chunk file is checked against this tree where its bytes
     /// are whole blocks (see [`VerifiedChunk::verify_blocks`]).
-    blocks: RwLock<Option<Arc<BlockCheck>>>,
+    blocks: RwLock<Option<Arc<dyn BlockCheck + Send + Sync>>>,
     /// Whether local chunk files are read as a lazy mount reads them (see
     /// [`Stores::read_locally_for_mount`]).
     for_mount: AtomicBool,
@@ -205,7 +204,7 @@ impl Stores {
 
     /// From now on, a record's own chunk file whose bytes are whole blocks is checked
     /// against `check`'s tree instead of its id.
-    pub fn check_blocks(&self, check: Arc<BlockCheck>) {
+    pub fn check_blocks(&self, check: Arc<dyn BlockCheck + Send + Sync>) {
         *self
             .shared
             .blocks
@@ -498,11 +497,11 @@ pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChun
 
 /// Checks a chunk file's bytes for record `r`: decompressed, then against the tree when
 /// `blocks` is given, else against the id.
-fn opener(r: Unit, blocks: Option<Arc<BlockCheck>>) -> Check {
+fn opener(r: Unit, blocks: Option<Arc<dyn BlockCheck + Send + Sync>>) -> Check {
     Arc::new(move |stored: &[u8]| {
         let data = codec::decompress(stored, r.size, r.id, r.offset)?;
         match &blocks {
-            Some(check) => VerifiedChunk::verify_blocks(r.id, r.offset, data, check),
+            Some(check) => VerifiedChunk::verify_blocks(r.id, r.offset, data, check.as_ref()),
             None => VerifiedChunk::verify(r.id, r.offset, data),
         }
     })
