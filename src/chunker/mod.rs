@@ -205,12 +205,8 @@ pub fn cut_image(
 ) -> Result<Cuts> {
     let mut fallback = None;
     if let Cutting::Filesystem { metadata_apart } = cutting {
-        // The analysis maps the whole image; drop that mapping (and the pages the
-        // analysis touched) before cutting, which maps windows of its own.
-        let analysis = {
-            let whole = image.map(0, image.size())?;
-            layout::analyse(whole.bytes())
-        };
+        // Read with pread: a file that shrinks under the analysis is an error, not a SIGBUS.
+        let analysis = layout::analyse(layout::Source::file(image.file(), image.size()));
         match analysis {
             Ok(analysis) => {
                 let l = &analysis.layout;
@@ -230,7 +226,16 @@ pub fn cut_image(
                     fallback: None,
                 });
             }
-            Err(e) => fallback = Some(e.to_string()),
+            Err(e) => match e.io {
+                // An image that cannot be read would not chunk either: fail, not fall back.
+                Some(kind) => {
+                    return Err(Error::Io {
+                        path: image.path().to_path_buf(),
+                        err: std::io::Error::new(kind, e.to_string()),
+                    })
+                }
+                None => fallback = Some(e.to_string()),
+            },
         }
     }
     Ok(Cuts {
