@@ -164,8 +164,12 @@ fn attribute(index: &Index, image: &Image, records: &[ChunkRecord]) -> Result<By
             )));
         }
     }
-    let analysis = layout::analyse(layout::Source::file(image.file(), image.size()))
-        .map_err(|e| Error::Invalid(format!("{path}: its filesystem cannot be read ({e})")))?;
+    let analysis =
+        layout::analyse(layout::Source::file(image.file(), image.size())).map_err(|e| {
+            e.io_error(image.path()).unwrap_or_else(|| {
+                Error::Invalid(format!("{path}: its filesystem cannot be read ({e})"))
+            })
+        })?;
     let regions = &analysis.layout.regions;
     let mut out = ByRegion::default();
     let mut first = 0;

@@ -58,3 +58,35 @@ fn an_image_truncated_after_open_is_an_error() {
         }
     }
 }
+
+/// `diff` checks the new chunks and attributes them to regions by reading them and the
+/// filesystem with `pread`: an image that shrank since it was opened is an error, not a
+/// SIGBUS, whether the chunk reads (new chunks to check) or the analysis (none) meet it.
+#[test]
+fn diff_of_an_image_truncated_after_open_is_an_error() {
+    let dir = common::tempdir();
+    let store = dir.path().join("store");
+    let old_path = dir.path().join("old.bcidx");
+    common::make(&common::image("ext4", 1), &store, &old_path);
+    let path = dir.path().join("image");
+    std::fs::copy(common::image("ext4", 2), &path).unwrap();
+    let index_path = dir.path().join("image.bcidx");
+    common::make(&path, &store, &index_path);
+    let index = blockcast::index::Index::open(&index_path).unwrap();
+    let old = blockcast::index::Index::open(&old_path).unwrap();
+    for old in [&old, &index] {
+        std::fs::copy(common::image("ext4", 2), &path).unwrap();
+        let image = Image::open(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(image.size() / 2)
+            .unwrap();
+        match blockcast::diff::compare(old, &index, Some(&image)) {
+            Err(Error::Io { path: p, .. }) => assert_eq!(p, path),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("attributed the chunks of an image that lost half its bytes"),
+        }
+    }
+}

@@ -226,14 +226,9 @@ pub fn cut_image(
                     fallback: None,
                 });
             }
-            Err(e) => match e.io {
+            Err(e) => match e.io_error(image.path()) {
                 // An image that cannot be read would not chunk either: fail, not fall back.
-                Some(kind) => {
-                    return Err(Error::Io {
-                        path: image.path().to_path_buf(),
-                        err: std::io::Error::new(kind, e.to_string()),
-                    })
-                }
+                Some(err) => return Err(err),
                 None => fallback = Some(e.to_string()),
             },
         }

@@ -136,6 +136,14 @@ impl LayoutError {
             ..LayoutError::new(fs, offset, reason)
         }
     }
+
+    /// When the image at `path` could not be read, the I/O error that is.
+    pub fn io_error(&self, path: &std::path::Path) -> Option<crate::error::Error> {
+        self.io.map(|kind| crate::error::Error::Io {
+            path: path.to_path_buf(),
+            err: std::io::Error::new(kind, self.to_string()),
+        })
+    }
 }
 
 /// Analyses an image with the analyser its superblock calls for.
