@@ -542,7 +542,10 @@ mod tests {
                 "{e}"
             );
         }
-        let e = src.is_zero("test", 0, 3 * BLOCK, "a gap").err().unwrap();
+        let e = src
+            .is_zero("test", BLOCK + 200, 2 * BLOCK, "a gap")
+            .err()
+            .unwrap();
         assert_eq!(e.io, Some(std::io::ErrorKind::UnexpectedEof), "{e}");
     }
 }
