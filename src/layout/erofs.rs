@@ -2,7 +2,7 @@
 //! indexes and compression indexes (full and compact), read from the image as the
 //! on-disk format (`erofs_fs.h`) defines them.
 //!
-//! Every read goes through the bounds-checked helpers below; every count read from the
+//! Every read goes through the bounds-checked [`Source`]; every count read from the
 //! image is checked against the image (or a work budget proportional to it) before it
 //! sizes an allocation or a loop, so a hostile image costs at most a few times its own
 //! size and ends in an `Err`, never a panic.

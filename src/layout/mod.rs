@@ -2,8 +2,12 @@
 //! structures and describe the image as regions (metadata, file data, compression units,
 //! free space), so that chunk boundaries can follow the filesystem's lines.
 //!
-//! An analyser never fails the run: an image it cannot read (unknown, corrupt, hostile)
-//! gives an error here, and the caller falls back to the plain aligned chunker.
+//! A filesystem an analyser cannot describe (unknown, corrupt, hostile) gives an error
+//! here, and the caller falls back to the plain aligned chunker. The analysers read
+//! through [`Source`], every read checked against the image's size, a file read with
+//! `pread`: a file that cannot be read (an I/O error, or it shrank since it was opened)
+//! gives an error whose `io` is set, which the caller reports rather than falls
+//! back from.
 
 pub mod erofs;
 pub mod ext4;
