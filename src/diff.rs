@@ -156,18 +156,20 @@ fn attribute(index: &Index, image: &Image, records: &[ChunkRecord]) -> Result<By
             index.header().image_size
         )));
     }
-    let whole = image.map(0, image.size())?;
-    let bytes = whole.bytes();
     for r in records {
-        if ChunkId::of(&bytes[r.offset as usize..r.end() as usize]) != r.id {
+        if ChunkId::of(&image.read_at(r.offset, r.size as usize)?) != r.id {
             return Err(Error::Invalid(format!(
                 "{path} is not the image the index was made from: its {} bytes at offset {} are not chunk {}",
                 r.size, r.offset, r.id
             )));
         }
     }
-    let analysis = layout::analyse(bytes)
-        .map_err(|e| Error::Unsupported(format!("{path}: its filesystem cannot be read ({e})")))?;
+    let analysis =
+        layout::analyse(layout::Source::file(image.file(), image.size())).map_err(|e| {
+            e.io_error(image.path()).unwrap_or_else(|| {
+                Error::Unsupported(format!("{path}: its filesystem cannot be read ({e})"))
+            })
+        })?;
     let regions = &analysis.layout.regions;
     let mut out = ByRegion::default();
     let mut first = 0;

@@ -194,12 +194,8 @@ pub fn cut_image(
 ) -> Result<Cuts> {
     let mut fallback = None;
     if let Cutting::Filesystem { metadata_apart } = cutting {
-        // The analysis maps the whole image; drop that mapping (and the pages the
-        // analysis touched) before cutting, which maps windows of its own.
-        let analysis = {
-            let whole = image.map(0, image.size())?;
-            layout::analyse(whole.bytes())
-        };
+        // Read with pread: a file that shrinks under the analysis is an error, not a SIGBUS.
+        let analysis = layout::analyse(layout::Source::file(image.file(), image.size()));
         match analysis {
             Ok(analysis) => {
                 let l = &analysis.layout;
@@ -216,7 +212,11 @@ pub fn cut_image(
                     fallback: None,
                 });
             }
-            Err(e) => fallback = Some(e.to_string()),
+            Err(e) => match e.io_error(image.path()) {
+                // An image that cannot be read would not chunk either: fail, not fall back.
+                Some(err) => return Err(err),
+                None => fallback = Some(e.to_string()),
+            },
         }
     }
     Ok(Cuts {

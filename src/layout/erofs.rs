@@ -2,7 +2,7 @@
 //! indexes and compression indexes (full and compact), read from the image as the
 //! on-disk format (`erofs_fs.h`) defines them.
 //!
-//! Every read goes through the bounds-checked helpers below; every count read from the
+//! Every read goes through the bounds-checked [`Source`]; every count read from the
 //! image is checked against the image (or a work budget proportional to it) before it
 //! sizes an allocation or a loop, so a hostile image costs at most a few times its own
 //! size and ends in an `Err`, never a panic.
@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::source::{Bytes, Source};
 use super::{tile, Algorithm, Analysis, FileMap, FsKind, Kind, Layout, LayoutError, Piece, Region};
 
 const FS: &str = "erofs";
@@ -80,6 +81,8 @@ const PCLUSTER_MAX_SIZE: u64 = 1 << 20;
 const PCLUSTER_MAX_DSIZE: u64 = 12 << 20;
 
 const NAME_LEN: usize = 255;
+/// Directory content is read this much at a time.
+const PIECE: u64 = 64 << 10;
 const MAX_DEPTH: u32 = 4096;
 
 type Result<T> = std::result::Result<T, LayoutError>;
@@ -103,33 +106,13 @@ fn bad(offset: u64, reason: impl Into<String>) -> LayoutError {
 // ---------------------------------------------------------------------------------------
 // Bounds-checked little-endian reads.
 
-fn bytes(image: &[u8], off: u64, len: u64) -> Result<&[u8]> {
-    let end = off
-        .checked_add(len)
-        .filter(|&end| end <= image.len() as u64)
-        .ok_or_else(|| bad(off, format!("{len} bytes run past the end of the image")))?;
-    Ok(&image[off as usize..end as usize])
+fn read<'a>(image: &Source<'a>, off: u64, len: u64, what: &str) -> Result<Bytes<'a>> {
+    image.read(FS, off, len, what)
 }
 
-fn u8_at(image: &[u8], off: u64) -> Result<u8> {
-    Ok(bytes(image, off, 1)?[0])
-}
-
-fn le16(image: &[u8], off: u64) -> Result<u16> {
-    let b = bytes(image, off, 2)?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn le32(image: &[u8], off: u64) -> Result<u32> {
-    let b = bytes(image, off, 4)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn le64(image: &[u8], off: u64) -> Result<u64> {
-    let b = bytes(image, off, 8)?;
-    Ok(u64::from_le_bytes([
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-    ]))
+/// Checks that `[off, off + len)` is in the image, without reading it.
+fn check(image: &Source, off: u64, len: u64, what: &str) -> Result<()> {
+    image.check(FS, off, len, what)
 }
 
 fn round_up(x: u64, align: u64) -> Result<u64> {
@@ -164,14 +147,14 @@ struct Super {
 }
 
 impl Super {
-    fn parse(image: &[u8]) -> Result<Super> {
+    fn parse(image: &Source) -> Result<Super> {
         let at = SUPER_OFFSET;
-        let magic = le32(image, at)?;
+        let magic = read(image, at, 4, "superblock")?.u32(0)?;
         if magic != MAGIC {
             return Err(bad(at, format!("bad magic {magic:#010x}")));
         }
-        bytes(image, at, 128)?;
-        let blkszbits = u32::from(u8_at(image, at + 12)?);
+        let sb = read(image, at, 128, "superblock")?;
+        let blkszbits = u32::from(sb.u8(12)?);
         if !(9..=16).contains(&blkszbits) {
             return Err(bad(
                 at + 12,
@@ -179,7 +162,7 @@ impl Super {
             ));
         }
         let bs = 1u64 << blkszbits;
-        let incompat = le32(image, at + 80)?;
+        let incompat = sb.u32(80)?;
         if incompat & !INCOMPAT_KNOWN != 0 {
             return Err(bad(
                 at + 80,
@@ -195,62 +178,62 @@ impl Super {
                 "metadata compression (metabox) is not supported",
             ));
         }
-        let sb_size = 128 + 16 * u64::from(u8_at(image, at + 13)?);
-        bytes(image, at, sb_size)?;
+        let sb_size = 128 + 16 * u64::from(sb.u8(13)?);
+        check(image, at, sb_size, "superblock")?;
         let is_48bit = incompat & INCOMPAT_48BIT != 0;
-        let rootnid_8b = if is_48bit { le64(image, at + 112)? } else { 0 };
-        let blocks_lo = u64::from(le32(image, at + 36)?);
+        let rootnid_8b = if is_48bit { sb.u64(112)? } else { 0 };
+        let blocks_lo = u64::from(sb.u32(36)?);
         let (root_nid, blocks) = if rootnid_8b != 0 {
-            let hi = u64::from(le16(image, at + 14)?);
+            let hi = u64::from(sb.u16(14)?);
             (rootnid_8b, blocks_lo | hi << 32)
         } else {
-            (u64::from(le16(image, at + 14)?), blocks_lo)
+            (u64::from(sb.u16(14)?), blocks_lo)
         };
         let fs_size = mul(blocks, bs, at + 36)?;
         if fs_size == 0 {
             return Err(bad(at + 36, "the filesystem has no blocks"));
         }
-        if fs_size > image.len() as u64 {
+        if fs_size > image.size() {
             return Err(bad(
-                image.len() as u64,
+                image.size(),
                 format!("image is truncated: the filesystem has {fs_size} bytes"),
             ));
         }
-        if le16(image, at + 86)? != 0 {
+        if sb.u16(86)? != 0 {
             return Err(bad(at + 86, "data on extra devices is not supported"));
         }
-        let meta_base = u64::from(le32(image, at + 40)?) << blkszbits;
-        let xattr_base = u64::from(le32(image, at + 44)?) << blkszbits;
+        let meta_base = u64::from(sb.u32(40)?) << blkszbits;
+        let xattr_base = u64::from(sb.u32(44)?) << blkszbits;
 
         // Compression configs follow the superblock, one per available algorithm, each a
         // 4-aligned length-prefixed record.
         let mut sb_end = at + sb_size;
         if incompat & INCOMPAT_COMPR_CFGS != 0 {
-            let algs = le16(image, at + 84)?;
+            let algs = sb.u16(84)?;
             for alg in 0..16 {
                 if algs & (1 << alg) != 0 {
                     sb_end = round_up(sb_end, 4)?;
-                    let len = u64::from(le16(image, sb_end)?);
-                    bytes(image, sb_end, 2 + len)?;
+                    let len = u64::from(read(image, sb_end, 2, "compression config")?.u16(0)?);
+                    check(image, sb_end, 2 + len, "compression config")?;
                     sb_end += 2 + len;
                 }
             }
         }
         let mut meta = vec![(at, sb_end - at)];
 
-        let packed = le64(image, at + 96)?;
+        let packed = sb.u64(96)?;
         let packed_nid = (packed != 0
             && incompat & (INCOMPAT_FRAGMENTS | INCOMPAT_XATTR_PREFIXES) != 0)
             .then_some(packed);
         if incompat & INCOMPAT_XATTR_PREFIXES != 0 && packed_nid.is_none() {
             // Long xattr name prefixes stored on the device, 4-aligned length-prefixed.
-            let count = u8_at(image, at + 91)?;
-            let mut pos = u64::from(le32(image, at + 92)?) * 4;
+            let count = sb.u8(91)?;
+            let mut pos = u64::from(sb.u32(92)?) * 4;
             let start = pos;
             for _ in 0..count {
                 pos = round_up(pos, 4)?;
-                let len = u64::from(le16(image, pos)?);
-                bytes(image, pos, 2 + len)?;
+                let len = u64::from(read(image, pos, 2, "long xattr prefix")?.u16(0)?);
+                check(image, pos, 2 + len, "long xattr prefix")?;
                 pos += 2 + len;
             }
             meta.push((start, pos - start));
@@ -301,18 +284,19 @@ impl Inode {
     }
 }
 
-fn read_inode(image: &[u8], sb: &Super, nid: u64) -> Result<Inode> {
+fn read_inode(image: &Source, sb: &Super, nid: u64) -> Result<Inode> {
     let iloc = nid
         .checked_mul(32)
         .and_then(|o| o.checked_add(sb.meta_base))
-        .filter(|&o| o < image.len() as u64)
+        .filter(|&o| o < image.size())
         .ok_or_else(|| {
             bad(
                 sb.meta_base,
                 format!("inode nid {nid} is outside the image"),
             )
         })?;
-    let format = le16(image, iloc)?;
+    let raw = read(image, iloc, 32, "inode")?;
+    let format = raw.u16(0)?;
     if format & !I_FORMAT_ALL != 0 {
         return Err(bad(
             iloc,
@@ -327,27 +311,23 @@ fn read_inode(image: &[u8], sb: &Super, nid: u64) -> Result<Inode> {
             format!("nid {nid}: unknown data layout {layout}"),
         ));
     }
-    let icount = u64::from(le16(image, iloc + 2)?);
-    let mode = le16(image, iloc + 4)?;
-    let nb = u64::from(le16(image, iloc + 6)?);
-    let i_u = le32(image, iloc + 16)?;
+    let icount = u64::from(raw.u16(2)?);
+    let mode = raw.u16(4)?;
+    let nb = u64::from(raw.u16(6)?);
+    let i_u = raw.u32(16)?;
     let (isize, size, hi) = if extended {
-        (64, le64(image, iloc + 8)?, nb)
+        (64, raw.u64(8)?, nb)
     } else {
         // i_nb holds the start block's high bits only when the nlink-is-1 bit says so.
         let nlink_1 = mode & S_IFMT != S_IFDIR && (format >> I_NLINK_1_BIT) & 1 != 0;
-        (
-            32,
-            u64::from(le32(image, iloc + 8)?),
-            if nlink_1 { nb } else { 0 },
-        )
+        (32, u64::from(raw.u32(8)?), if nlink_1 { nb } else { 0 })
     };
     let xattr_isize = if icount == 0 {
         0
     } else {
         12 + 4 * (icount - 1)
     };
-    bytes(image, iloc, isize + xattr_isize)?;
+    check(image, iloc, isize + xattr_isize, "inode")?;
     match mode & S_IFMT {
         S_IFREG | S_IFDIR | S_IFLNK | S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK => {}
         _ => return Err(bad(iloc + 4, format!("nid {nid}: bogus mode {mode:o}"))),
@@ -508,7 +488,7 @@ fn lz4_stream(data: &[u8], stop_at: Option<u64>) -> std::result::Result<(usize, 
 
 /// Where a logical extent of a compressed file is.
 #[derive(Clone, Copy, Debug)]
-enum Source {
+enum Origin {
     /// A pcluster; `alg` is `None` when stored uncompressed.
     Pcluster {
         pa: u64,
@@ -567,7 +547,7 @@ impl Compact {
 }
 
 struct Walker<'a> {
-    image: &'a [u8],
+    image: &'a Source<'a>,
     sb: Super,
     /// Work and memory left, in bytes; hostile images run out of it.
     budget: u64,
@@ -641,7 +621,7 @@ impl<'a> Walker<'a> {
             let start = mul(ino.startblk, bs, ino.iloc + 16)?;
             let span = mul(full_blocks, bs, ino.iloc + 8)?;
             let len = if inline { span } else { ino.size };
-            bytes(self.image, start, span)?;
+            check(self.image, start, span, "file data")?;
             m.units.push(Unit {
                 offset: start,
                 len: span,
@@ -658,7 +638,7 @@ impl<'a> Walker<'a> {
                     format!("nid {}: inline data crosses a block", ino.nid),
                 ));
             }
-            bytes(self.image, at, tail)?;
+            check(self.image, at, tail, "inline data")?;
             push_piece(
                 &mut m.pieces,
                 Piece::Plain {
@@ -690,7 +670,7 @@ impl<'a> Walker<'a> {
         let table = round_up(ino.body(), unit)?;
         let count = ino.size.div_ceil(chunksize);
         let table_len = mul(count, unit, table)?;
-        bytes(self.image, table, table_len)?;
+        check(self.image, table, table_len, "chunk index")?;
         self.spend(8 * count, table)?;
         let addrmask: u64 = if format & CHUNK_FORMAT_48BIT != 0 {
             (1 << 48) - 1
@@ -706,19 +686,20 @@ impl<'a> Walker<'a> {
             let at = table + i * unit;
             let la = i << chunkbits;
             let len = chunksize.min(ino.size - la);
+            let entry = read(self.image, at, unit, "chunk index")?;
             let blk = if indexes {
-                let hi = u64::from(le16(self.image, at)?);
-                let lo = u64::from(le32(self.image, at + 4)?);
+                let hi = u64::from(entry.u16(0)?);
+                let lo = u64::from(entry.u32(4)?);
                 Some((hi << 32 | lo) & addrmask).filter(|&b| b != addrmask)
             } else {
-                Some(u64::from(le32(self.image, at)?)).filter(|&b| b != 0xffff_ffff)
+                Some(u64::from(entry.u32(0)?)).filter(|&b| b != 0xffff_ffff)
             };
             match blk {
                 None => push_piece(&mut m.pieces, Piece::Zero { len }),
                 Some(blk) => {
                     let offset = mul(blk, bs, at)?;
                     let plen = round_up(len, bs)?;
-                    bytes(self.image, offset, plen)?;
+                    check(self.image, offset, plen, "chunk")?;
                     m.units.push(Unit {
                         offset,
                         len: plen,
@@ -732,12 +713,12 @@ impl<'a> Walker<'a> {
     }
 
     fn map_compressed(&mut self, ino: &Inode) -> Result<Mapping> {
-        let image = self.image;
         let bs = self.sb.bs;
         let hpos = round_up(ino.body(), 8)?;
-        let header = le64(image, hpos)?;
+        let h = read(self.image, hpos, 8, "compression index header")?;
+        let header = h.u64(0)?;
         let full = ino.layout == LAYOUT_COMPRESSED_FULL;
-        let clusterbits = u8_at(image, hpos + 7)?;
+        let clusterbits = h.u8(7)?;
         if clusterbits & FRAGMENT_INODE_BIT != 0 {
             // The whole file is a fragment of the packed inode.
             let pieces = self.fragment(header ^ (1 << 63), ino.size, hpos)?;
@@ -747,14 +728,14 @@ impl<'a> Walker<'a> {
                 meta_end: hpos + 8,
             });
         }
-        let advise = le16(image, hpos + 4)?;
+        let advise = h.u16(4)?;
         if full && advise & ADVISE_EXTENTS != 0 {
             return self.map_extent_records(ino, hpos, advise);
         }
-        let algorithms = u8_at(image, hpos + 6)?;
+        let algorithms = h.u8(6)?;
         let fragment = advise & ADVISE_FRAGMENT_PCLUSTER != 0;
         let idata_size = if !fragment && advise & ADVISE_INLINE_PCLUSTER != 0 {
-            u64::from(le16(image, hpos + 2)?)
+            u64::from(h.u16(2)?)
         } else {
             0
         };
@@ -815,7 +796,7 @@ impl<'a> Walker<'a> {
                 if full {
                     off |= lc.blkaddr << 32;
                 }
-                self.push_extent(&mut m, la, llen, Source::Fragment(off), hpos)?;
+                self.push_extent(&mut m, la, llen, Origin::Fragment(off), hpos)?;
                 continue;
             }
             let alg = match lc.kind {
@@ -857,7 +838,7 @@ impl<'a> Walker<'a> {
                 }
                 (mul(lc.blkaddr, bs, hpos)?, cblks * bs, false)
             };
-            let src = Source::Pcluster {
+            let src = Origin::Pcluster {
                 pa,
                 plen,
                 inline,
@@ -872,6 +853,7 @@ impl<'a> Walker<'a> {
     /// Compressed files indexed by extent records rather than lclusters (48-bit images).
     fn map_extent_records(&mut self, ino: &Inode, hpos: u64, advise: u16) -> Result<Mapping> {
         let image = self.image;
+        let h = read(image, hpos, 8, "compression index header")?;
         let recsz = 4u64 << ((advise >> 1) & 3);
         let mut pos = round_up(hpos + 8, recsz)?;
         let fragment = advise & ADVISE_FRAGMENT_PCLUSTER != 0;
@@ -881,42 +863,44 @@ impl<'a> Walker<'a> {
         if recsz <= 8 {
             // One record per lcluster; 4-byte records follow a base address and are
             // stored back to back.
-            let lclusterbits = self.sb.blkszbits + u32::from(u8_at(image, hpos + 7)? & 15);
+            let lclusterbits = self.sb.blkszbits + u32::from(h.u8(7)? & 15);
             if lclusterbits > 30 {
                 return Err(bad(hpos + 7, format!("lcluster size 2^{lclusterbits}")));
             }
             let n = ino.size.div_ceil(1 << lclusterbits);
             let mut pa = 0;
             if recsz == 4 {
-                pa = le64(image, pos)?;
+                pa = read(image, pos, 8, "extent records")?.u64(0)?;
                 pos += 8;
             }
-            bytes(image, pos, mul(n, recsz, pos)?)?;
+            check(image, pos, mul(n, recsz, pos)?, "extent records")?;
             self.spend(32 * n, pos)?;
             for k in 0..n {
                 let at = pos + k * recsz;
-                let plen = le32(image, at)?;
+                let rec = read(image, at, recsz, "extent record")?;
+                let plen = rec.u32(0)?;
                 let start = if recsz == 4 {
                     let start = pa;
                     pa = add(pa, u64::from(plen & PLEN_MASK), at)?;
                     start
                 } else {
-                    u64::from(le32(image, at + 4)?)
+                    u64::from(rec.u32(4)?)
                 };
                 records.push((k << lclusterbits, plen, start));
             }
             pos += n * recsz;
         } else {
-            let n = u64::from(le32(image, hpos)?) | u64::from(le16(image, hpos + 6)?) << 32;
-            bytes(image, pos, mul(n, recsz, pos)?)?;
+            let n = u64::from(h.u32(0)?) | u64::from(h.u16(6)?) << 32;
+            check(image, pos, mul(n, recsz, pos)?, "extent records")?;
             self.spend(32 * n, pos)?;
             for k in 0..n {
                 let at = pos + k * recsz;
-                let plen = le32(image, at)?;
-                let pa = u64::from(le32(image, at + 4)?) | u64::from(le32(image, at + 8)?) << 32;
-                let mut la = u64::from(le32(image, at + 12)?);
+                let rec = read(image, at, recsz, "extent record")?;
+                let plen = rec.u32(0)?;
+                let pa = u64::from(rec.u32(4)?) | u64::from(rec.u32(8)?) << 32;
+                let mut la = u64::from(rec.u32(12)?);
                 if recsz == 32 {
-                    la |= u64::from(le32(image, at + 16)?) << 32;
+                    la |= u64::from(rec.u32(16)?) << 32;
                 }
                 if records.last().is_some_and(|&(prev, _, _)| la <= prev) || (k == 0 && la != 0) {
                     return Err(bad(at, format!("extent record {k} out of order")));
@@ -941,13 +925,13 @@ impl<'a> Walker<'a> {
                 if recsz > 4 {
                     off |= pa << 32;
                 }
-                Source::Fragment(off)
+                Origin::Fragment(off)
             } else if plen & PLEN_MASK == 0 {
-                Source::Hole
+                Origin::Hole
             } else {
                 let fmt = plen >> PLEN_FMT_BIT;
                 let len = u64::from(plen & PLEN_MASK);
-                Source::Pcluster {
+                Origin::Pcluster {
                     pa,
                     plen: len,
                     inline: false,
@@ -966,22 +950,22 @@ impl<'a> Walker<'a> {
         m: &mut Mapping,
         la: u64,
         llen: u64,
-        src: Source,
+        src: Origin,
         at: u64,
     ) -> Result<()> {
         let bs = self.sb.bs;
         let (pa, plen, inline, alg, interlaced) = match src {
-            Source::Hole => {
+            Origin::Hole => {
                 push_piece(&mut m.pieces, Piece::Zero { len: llen });
                 return Ok(());
             }
-            Source::Fragment(off) => {
+            Origin::Fragment(off) => {
                 for p in self.fragment(off, llen, at)? {
                     push_piece(&mut m.pieces, p);
                 }
                 return Ok(());
             }
-            Source::Pcluster {
+            Origin::Pcluster {
                 pa,
                 plen,
                 inline,
@@ -992,7 +976,7 @@ impl<'a> Walker<'a> {
         if plen > PCLUSTER_MAX_SIZE || llen > PCLUSTER_MAX_DSIZE {
             return Err(bad(pa, format!("pcluster of {plen} bytes for {llen}")));
         }
-        let raw = bytes(self.image, pa, plen)?;
+        let raw = read(self.image, pa, plen, "pcluster")?;
         self.spend(plen, pa)?;
         if !inline {
             m.units.push(Unit {
@@ -1054,7 +1038,7 @@ impl<'a> Walker<'a> {
                 lz4_stream(&raw[start..], None).map_err(|e| bad(pa + start as u64, e))?;
             (start, len, decoded)
         } else {
-            let (len, decoded) = lz4_stream(raw, Some(llen)).map_err(|e| bad(pa, e))?;
+            let (len, decoded) = lz4_stream(&raw, Some(llen)).map_err(|e| bad(pa, e))?;
             (0, len, decoded)
         };
         if decoded < llen {
@@ -1082,23 +1066,24 @@ impl<'a> Walker<'a> {
         big: bool,
     ) -> Result<(Vec<Lcluster>, u64)> {
         let len = mul(n, 8, start)?;
-        bytes(self.image, start, len)?;
+        check(self.image, start, len, "lcluster index")?;
         self.spend(32 * n, start)?;
         let mut out = Vec::with_capacity(n as usize);
         for lcn in 0..n {
             let at = start + lcn * 8;
-            let kind = (le16(self.image, at)? & 3) as u8;
+            let e = read(self.image, at, 8, "lcluster index")?;
+            let kind = (e.u16(0)? & 3) as u8;
             let mut lc = Lcluster {
                 kind,
-                clusterofs: u64::from(le16(self.image, at + 2)?),
+                clusterofs: u64::from(e.u16(2)?),
                 blkaddr: 0,
                 cblkcnt: None,
             };
             if kind == LCLUSTER_NONHEAD {
-                let d0 = u32::from(le16(self.image, at + 4)?);
+                let d0 = u32::from(e.u16(4)?);
                 lc.cblkcnt = cblkcnt(d0, big, at, ino.nid)?;
             } else {
-                lc.blkaddr = u64::from(le32(self.image, at + 4)?);
+                lc.blkaddr = u64::from(e.u32(4)?);
             }
             out.push(lc);
         }
@@ -1143,7 +1128,7 @@ impl<'a> Walker<'a> {
         };
         let (last_pack, vcnt, _) = layout.pack(n - 1);
         let end = last_pack + if vcnt == 2 { 8 } else { 32 };
-        bytes(self.image, ebase, end - ebase)?;
+        check(self.image, ebase, end - ebase, "compact index")?;
         self.spend(32 * n, ebase)?;
 
         let lobits = lclusterbits.max(12);
@@ -1155,7 +1140,7 @@ impl<'a> Walker<'a> {
             let (pack, vcnt, i) = layout.pack(lcn);
             let size = if vcnt == 2 { 8 } else { 32 };
             if pack != cached {
-                let raw = bytes(self.image, pack, size)?;
+                let raw = read(self.image, pack, size, "compact index pack")?;
                 let encodebits = ((size - 4) * 8) / vcnt;
                 entries.clear();
                 for j in 0..vcnt {
@@ -1165,7 +1150,7 @@ impl<'a> Walker<'a> {
                     let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) >> (bit % 8);
                     entries.push((v & ((1 << lobits) - 1), ((v >> lobits) & 3) as u8));
                 }
-                base = u64::from(le32(self.image, pack + size - 4)?);
+                base = u64::from(raw.u32((size - 4) as usize)?);
                 cached = pack;
             }
             let (lo, kind) = entries[i as usize];
@@ -1227,7 +1212,8 @@ impl<'a> Walker<'a> {
         }
         if ino.xattr_isize > 0 {
             let hdr = ino.iloc + ino.isize;
-            let shared = u64::from(u8_at(self.image, hdr + 4)?);
+            let xattrs = read(self.image, hdr, ino.xattr_isize, "inline xattrs")?;
+            let shared = u64::from(xattrs.u8(4)?);
             if 12 + 4 * shared > ino.xattr_isize {
                 return Err(bad(
                     hdr,
@@ -1235,16 +1221,17 @@ impl<'a> Walker<'a> {
                 ));
             }
             for k in 0..shared {
-                let id = u64::from(le32(self.image, hdr + 12 + 4 * k)?);
+                let id = u64::from(xattrs.u32((12 + 4 * k) as usize)?);
                 if !self.shared_xattrs.insert(id) {
                     continue;
                 }
                 self.spend(64, hdr)?;
                 let at = add(self.sb.xattr_base, id * 4, hdr)?;
-                let name_len = u64::from(u8_at(self.image, at)?);
-                let value_len = u64::from(le16(self.image, at + 2)?);
+                let entry = read(self.image, at, 4, "shared xattr")?;
+                let name_len = u64::from(entry.u8(0)?);
+                let value_len = u64::from(entry.u16(2)?);
                 let len = round_up(4 + name_len + value_len, 4)?;
-                bytes(self.image, at, len)?;
+                check(self.image, at, len, "shared xattr")?;
                 self.parts.push(Region {
                     offset: at,
                     len,
@@ -1263,7 +1250,14 @@ impl<'a> Walker<'a> {
         for p in pieces {
             match *p {
                 Piece::Plain { offset, len } => {
-                    out.extend_from_slice(bytes(self.image, offset, len)?)
+                    // A piece at a time: never a second copy of a whole directory.
+                    check(self.image, offset, len, "directory")?;
+                    let mut pos = offset;
+                    while pos < offset + len {
+                        let n = (offset + len - pos).min(PIECE);
+                        out.extend_from_slice(&read(self.image, pos, n, "directory")?);
+                        pos += n;
+                    }
                 }
                 Piece::Zero { len } => out.resize(out.len() + len as usize, 0),
                 Piece::Compressed {
@@ -1275,8 +1269,8 @@ impl<'a> Walker<'a> {
                     ..
                 } => {
                     self.spend(unit_size, offset)?;
-                    let data = bytes(self.image, offset, len)?;
-                    let unit = lz4_flex::block::decompress(data, unit_size as usize)
+                    let data = read(self.image, offset, len, "directory pcluster")?;
+                    let unit = lz4_flex::block::decompress(&data, unit_size as usize)
                         .map_err(|e| bad(offset, format!("lz4: {e}")))?;
                     let part = skip
                         .checked_add(take)
@@ -1388,8 +1382,8 @@ fn compact_blocks_before(entries: &[(u32, u8)], i: usize, big: bool) -> Option<u
 /// Sorts the recorded stretches into regions: identical units named by several files
 /// become shared, a file's adjacent data extents merge, metadata merges and widens to
 /// whole blocks where nothing else lies, and `tile` fills the gaps.
-fn finish(image: &[u8], bs: u64, parts: Vec<Region>) -> Result<Vec<Region>> {
-    let size = image.len() as u64;
+fn finish(image: &Source, bs: u64, parts: Vec<Region>) -> Result<Vec<Region>> {
+    let size = image.size();
     let (mut meta, mut units): (Vec<Region>, Vec<Region>) = parts
         .into_iter()
         .filter(|r| r.len > 0)
@@ -1461,14 +1455,13 @@ fn finish(image: &[u8], bs: u64, parts: Vec<Region>) -> Result<Vec<Region>> {
 
 /// Describes an erofs image: its metadata, every regular file's data extents and
 /// pclusters, and its free space.
-pub fn analyse(image: &[u8]) -> Result<Analysis> {
+pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis> {
+    let image = &image.into();
     let sb = Super::parse(image)?;
     let bs = sb.bs;
     let mut w = Walker {
         image,
-        budget: (image.len() as u64)
-            .saturating_mul(32)
-            .saturating_add(16 << 20),
+        budget: image.size().saturating_mul(32).saturating_add(16 << 20),
         parts: sb
             .meta
             .iter()

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::source::{Bytes, Source};
 use super::{tile, Analysis, FileMap, FsKind, Kind, Layout, LayoutError, Piece, Region};
 
 const FS: &str = "ext4";
@@ -80,73 +81,6 @@ fn err(offset: u64, reason: impl Into<String>) -> LayoutError {
     LayoutError::new(FS, offset, reason)
 }
 
-/// A checked stretch of the image; every read inside it is checked again.
-#[derive(Clone, Copy)]
-struct Bytes<'a> {
-    data: &'a [u8],
-    /// Offset of `data` in the image, for errors.
-    at: u64,
-}
-
-impl<'a> Bytes<'a> {
-    fn of(image: &'a [u8], offset: u64, len: u64) -> Result<Bytes<'a>, LayoutError> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&end| end <= image.len() as u64)
-            .ok_or_else(|| {
-                err(
-                    offset,
-                    format!(
-                        "{len} bytes here run past the end of the image ({} bytes)",
-                        image.len()
-                    ),
-                )
-            })?;
-        Ok(Bytes {
-            data: &image[offset as usize..end as usize],
-            at: offset,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    fn sub(&self, off: usize, len: usize) -> Result<Bytes<'a>, LayoutError> {
-        let data = off
-            .checked_add(len)
-            .and_then(|end| self.data.get(off..end))
-            .ok_or_else(|| err(self.at + off as u64, "structure runs past its block"))?;
-        Ok(Bytes {
-            data,
-            at: self.at + off as u64,
-        })
-    }
-
-    fn array<const N: usize>(&self, off: usize) -> Result<[u8; N], LayoutError> {
-        let s = self.sub(off, N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s.data);
-        Ok(a)
-    }
-
-    fn u8(&self, off: usize) -> Result<u8, LayoutError> {
-        Ok(self.array::<1>(off)?[0])
-    }
-
-    fn u16(&self, off: usize) -> Result<u16, LayoutError> {
-        Ok(u16::from_le_bytes(self.array(off)?))
-    }
-
-    fn u32(&self, off: usize) -> Result<u32, LayoutError> {
-        Ok(u32::from_le_bytes(self.array(off)?))
-    }
-
-    fn u64(&self, off: usize) -> Result<u64, LayoutError> {
-        Ok(u64::from_le_bytes(self.array(off)?))
-    }
-}
-
 /// The superblock fields this reader uses, checked.
 #[derive(Debug)]
 struct Super {
@@ -173,8 +107,8 @@ struct Super {
 }
 
 impl Super {
-    fn parse(image: &[u8]) -> Result<Super, LayoutError> {
-        let sb = Bytes::of(image, SUPERBLOCK_OFFSET, 1024)?;
+    fn parse(image: &Source) -> Result<Super, LayoutError> {
+        let sb = image.read(FS, SUPERBLOCK_OFFSET, 1024, "superblock")?;
         let at = |off: usize| SUPERBLOCK_OFFSET + off as u64;
         if sb.u16(0x38)? != MAGIC {
             return Err(err(at(0x38), "no ext2/3/4 magic"));
@@ -226,13 +160,13 @@ impl Super {
         }
         if blocks_count
             .checked_mul(block_size)
-            .is_none_or(|b| b > image.len() as u64)
+            .is_none_or(|b| b > image.size())
         {
             return Err(err(
                 at(0x4),
                 format!(
                     "{blocks_count} blocks of {block_size} bytes do not fit in the image ({} bytes): truncated?",
-                    image.len()
+                    image.size()
                 ),
             ));
         }
@@ -284,7 +218,7 @@ impl Super {
             32
         };
         // Checked against the image before any allocation sized by the group count.
-        if groups.saturating_mul(desc_size) > image.len() as u64 {
+        if groups.saturating_mul(desc_size) > image.size() {
             return Err(err(at(0x4), format!("{groups} groups")));
         }
         let reserved_gdt_blocks = if compat & COMPAT_RESIZE_INODE != 0 {
@@ -535,10 +469,10 @@ impl<'a> Inode<'a> {
             let value_inum = self.raw.u32(pos + 4)?;
             let value_size = self.raw.u32(pos + 8)? as usize;
             let name = self.raw.sub(pos + 16, name_len)?;
-            if index == XATTR_INDEX_SYSTEM && name.data == b"data" {
+            if index == XATTR_INDEX_SYSTEM && *name == *b"data" {
                 if value_inum != 0 {
                     return Err(err(
-                        self.raw.at + pos as u64,
+                        self.raw.at() + pos as u64,
                         "inline data in an xattr inode",
                     ));
                 }
@@ -550,11 +484,10 @@ impl<'a> Inode<'a> {
     }
 }
 
-/// A directory entry: the inode it names, the name, and where the name is (for errors).
+/// A directory entry: the inode it names and its name (which knows where it is).
 struct Entry<'a> {
     ino: u64,
-    name: &'a [u8],
-    at: u64,
+    name: Bytes<'a>,
 }
 
 /// What the directory walk needs to know of an allocated inode.
@@ -578,7 +511,7 @@ const META: u8 = 1;
 const DATA: u8 = 2;
 
 struct Reader<'a> {
-    image: &'a [u8],
+    image: &'a Source<'a>,
     sb: Super,
     groups: Vec<Group>,
     /// FREE, META or DATA per block.
@@ -600,7 +533,12 @@ impl<'a> Reader<'a> {
                 format!("block {blk} is past the filesystem's end"),
             ));
         }
-        Bytes::of(self.image, blk * self.sb.block_size, self.sb.block_size)
+        self.image.read(
+            FS,
+            blk * self.sb.block_size,
+            self.sb.block_size,
+            "filesystem block",
+        )
     }
 
     fn range_ok(&self, start: u64, count: u64, at: u64) -> Result<(), LayoutError> {
@@ -733,15 +671,15 @@ impl<'a> Reader<'a> {
         let g = (ino - 1) / sb.inodes_per_group;
         let index = (ino - 1) % sb.inodes_per_group;
         let table = self.groups[g as usize].inode_table;
-        let raw = Bytes::of(
-            self.image,
+        let raw = self.image.read(
+            FS,
             table * sb.block_size + index * sb.inode_size,
             sb.inode_size,
+            "inode",
         )?;
         let is64 = sb.has(INCOMPAT_64BIT);
         Ok(Inode {
             ino,
-            raw,
             mode: raw.u16(0x0)?,
             flags: raw.u32(0x20)?,
             size: u64::from(raw.u32(0x4)?) | u64::from(raw.u32(0x6C)?) << 32,
@@ -751,6 +689,7 @@ impl<'a> Reader<'a> {
                 } else {
                     0
                 },
+            raw,
         })
     }
 
@@ -767,7 +706,7 @@ impl<'a> Reader<'a> {
                 if ino > self.sb.inodes_count {
                     break;
                 }
-                if bitmap.data[(i / 8) as usize] >> (i % 8) & 1 == 1 {
+                if bitmap.u8((i / 8) as usize)? >> (i % 8) & 1 == 1 {
                     self.scan_inode(ino)?;
                 }
             }
@@ -777,7 +716,7 @@ impl<'a> Reader<'a> {
 
     fn scan_inode(&mut self, ino: u64) -> Result<(), LayoutError> {
         let inode = self.inode(ino)?;
-        let at = inode.raw.at;
+        let at = inode.raw.at();
         if inode.file_acl != 0 {
             self.claim_meta(inode.file_acl, 1, Claim::Shared, at + 0x68)?;
         }
@@ -842,7 +781,7 @@ impl<'a> Reader<'a> {
             }
             // Reserved inodes without a type: unused (all zeros, whatever the flags say)
             // or the bad blocks list.
-            0 if ino < self.sb.first_ino && inode.i_block()?.data.iter().any(|&b| b != 0) => {
+            0 if ino < self.sb.first_ino && inode.i_block()?.iter().any(|&b| b != 0) => {
                 let runs = self.runs(&inode)?;
                 self.claim_runs(&runs, None, at)?;
                 Node::Other
@@ -875,7 +814,7 @@ impl<'a> Reader<'a> {
     fn inline_pieces(&self, inode: &Inode) -> Result<Vec<Piece>, LayoutError> {
         if inode.size > self.max_file_size(false) {
             return Err(err(
-                inode.raw.at + 4,
+                inode.raw.at() + 4,
                 format!("inode {}: size {}", inode.ino, inode.size),
             ));
         }
@@ -884,7 +823,7 @@ impl<'a> Reader<'a> {
         let mut pieces = Vec::new();
         if head > 0 {
             pieces.push(Piece::Plain {
-                offset: i_block.at,
+                offset: i_block.at(),
                 len: head,
             });
         }
@@ -894,7 +833,7 @@ impl<'a> Reader<'a> {
                 let len = rest.min(value.len() as u64);
                 if len > 0 {
                     pieces.push(Piece::Plain {
-                        offset: value.at,
+                        offset: value.at(),
                         len,
                     });
                 }
@@ -932,7 +871,7 @@ impl<'a> Reader<'a> {
             for w in runs.windows(2) {
                 if w[0].logical + w[0].len > w[1].logical {
                     return Err(err(
-                        inode.raw.at,
+                        inode.raw.at(),
                         format!(
                             "inode {}: extents overlap at block {}",
                             inode.ino, w[1].logical
@@ -961,14 +900,14 @@ impl<'a> Reader<'a> {
                 let off = (11 + level as usize) * 4;
                 let p = u64::from(i_block.u32(off)?);
                 if p != 0 {
-                    self.indirect(p, level, base, i_block.at + off as u64, &mut runs)?;
+                    self.indirect(p, level, base, i_block.at() + off as u64, &mut runs)?;
                 }
                 base += a.pow(level);
             }
         }
         if inode.kind() == S_IFREG && inode.size > self.max_file_size(!extents) {
             return Err(err(
-                inode.raw.at + 4,
+                inode.raw.at() + 4,
                 format!(
                     "inode {}: size {} beyond what its block map can hold",
                     inode.ino, inode.size
@@ -985,25 +924,25 @@ impl<'a> Reader<'a> {
         runs: &mut Vec<Run>,
     ) -> Result<(), LayoutError> {
         if node.u16(0)? != EXTENT_MAGIC {
-            return Err(err(node.at, "no extent header"));
+            return Err(err(node.at(), "no extent header"));
         }
         let entries = usize::from(node.u16(2)?);
         let max = usize::from(node.u16(4)?);
         let d = node.u16(6)?;
         if 12 + 12 * max > node.len() || entries > max {
             return Err(err(
-                node.at,
+                node.at(),
                 format!("{entries} of {max} extents in {} bytes", node.len()),
             ));
         }
         if d > MAX_EXTENT_DEPTH || depth.is_some_and(|want| want != d) {
-            return Err(err(node.at + 6, format!("extent tree depth {d}")));
+            return Err(err(node.at() + 6, format!("extent tree depth {d}")));
         }
         for i in 0..entries {
             let e = node.sub(12 + 12 * i, 12)?;
             if d > 0 {
                 let child = u64::from(e.u32(4)?) | u64::from(e.u16(8)?) << 32;
-                self.claim_meta(child, 1, Claim::Own, e.at)?;
+                self.claim_meta(child, 1, Claim::Own, e.at())?;
                 let b = self.block(child)?;
                 self.extent_node(b, Some(d - 1), runs)?;
             } else {
@@ -1016,10 +955,10 @@ impl<'a> Reader<'a> {
                     (raw_len, false)
                 };
                 if len == 0 {
-                    return Err(err(e.at, "empty extent"));
+                    return Err(err(e.at(), "empty extent"));
                 }
                 if logical + len > 1 << 32 {
-                    return Err(err(e.at, "extent past the largest file"));
+                    return Err(err(e.at(), "extent past the largest file"));
                 }
                 push_run(
                     runs,
@@ -1064,7 +1003,7 @@ impl<'a> Reader<'a> {
                     },
                 );
             } else {
-                self.indirect(p, level - 1, base + i * span, b.at + off as u64, runs)?;
+                self.indirect(p, level - 1, base + i * span, b.at() + off as u64, runs)?;
             }
         }
         Ok(())
@@ -1088,17 +1027,13 @@ impl<'a> Reader<'a> {
                 || 8 + name_len > rec_len
             {
                 return Err(err(
-                    area.at + pos as u64,
+                    area.at() + pos as u64,
                     format!("directory entry of {rec_len} bytes"),
                 ));
             }
             if ino != 0 {
                 let name = area.sub(pos + 8, name_len)?;
-                out.push(Entry {
-                    ino,
-                    name: name.data,
-                    at: name.at,
-                });
+                out.push(Entry { ino, name });
             }
             pos += rec_len;
         }
@@ -1122,7 +1057,7 @@ impl<'a> Reader<'a> {
                 // The parent's number, then entries; more entries may follow in system.data.
                 self.entries(inode.i_block()?.sub(4, I_BLOCK_LEN - 4)?, &mut out)?;
                 if let Some(more) = inode.inline_xattr()? {
-                    if more.len() > 0 {
+                    if !more.is_empty() {
                         self.entries(more, &mut out)?;
                     }
                 }
@@ -1138,7 +1073,9 @@ impl<'a> Reader<'a> {
         let mut seen_dirs = HashSet::from([ROOT_INO]);
         let mut stack = vec![(ROOT_INO, String::new(), 0usize)];
         while let Some((dir, path, depth)) = stack.pop() {
-            for Entry { ino, name, at } in self.dir_entries(dir)? {
+            for Entry { ino, name } in self.dir_entries(dir)? {
+                let at = name.at();
+                let name = &*name;
                 if name == b"." || name == b".." {
                     continue;
                 }
@@ -1259,11 +1196,12 @@ impl<'a> Reader<'a> {
 
 /// Describes an ext2/3/4 image: its metadata, each regular file's data extents and the
 /// free space between, with every regular file's pieces.
-pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
+pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis, LayoutError> {
+    let image = &image.into();
     let sb = Super::parse(image)?;
     let blocks = sb.blocks_count as usize;
     let block_size = sb.block_size;
-    let budget = (image.len() as u64).saturating_mul(8) + (64 << 20);
+    let budget = image.size().saturating_mul(8) + (64 << 20);
     let mut r = Reader {
         image,
         sb,

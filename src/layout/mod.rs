@@ -2,16 +2,22 @@
 //! structures and describe the image as regions (metadata, file data, compression units,
 //! free space), so that chunk boundaries can follow the filesystem's lines.
 //!
-//! An analyser never fails the run: an image it cannot read (unknown, corrupt, hostile)
-//! gives an error here, and the caller falls back to the plain aligned chunker.
+//! A filesystem an analyser cannot describe (unknown, corrupt, hostile) gives an error
+//! here, and the caller falls back to the plain aligned chunker. The analysers read
+//! through [`Source`], every read checked against the image's size, a file read with
+//! `pread`: a file that cannot be read (an I/O error, or it shrank since it was opened)
+//! gives an error whose `io` is set, which the caller reports rather than falls
+//! back from.
 
 pub mod erofs;
 pub mod ext4;
 mod fskind;
+mod source;
 pub mod squashfs;
 mod summary;
 
 pub use fskind::FsKind;
+pub use source::Source;
 pub use summary::{Cutting, LayoutSummary, RegionTally};
 
 use serde::Serialize;
@@ -110,6 +116,9 @@ pub struct LayoutError {
     pub fs: &'static str,
     pub offset: u64,
     pub reason: String,
+    /// Set when the image could not be read (an I/O error, or a file that shrank since
+    /// it was opened), as opposed to a filesystem the analyser cannot describe.
+    pub io: Option<std::io::ErrorKind>,
 }
 
 impl LayoutError {
@@ -118,16 +127,36 @@ impl LayoutError {
             fs,
             offset,
             reason: reason.into(),
+            io: None,
         }
+    }
+
+    pub fn io(
+        fs: &'static str,
+        offset: u64,
+        reason: impl Into<String>,
+        kind: std::io::ErrorKind,
+    ) -> LayoutError {
+        LayoutError {
+            io: Some(kind),
+            ..LayoutError::new(fs, offset, reason)
+        }
+    }
+
+    /// When the image at `path` could not be read, the I/O error that is.
+    pub fn io_error(&self, path: &std::path::Path) -> Option<crate::error::Error> {
+        self.io.map(|kind| crate::error::Error::Io {
+            path: path.to_path_buf(),
+            err: std::io::Error::new(kind, self.to_string()),
+        })
     }
 }
 
-/// Analyses an image with the analyser its superblock calls for. A panic inside an
-/// analyser (a bug, never expected) is turned into an error, so the run falls back rather
-/// than dies.
-pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
-    let fs = FsKind::detect(image);
-    let run = || match fs {
+/// Analyses an image with the analyser its superblock calls for.
+pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis, LayoutError> {
+    let image = image.into();
+    let head = image.read("image", 0, image.size().min(4096), "the superblock")?;
+    match FsKind::detect(&head) {
         FsKind::Erofs => erofs::analyse(image),
         FsKind::Squashfs => squashfs::analyse(image),
         FsKind::Ext4 => ext4::analyse(image),
@@ -136,27 +165,24 @@ pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
             0,
             "no erofs, squashfs or ext4 superblock",
         )),
-    };
-    std::panic::catch_unwind(run)
-        .unwrap_or_else(|_| Err(LayoutError::new(fs.name(), 0, "the analyser panicked")))
+    }
 }
 
 /// Turns a list of attributed stretches (any order, possibly adjacent) into a tiling of
 /// `[0, size)`: overlaps are errors, gaps become `Free` when all zero and `Metadata`
 /// otherwise (bytes the analyser could not attribute are treated as metadata).
-pub fn tile(
+fn tile(
     fs: &'static str,
-    image: &[u8],
+    image: &Source,
     mut parts: Vec<Region>,
 ) -> Result<Vec<Region>, LayoutError> {
     parts.retain(|r| r.len > 0);
     parts.sort_by_key(|r| r.offset);
-    let size = image.len() as u64;
+    let size = image.size();
     let mut out = Vec::with_capacity(parts.len() * 2 + 1);
     let mut pos = 0u64;
-    let gap = |from: u64, to: u64, out: &mut Vec<Region>| {
-        let bytes = &image[from as usize..to as usize];
-        let kind = if crate::chunk::is_zero(bytes) {
+    let gap = |from: u64, to: u64, out: &mut Vec<Region>| -> Result<(), LayoutError> {
+        let kind = if image.is_zero(fs, from, to - from, "unattributed bytes")? {
             Kind::Free
         } else {
             Kind::Metadata
@@ -167,6 +193,7 @@ pub fn tile(
             kind,
             file: None,
         });
+        Ok(())
     };
     for r in parts {
         if r.offset < pos {
@@ -184,13 +211,63 @@ pub fn tile(
             ));
         }
         if r.offset > pos {
-            gap(pos, r.offset, &mut out);
+            gap(pos, r.offset, &mut out)?;
         }
         pos = r.end();
         out.push(r);
     }
     if pos < size {
-        gap(pos, size, &mut out);
+        gap(pos, size, &mut out)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::chunker::{cut_image, ChunkParams};
+    use crate::error::Error;
+    use crate::image::Image;
+    use crate::layout::Cutting;
+
+    /// The file shrinks while the analysis reads it (after its first read, of the
+    /// superblock): `cut_image` gives an I/O error naming the image, never a SIGBUS, and
+    /// does not fall back to the chunker that would map the missing bytes.
+    #[test]
+    fn an_image_truncated_while_analysed_is_an_error() {
+        for name in ["erofs-v2.img", "squashfs-v2.img", "ext4-v2.img"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(name);
+            let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testimages");
+            std::fs::copy(from.join(name), &path).unwrap();
+            let image = Image::open(&path).unwrap();
+            let victim = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let reads = std::rc::Rc::new(std::cell::Cell::new(0u32));
+            let seen = reads.clone();
+            super::source::hook::set(move |_, _| {
+                seen.set(seen.get() + 1);
+                if seen.get() == 2 {
+                    victim.set_len(4096).unwrap();
+                }
+            });
+            let result = cut_image(
+                &image,
+                ChunkParams::from_avg(64 << 10).unwrap(),
+                Cutting::Filesystem {
+                    metadata_apart: true,
+                },
+                &crate::progress::Silent,
+            );
+            super::source::hook::clear();
+            assert!(reads.get() >= 2, "{name}: the file was not truncated");
+            match result {
+                Err(Error::Io { path: p, err }) => {
+                    assert_eq!(p, path);
+                    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+                    assert!(err.to_string().contains("shorter"), "{name}: {err}");
+                }
+                Err(e) => panic!("{name}: {e}"),
+                Ok(_) => panic!("{name}: cut a truncated image"),
+            }
+        }
+    }
 }

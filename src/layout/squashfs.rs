@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 
+use super::source::{Bytes, Source};
 use super::{tile, Algorithm, Analysis, FileMap, FsKind, Kind, Layout, LayoutError, Piece, Region};
 
 const FS: &str = "squashfs";
@@ -55,10 +56,12 @@ fn err(offset: u64, reason: impl Into<String>) -> LayoutError {
 
 /// Describes a squashfs image: its metadata blocks, data and fragment blocks, and where
 /// each regular file's bytes are.
-pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
+pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis, LayoutError> {
+    let image = &image.into();
     let sb = Superblock::parse(image)?;
     let img = Image {
-        bytes: &image[..sb.bytes_used as usize],
+        src: image,
+        used: sb.bytes_used,
         compression: sb.compression,
     };
     let mut meta = vec![metadata(0, SUPERBLOCK_LEN)];
@@ -129,7 +132,11 @@ pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
         by_ref: HashMap::new(),
         paths: Vec::new(),
         units: BTreeMap::new(),
-        budget: BUDGET_BASE.saturating_add(image.len().saturating_mul(BUDGET_PER_BYTE)),
+        budget: BUDGET_BASE.saturating_add(
+            usize::try_from(image.size())
+                .unwrap_or(usize::MAX)
+                .saturating_mul(BUDGET_PER_BYTE),
+        ),
     };
     walk.walk()?;
     let Walk {
@@ -144,8 +151,10 @@ pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
     let mut fragment_used = vec![0u64; fragments.len()];
     for file in &parsed {
         if let Some(t) = file.tail {
-            let used = &mut fragment_used[t.fragment as usize];
-            *used = (*used).max(u64::from(t.offset) + t.len);
+            // `regular` checked the fragment number against the table.
+            if let Some(used) = fragment_used.get_mut(t.fragment as usize) {
+                *used = (*used).max(u64::from(t.offset) + t.len);
+            }
         }
     }
     let algorithm = sb.compression.algorithm();
@@ -154,7 +163,12 @@ pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
         let file = &parsed[index];
         let mut pieces = file.pieces.clone();
         if let Some(t) = file.tail {
-            let fragment = fragments[t.fragment as usize];
+            let (Some(&fragment), Some(&unit_size)) = (
+                fragments.get(t.fragment as usize),
+                fragment_used.get(t.fragment as usize),
+            ) else {
+                return Err(err(0, format!("{path}: no fragment {}", t.fragment)));
+            };
             let offset = u64::from(t.offset);
             pieces.push(if fragment.stored {
                 Piece::Plain {
@@ -166,7 +180,7 @@ pub fn analyse(image: &[u8]) -> Result<Analysis, LayoutError> {
                     offset: fragment.start,
                     len: fragment.len,
                     algorithm,
-                    unit_size: fragment_used[t.fragment as usize],
+                    unit_size,
                     skip: offset,
                     take: t.len,
                 }
@@ -252,11 +266,12 @@ struct Superblock {
 }
 
 impl Superblock {
-    fn parse(image: &[u8]) -> Result<Superblock, LayoutError> {
-        let b: &[u8; SUPERBLOCK_LEN as usize] = image
-            .get(..SUPERBLOCK_LEN as usize)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| err(0, "image is shorter than the 96-byte superblock"))?;
+    fn parse(image: &Source) -> Result<Superblock, LayoutError> {
+        if image.size() < SUPERBLOCK_LEN {
+            return Err(err(0, "image is shorter than the 96-byte superblock"));
+        }
+        let b: [u8; SUPERBLOCK_LEN as usize] =
+            image.read(FS, 0, SUPERBLOCK_LEN, "superblock")?.array(0)?;
         let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let u64_at = |at: usize| u64::from(u32_at(at)) | u64::from(u32_at(at + 4)) << 32;
@@ -310,13 +325,13 @@ impl Superblock {
             fragment_table: u64_at(80),
             export_table: u64_at(88),
         };
-        if sb.bytes_used < SUPERBLOCK_LEN || sb.bytes_used > image.len() as u64 {
+        if sb.bytes_used < SUPERBLOCK_LEN || sb.bytes_used > image.size() {
             return Err(err(
                 40,
                 format!(
                     "filesystem size {} does not fit the image of {} bytes",
                     sb.bytes_used,
-                    image.len()
+                    image.size()
                 ),
             ));
         }
@@ -361,34 +376,31 @@ fn check_options(compression: Compression, options: &[u8]) -> Result<(), LayoutE
     }
 }
 
-/// The filesystem's bytes, `[0, bytes_used)`.
+/// The filesystem's bytes, `[0, bytes_used)` of the image.
 struct Image<'a> {
-    bytes: &'a [u8],
+    src: &'a Source<'a>,
+    used: u64,
     compression: Compression,
 }
 
 impl<'a> Image<'a> {
-    fn slice(&self, offset: u64, len: u64, what: &str) -> Result<&'a [u8], LayoutError> {
-        offset
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len() as u64)
-            .map(|end| &self.bytes[offset as usize..end as usize])
-            .ok_or_else(|| {
-                err(
-                    offset,
-                    format!(
-                        "{what}: {len} bytes run past the end of the filesystem ({} bytes)",
-                        self.bytes.len()
-                    ),
-                )
-            })
+    /// `[offset, offset + len)` checked against the filesystem's end.
+    fn check(&self, offset: u64, len: u64, what: &str) -> Result<(), LayoutError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.used => Ok(()),
+            _ => Err(err(
+                offset,
+                format!(
+                    "{what}: {len} bytes run past the end of the filesystem ({} bytes)",
+                    self.used
+                ),
+            )),
+        }
     }
 
-    fn u64_at(&self, offset: u64, what: &str) -> Result<u64, LayoutError> {
-        let b = self.slice(offset, 8, what)?;
-        Ok(u64::from_le_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+    fn slice(&self, offset: u64, len: u64, what: &str) -> Result<Bytes<'a>, LayoutError> {
+        self.check(offset, len, what)?;
+        self.src.read(FS, offset, len, what)
     }
 
     /// A metadata block's payload and whether it is stored uncompressed; also where the
@@ -397,9 +409,8 @@ impl<'a> Image<'a> {
         &self,
         offset: u64,
         what: &str,
-    ) -> Result<(&'a [u8], bool, u64), LayoutError> {
-        let h = self.slice(offset, 2, what)?;
-        let header = u16::from_le_bytes([h[0], h[1]]);
+    ) -> Result<(Bytes<'a>, bool, u64), LayoutError> {
+        let header = self.slice(offset, 2, what)?.u16(0)?;
         let len = u64::from(header & !META_STORED);
         if len == 0 || len > METADATA_SIZE as u64 {
             return Err(err(
@@ -417,7 +428,7 @@ impl<'a> Image<'a> {
         let data = if stored {
             payload.to_vec()
         } else {
-            decompress(self.compression, payload, METADATA_SIZE)
+            decompress(self.compression, &payload, METADATA_SIZE)
                 .map_err(|e| err(offset, format!("{what}: metadata block: {e}")))?
         };
         Ok((data, end))
@@ -623,16 +634,33 @@ impl Table {
     }
 }
 
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+/// The little-endian field at `i` of bytes taken from a table; `at`, the image offset of
+/// the metadata block they came from, names it should `b` be too short.
+fn field<const N: usize>(b: &[u8], i: usize, at: u64) -> Result<[u8; N], LayoutError> {
+    i.checked_add(N)
+        .and_then(|end| b.get(i..end))
+        .and_then(|f| f.try_into().ok())
+        .ok_or_else(|| {
+            err(
+                at,
+                format!(
+                    "a {N}-byte field at {i} runs past the {} bytes read",
+                    b.len()
+                ),
+            )
+        })
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+fn le16(b: &[u8], i: usize, at: u64) -> Result<u16, LayoutError> {
+    field(b, i, at).map(u16::from_le_bytes)
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from(le32(b, at)) | u64::from(le32(b, at + 4)) << 32
+fn le32(b: &[u8], i: usize, at: u64) -> Result<u32, LayoutError> {
+    field(b, i, at).map(u32::from_le_bytes)
+}
+
+fn le64(b: &[u8], i: usize, at: u64) -> Result<u64, LayoutError> {
+    field(b, i, at).map(u64::from_le_bytes)
 }
 
 /// A table found through an index of `blocks` pointers at `index` (after `header` bytes):
@@ -652,8 +680,8 @@ fn indexed_table(
     meta.push(metadata(index, len));
     starts.push(index);
     let mut out = Vec::with_capacity(blocks as usize);
-    for p in pointers[header as usize..].chunks_exact(8) {
-        let at = le64(p, 0);
+    for i in 0..blocks {
+        let at = pointers.u64((header + i * 8) as usize)?;
         let (_, _, end) = img.metadata_extent(at, what)?;
         meta.push(metadata(at, end - at));
         starts.push(at);
@@ -703,7 +731,7 @@ fn read_fragment_table(
             return Err(err(at, "fragment table block is short"));
         }
         for e in block.chunks_exact(16).take(here as usize) {
-            let (start, size) = (le64(e, 0), le32(e, 8));
+            let (start, size) = (le64(e, 0, at)?, le32(e, 8, at)?);
             if size >> 25 != 0 || size & !BLOCK_STORED > sb.block_size {
                 return Err(err(
                     at,
@@ -711,7 +739,7 @@ fn read_fragment_table(
                 ));
             }
             let len = u64::from(size & !BLOCK_STORED);
-            img.slice(start, len, "fragment block")?;
+            img.check(start, len, "fragment block")?;
             fragments.push(Fragment {
                 start,
                 len,
@@ -731,8 +759,9 @@ fn read_xattr_tables(
     meta: &mut Vec<Region>,
     starts: &mut Vec<u64>,
 ) -> Result<(), LayoutError> {
-    let kv_start = img.u64_at(at, "xattr id table")?;
-    let ids = u64::from(le32(img.slice(at + 8, 4, "xattr id table")?, 0));
+    let header = img.slice(at, 16, "xattr id table")?;
+    let kv_start = header.u64(0)?;
+    let ids = u64::from(header.u32(8)?);
     let blocks = ids.div_ceil(METADATA_SIZE as u64 / 16);
     let pointers = indexed_table(img, at, blocks, 16, "xattr id table", meta, starts)?;
     let kv_end = pointers.iter().copied().chain([at]).min().unwrap_or(at);
@@ -894,9 +923,10 @@ impl<'a> Walk<'a> {
     fn inode_type(&self, r: u64) -> Result<u16, LayoutError> {
         let t = self.inodes;
         let pos = t.pos(r >> 16, r & 0xffff)?;
-        let ty = le16(t.get(pos, 2)?, 0);
+        let at = t.image_offset(pos);
+        let ty = le16(t.get(pos, 2)?, 0, at)?;
         if ty == 0 || ty > MAX_TYPE {
-            return Err(err(t.image_offset(pos), format!("unknown inode type {ty}")));
+            return Err(err(at, format!("unknown inode type {ty}")));
         }
         Ok(ty)
     }
@@ -905,19 +935,20 @@ impl<'a> Walk<'a> {
     fn directory(&self, r: u64) -> Result<Directory, LayoutError> {
         let t = self.inodes;
         let pos = t.pos(r >> 16, r & 0xffff)?;
+        let at = t.image_offset(pos);
         let b = t.get(pos, 32)?;
-        Ok(if le16(b, 0) == DIR {
+        Ok(if le16(b, 0, at)? == DIR {
             Directory {
-                block: u64::from(le32(b, 16)),
-                size: u64::from(le16(b, 24)),
-                offset: u64::from(le16(b, 26)),
+                block: u64::from(le32(b, 16, at)?),
+                size: u64::from(le16(b, 24, at)?),
+                offset: u64::from(le16(b, 26, at)?),
             }
         } else {
             let b = t.get(pos, 40)?;
             Directory {
-                size: u64::from(le32(b, 20)),
-                block: u64::from(le32(b, 24)),
-                offset: u64::from(le16(b, 34)),
+                size: u64::from(le32(b, 20, at)?),
+                block: u64::from(le32(b, 24, at)?),
+                offset: u64::from(le16(b, 34, at)?),
             }
         })
     }
@@ -928,19 +959,25 @@ impl<'a> Walk<'a> {
         let pos = t.pos(r >> 16, r & 0xffff)?;
         let at = t.image_offset(pos);
         let b = t.get(pos, 32)?;
-        let inode = u64::from(le32(b, 12));
-        let (start, size, fragment, frag_offset, list) = if le16(b, 0) == FILE {
-            let size = u64::from(le32(b, 28));
+        let inode = u64::from(le32(b, 12, at)?);
+        let (start, size, fragment, frag_offset, list) = if le16(b, 0, at)? == FILE {
+            let size = u64::from(le32(b, 28, at)?);
             (
-                u64::from(le32(b, 16)),
+                u64::from(le32(b, 16, at)?),
                 size,
-                le32(b, 20),
-                le32(b, 24),
+                le32(b, 20, at)?,
+                le32(b, 24, at)?,
                 pos + 32,
             )
         } else {
             let b = t.get(pos, 56)?;
-            (le64(b, 16), le64(b, 24), le32(b, 44), le32(b, 48), pos + 56)
+            (
+                le64(b, 16, at)?,
+                le64(b, 24, at)?,
+                le32(b, 44, at)?,
+                le32(b, 48, at)?,
+                pos + 56,
+            )
         };
         let bs = u64::from(self.sb.block_size);
         let has_tail = fragment != NO_FRAGMENT;
@@ -956,7 +993,7 @@ impl<'a> Walk<'a> {
         let mut pieces: Vec<Piece> = Vec::new();
         let mut pos = start;
         for (i, word) in list.chunks_exact(4).enumerate() {
-            let word = le32(word, 0);
+            let word = le32(word, 0, at)?;
             let unit = bs.min(size - i as u64 * bs);
             if word == 0 {
                 // A hole: runs of them become one piece.
@@ -1045,16 +1082,16 @@ impl<'a> Walk<'a> {
         let mut i = 0usize;
         while i < listing.len() {
             let h = listing.get(i..i + 12).ok_or_else(short)?;
-            let count = u64::from(le32(h, 0)) + 1;
-            let inode_block = u64::from(le32(h, 4));
+            let count = u64::from(le32(h, 0, at)?) + 1;
+            let inode_block = u64::from(le32(h, 4, at)?);
             if count > MAX_DIR_COUNT {
                 return Err(err(at, format!("directory header counts {count} entries")));
             }
             i += 12;
             for _ in 0..count {
                 let e = listing.get(i..i + 8).ok_or_else(short)?;
-                let (inode_offset, kind) = (le16(e, 0), le16(e, 4));
-                let name_len = usize::from(le16(e, 6)) + 1;
+                let (inode_offset, kind) = (le16(e, 0, at)?, le16(e, 4, at)?);
+                let name_len = usize::from(le16(e, 6, at)?) + 1;
                 if name_len > MAX_NAME {
                     return Err(err(at, "directory entry name is longer than 256 bytes"));
                 }
