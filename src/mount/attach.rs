@@ -34,7 +34,7 @@ pub fn fs_type(kind: FsKind) -> Result<&'static str> {
         FsKind::Erofs => Ok("erofs"),
         FsKind::Squashfs => Ok("squashfs"),
         FsKind::Ext4 => Ok("ext4"),
-        FsKind::Unknown => Err(Error::Invalid(
+        FsKind::Unknown => Err(Error::Unsupported(
             "the index records no filesystem type this command can mount; use --no-attach and attach the file yourself".into(),
         )),
     }
@@ -46,7 +46,7 @@ pub fn attach(image: &Path, kind: FsKind, mountpoint: &Path, mode: AttachMode) -
     let file_backed = match (mode, kind) {
         (AttachMode::File, FsKind::Erofs) => true,
         (AttachMode::File, _) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Unsupported(format!(
                 "only erofs mounts straight from a file; this image is {fs}"
             )))
         }
@@ -57,7 +57,7 @@ pub fn attach(image: &Path, kind: FsKind, mountpoint: &Path, mode: AttachMode) -
         match crate::sys::mount_readonly(image, mountpoint, fs) {
             Ok(()) => return Ok(Attached::File),
             Err(e) if mode == AttachMode::File => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Unsupported(format!(
                     "mounting {} on {} straight from the file: {e} (the kernel may lack file-backed erofs)",
                     image.display(),
                     mountpoint.display()
@@ -177,14 +177,18 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Invalid(format!("running {shown}: {e}")))?;
+    let out = cmd.output().map_err(|err| Error::Io {
+        path: shown.clone().into(),
+        err,
+    })?;
     if !out.status.success() {
-        return Err(Error::Invalid(format!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Io {
+            path: shown.into(),
+            err: std::io::Error::other(format!(
+                "failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -122,7 +122,7 @@ pub fn read_record(path: &Path) -> Result<Option<MountRecord>> {
         Err(e) => Err(Error::Io { path: file, err: e }),
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Invalid(format!("mount record {}: {e}", file.display()))),
+            .map_err(|e| Error::Internal(format!("mount record {}: {e}", file.display()))),
     }
 }
 
@@ -190,7 +190,7 @@ pub fn mount(image: LazyImage, target: Target, warn: Warn) -> Result<Mounted> {
         mounted.record.attached = Some(attach::attach(&file, kind, &mountpoint, mode)?);
     }
     let json = serde_json::to_vec_pretty(&mounted.record)
-        .map_err(|e| Error::Invalid(format!("writing the mount record: {e}")))?;
+        .map_err(|e| Error::Internal(format!("writing the mount record: {e}")))?;
     crate::durable::write_file(&record_file(&mounted.record_dir), &json)?;
     Ok(mounted)
 }

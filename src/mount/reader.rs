@@ -547,7 +547,7 @@ impl Drop for Settle {
 }
 
 fn poisoned<T>(_: T) -> Error {
-    Error::Invalid("a reader thread panicked".into())
+    Error::Internal("a reader thread panicked".into())
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ pub async fn serve(
 }
 
 fn stopped() -> Error {
-    Error::Invalid("the server stopped".into())
+    Error::Internal("the server stopped".into())
 }
 
 async fn answer(
