@@ -81,9 +81,13 @@ impl Conns {
         }
     }
 
-    /// Asks the connection idle the longest to close; false if none is idle.
+    /// Asks the connection idle the longest to close; false if none is idle. While one
+    /// asked before is still open, asks no other: a slot is on its way.
     pub fn shed_idlest(&self) -> bool {
         let live = lock(&self.live);
+        if live.iter().any(|c| c.shed.load(Ordering::Acquire)) {
+            return true;
+        }
         let idlest = live
             .iter()
             .filter_map(|c| match *lock(&c.phase) {
@@ -139,6 +143,10 @@ impl Conn {
     fn update(&self, change: impl FnOnce(Phase) -> Phase) {
         let mut phase = lock(&self.phase);
         *phase = change(*phase);
+        if !matches!(*phase, Phase::Idle(_)) {
+            // No longer idle: a request to close it to make room is void.
+            self.shed.store(false, Ordering::Release);
+        }
         drop(phase);
         self.wake.notify_one();
     }
@@ -148,6 +156,7 @@ impl Conn {
         let mut phase = lock(&self.phase);
         if let Phase::Idle(_) = *phase {
             *phase = Phase::Head(Instant::now());
+            self.shed.store(false, Ordering::Release);
             drop(phase);
             self.wake.notify_one();
         }
@@ -156,7 +165,7 @@ impl Conn {
     /// `None` when the connection is to be closed now, else when to look again (`None`
     /// inside: not before the phase changes).
     fn verdict(&self, limits: &Limits, now: Instant) -> Option<Option<Instant>> {
-        let shed = self.shed.swap(false, Ordering::AcqRel);
+        let shed = self.shed.load(Ordering::Acquire);
         let deadline = match *lock(&self.phase) {
             Phase::Busy(_) => return Some(None),
             Phase::Idle(_) if shed => return None,
@@ -284,5 +293,29 @@ mod tests {
 
         drop(b);
         assert_eq!(lock(&conns.live).len(), 1);
+    }
+
+    /// A client waiting for a slot may ask again before the connection it had closed is
+    /// gone (another went idle meanwhile): one connection closes, not two.
+    #[test]
+    fn a_pending_shed_is_not_doubled_and_is_void_once_the_connection_is_busy() {
+        let conns = Arc::new(Conns::default());
+        let (a, b) = (conns.register(), conns.register());
+        let t0 = Instant::now();
+        *lock(&a.conn.phase) = Phase::Idle(t0 + Duration::from_secs(1));
+        *lock(&b.conn.phase) = Phase::Idle(t0);
+        assert!(conns.shed_idlest());
+        assert!(conns.shed_idlest());
+        assert_eq!(b.conn.verdict(&LIMITS, t0), None);
+        assert!(
+            a.conn.verdict(&LIMITS, t0).is_some(),
+            "a second one was shed"
+        );
+
+        // The one asked to close became busy instead: the next ask picks another.
+        let busy = conns.busy(&b.conn);
+        assert!(conns.shed_idlest());
+        assert_eq!(a.conn.verdict(&LIMITS, t0), None);
+        drop(busy);
     }
 }

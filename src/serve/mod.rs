@@ -147,8 +147,10 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             registered.conn.watch(limits, serving).await;
-            drop(registered);
+            // The slot first: while the connection is still listed, a client waiting for
+            // the slot sheds no other connection.
             drop(slot);
+            drop(registered);
         });
     }
     drop(listener);

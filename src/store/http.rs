@@ -141,7 +141,7 @@ impl Client {
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<T>> {
         self.retrying(url, warn, || async {
-            match self.attempt(url, max_len, sniff).await? {
+            match self.attempt(url, None, max_len, sniff).await? {
                 None => Ok(None),
                 Some(body) => check(body)
                     .map(Some)
@@ -165,37 +165,9 @@ impl Client {
         }
         let want = range.end - range.start;
         self.retrying(url, warn, || async {
-            let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
-            let mut response = self
-                .inner
-                .get(url)
-                .header(
-                    reqwest::header::RANGE,
-                    format!("bytes={}-{}", range.start, range.end - 1),
-                )
-                .header(reqwest::header::ACCEPT_ENCODING, "identity")
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(transient)?;
-            let status = response.status();
-            if !judge(status)? {
+            let Some(body) = self.attempt(url, Some(&range), want, None).await? else {
                 return Ok(None);
-            }
-            if status != reqwest::StatusCode::PARTIAL_CONTENT {
-                return Err(Failure::Permanent(format!(
-                    "the server answered {status} to a range request"
-                )));
-            }
-            let mut body = Vec::with_capacity(want.min(1 << 20) as usize);
-            while let Some(piece) = response.chunk().await.map_err(transient)? {
-                if (body.len() + piece.len()) as u64 > want {
-                    return Err(Failure::Permanent(format!(
-                        "more than the {want} bytes of the range asked for"
-                    )));
-                }
-                body.extend_from_slice(&piece);
-            }
+            };
             if body.len() as u64 != want {
                 return Err(Failure::Transient(format!(
                     "{} of the {want} bytes of the range arrived",
@@ -260,26 +232,43 @@ impl Client {
         }
     }
 
+    /// One GET of `url`, or of its bytes `range` (answered `206 Partial Content`, never
+    /// compressed in transit): the body, read to at most `max_len` bytes.
     async fn attempt(
         &self,
         url: &str,
+        range: Option<&Range<u64>>,
         mut max_len: u64,
         mut sniff: Option<Sniff<'_>>,
     ) -> Result<Option<Vec<u8>>, Failure> {
         let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
-        let mut response = self
-            .inner
-            .get(url)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(transient)?;
+        let mut request = self.inner.get(url).timeout(self.timeout);
+        let expected = match range {
+            Some(r) => {
+                request = request
+                    .header(
+                        reqwest::header::RANGE,
+                        format!("bytes={}-{}", r.start, r.end - 1),
+                    )
+                    .header(reqwest::header::ACCEPT_ENCODING, "identity");
+                reqwest::StatusCode::PARTIAL_CONTENT
+            }
+            None => reqwest::StatusCode::OK,
+        };
+        let mut response = request.send().await.map_err(transient)?;
         let status = response.status();
         if !judge(status)? {
             return Ok(None);
         }
-        if status != reqwest::StatusCode::OK {
-            return Err(Failure::Permanent(format!("the server answered {status}")));
+        if status != expected {
+            return Err(Failure::Permanent(format!(
+                "the server answered {status}{}",
+                if range.is_some() {
+                    " to a range request"
+                } else {
+                    ""
+                }
+            )));
         }
         let too_large = |max: u64| Failure::Permanent(format!("body larger than {max} bytes"));
         let announced = response.content_length();
