@@ -1,7 +1,7 @@
 //! `make`: cut an image into chunks, store each new chunk once, describe it in an index.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,7 @@ use crate::index::format::TREE_PIECE;
 use crate::index::Index;
 use crate::index::{self, ChunkRecord, Header, Unit, VerityInfo, MAX_CHUNK};
 use crate::layout::{Cutting, FsKind, LayoutSummary};
+use crate::pack::{self, Object, PackReport};
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
 use crate::store::LocalStore;
@@ -42,6 +43,9 @@ pub struct MakeOptions {
     /// Indexes of earlier releases, their chunks in the same store: each new chunk file
     /// also gets a delta against the earlier chunk it most resembles (see [`delta`]).
     pub delta_from: Vec<PathBuf>,
+    /// Put the release's new chunk files and deltas into packs of at most this many
+    /// bytes and write its pack map (see [`pack::pack_release`]).
+    pub pack: Option<u64>,
 }
 
 impl MakeOptions {
@@ -54,6 +58,7 @@ impl MakeOptions {
             release: 0,
             filesystem_aware: true,
             delta_from: Vec::new(),
+            pack: None,
         }
     }
 }
@@ -84,11 +89,17 @@ pub struct MakeReport {
     pub fallback: Option<String>,
     /// Temporary files of killed writers removed from the directories this run wrote to.
     pub stale_temps_removed: u64,
+    /// What `--pack` did, when asked.
+    pub pack: Option<PackReport>,
+    /// The chunk files this run wrote.
+    #[serde(skip)]
+    written: HashSet<ChunkId>,
 }
 
 impl MakeReport {
     fn count_stored(&mut self, c: &StoredChunk) {
         if c.written {
+            self.written.insert(c.id);
             self.written_chunks += 1;
             self.written_bytes += u64::from(c.stored_size);
         }
@@ -114,7 +125,19 @@ pub fn make(
     };
     let cuts = chunker::cut_image(&image, opts.params, cutting, progress)?;
     progress.finish();
-    make_with_cuts(&image, &cuts, store, opts, progress)
+    let Some(cap) = opts.pack else {
+        return make_with_cuts(&image, &cuts, store, opts, progress);
+    };
+    // Chunk files the store's packs hold already are not written again.
+    let store = store.clone().with_packed(pack::packed_chunks(store)?);
+    let (bytes, mut report) = make_with_cuts(&image, &cuts, &store, opts, progress)?;
+    let index = Index::from_bytes(Path::new("the new index"), bytes)?;
+    let mut written: HashSet<Object> = report.written.iter().map(|&id| Object::Chunk(id)).collect();
+    written.extend(pack::objects(&index).1);
+    progress.start("packing", 0);
+    report.pack = Some(pack::pack_release(&store, &index, &written, cap)?);
+    progress.finish();
+    Ok((index.into_bytes(), report))
 }
 
 fn check_cuts(image: &Image, ends: &[u64]) -> Result<()> {

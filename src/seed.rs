@@ -151,6 +151,12 @@ impl SeedBases {
 }
 
 impl store::Bases for SeedBases {
+    fn may_rebuild(&self, unit: &Unit) -> bool {
+        self.deltas
+            .get(&unit.id)
+            .is_some_and(|d| usable_delta(d, &self.seeds, self.aside.as_ref()).is_some())
+    }
+
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {
         let deltas = self.deltas.get(&unit.id)?;
         let (delta, seed, at) = usable_delta(deltas, &self.seeds, self.aside.as_ref())?;

@@ -44,6 +44,13 @@ pub struct MakeArgs {
     /// a device holding that release fetches instead.
     #[arg(long, value_name = "INDEX")]
     delta_from: Vec<PathBuf>,
+    /// Put the release's new chunk files and deltas into packs (`STORE/packs/`) and write
+    /// its pack map (`STORE/packmaps/`), instead of one file per chunk.
+    #[arg(long)]
+    pack: bool,
+    /// The most bytes one pack holds.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size, requires = "pack")]
+    pack_size: u64,
     /// Sign the index with this minisign secret key (writes INDEX.minisig); an encrypted
     /// key's password comes from BLOCKCAST_KEY_PASSWORD.
     #[arg(long, value_name = "KEY")]
@@ -98,6 +105,7 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         release: a.release,
         filesystem_aware: !a.aligned,
         delta_from: a.delta_from,
+        pack: a.pack.then_some(a.pack_size),
     };
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
         .with_context(|| format!("making {}", a.image.display()))?;

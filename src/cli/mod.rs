@@ -11,6 +11,7 @@ mod plan;
 mod serve;
 mod sign;
 mod umount;
+mod unpack;
 mod verify;
 mod verity;
 
@@ -58,6 +59,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Mount(mount::MountArgs),
     Umount(umount::UmountArgs),
+    Unpack(unpack::UnpackArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -76,6 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Mount(a) => mount::run(a, &ui),
         Command::Umount(a) => umount::run(a, &ui),
+        Command::Unpack(a) => unpack::run(a, &ui),
     }
 }
 
@@ -344,6 +347,7 @@ pub fn open_sources(
     let index = sources.trust.open(location, &stores.http()?, runtime, ui)?;
     let (seeds, seed_indexes) = (&sources.seed, &sources.seed_index);
     let stores = stores.open(ui, runtime)?;
+    stores.use_pack_maps(&index);
     let seeds = open_seeds(&index, seeds, seed_indexes, ui)?;
     Ok((index, stores, seeds))
 }

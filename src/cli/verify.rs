@@ -129,6 +129,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         }
         (None, false) => {
             let stores = a.stores.open(ui, runtime.handle())?;
+            stores.use_pack_maps(&index);
             let area = StoredTree {
                 index: &index,
                 stores: &stores,

@@ -677,6 +677,11 @@ impl Index {
         &self.path
     }
 
+    /// The index's bytes, as read or written.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// The format version the index was written in.
     pub fn version(&self) -> u32 {
         get_u32(&self.bytes, &H_VERSION)

@@ -362,6 +362,18 @@ impl ReadStore for HttpStore {
                 .await
         })
     }
+
+    fn get_file<'a>(
+        &'a self,
+        name: &'a str,
+        max_len: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            self.client
+                .get(&self.url(name), max_len, Ok, self.warn.as_ref())
+                .await
+        })
+    }
 }
 
 /// What a status says of the file asked for: there (`true`), not in this store (404,

@@ -2,6 +2,7 @@
 //! `DIR/<first 4 hex digits of id>/<64 hex digits>.cacnk`, with deltas beside the chunk
 //! files they rebuild: `DIR/<first 4 hex digits>/<id>.<base id>.cadelta`.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::ops::Range;
@@ -35,9 +36,17 @@ pub struct LocalStore {
     /// The directory itself, which chunk files are opened relative to: a mount opens
     /// thousands of them, and walking the store's path for each costs more than it seems.
     root: Arc<OwnedFd>,
+    /// Chunk files held in packs, by id: their pack (a name in the store), offset and
+    /// stored size; read when no loose file has them.
+    packed: Arc<HashMap<ChunkId, (String, u64, u32)>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A number no other temporary file of this process has.
+pub(crate) fn next_temp() -> u64 {
+    TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
 
 /// How old a dead writer's temporary file must be before it is removed.
 pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(600);
@@ -78,7 +87,31 @@ impl LocalStore {
         Ok(LocalStore {
             dir: dir.to_path_buf(),
             root: Arc::new(root),
+            packed: Arc::new(HashMap::new()),
         })
+    }
+
+    /// This store, reading chunk files that no loose file holds from the packs given
+    /// (see [`crate::pack::packed_chunks`]).
+    pub fn with_packed(mut self, packed: HashMap<ChunkId, (String, u64, u32)>) -> LocalStore {
+        self.packed = Arc::new(packed);
+        self
+    }
+
+    /// A loose file's bytes (see [`place`]), at most `max_len` of them; `None` when the
+    /// store lacks it.
+    pub fn read_object(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
+        self.read(name, max_len, false)
+    }
+
+    /// Removes a loose file; false when there was none.
+    pub fn remove_object(&self, name: &str) -> Result<bool> {
+        let path = self.object_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io { path, err: e }),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -114,7 +147,7 @@ impl LocalStore {
         let temp = parent.join(format!(
             ".{file_name}.{}-{}.tmp",
             std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            next_temp()
         ));
         let write = || -> std::io::Result<()> {
             let mut f = match File::create(&temp) {
@@ -179,7 +212,33 @@ impl LocalStore {
     /// The stored bytes of a chunk, or `None` when the store lacks it. A chunk file longer
     /// than `max_len` is an error, never a large allocation.
     pub fn get_chunk(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
-        self.read(&place(id, None), max_len, false)
+        match self.read(&place(id, None), max_len, false)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.get_packed(id, max_len),
+        }
+    }
+
+    /// A chunk file from the packs given by [`LocalStore::with_packed`].
+    fn get_packed(&self, id: &ChunkId, max_len: u64) -> Result<Option<Vec<u8>>> {
+        let Some((pack, offset, size)) = self.packed.get(id) else {
+            return Ok(None);
+        };
+        let path = self.object_path(pack)?;
+        if u64::from(*size) > max_len {
+            return Err(Error::BadChunk {
+                id: *id,
+                offset: 0,
+                reason: format!(
+                    "{} holds it in {size} bytes, more than {max_len}",
+                    path.display()
+                ),
+            });
+        }
+        let file = File::from(self.open_object(pack).at(&path)?);
+        crate::image::readable_file(&file, false).at(&path)?;
+        let mut bytes = vec![0u8; *size as usize];
+        file.read_exact_at(&mut bytes, *offset).at(&path)?;
+        Ok(Some(bytes))
     }
 
     /// As [`LocalStore::get_chunk`], but past the page cache (`O_DIRECT`) where the store's
@@ -295,7 +354,7 @@ impl LocalStore {
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        self.has_object(&place(id, None))
+        Ok(self.packed.contains_key(id) || self.has_object(&place(id, None))?)
     }
 
     fn has_object(&self, name: &str) -> Result<bool> {
@@ -421,6 +480,19 @@ impl ReadStore for LocalStore {
 
     fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move { self.has_object(name) })
+    }
+
+    fn get_file<'a>(
+        &'a self,
+        name: &'a str,
+        max_len: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let (store, name) = (self.clone(), name.to_string());
+            tokio::task::spawn_blocking(move || store.read_object(&name, max_len))
+                .await
+                .map_err(|_| super::worker_failed())?
+        })
     }
 }
 

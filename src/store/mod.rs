@@ -18,7 +18,8 @@ use tokio::runtime::Handle;
 use crate::chunk::{BlockCheck, ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
-use crate::index::{stored_size_bound, ChunkRecord, Delta, Unit};
+use crate::index::{stored_size_bound, ChunkRecord, Delta, Index, Unit};
+use crate::pack::{self, Object, PackMap, Place};
 
 pub use http::HttpOptions;
 pub use local::LocalStore;
@@ -32,6 +33,8 @@ pub trait Bases: Send + Sync {
     /// A delta that rebuilds `unit` and the bytes of its base, verified; `None` when no
     /// base is at hand, an error when the copy at hand is bad.
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>>;
+    /// Whether [`Bases::for_unit`] would offer a delta for `unit` (without reading it).
+    fn may_rebuild(&self, unit: &Unit) -> bool;
 }
 
 pub struct StoreOptions {
@@ -94,6 +97,14 @@ pub trait ReadStore: Send + Sync {
 
     /// Whether the store has the object `name`.
     fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// A whole file of at most `max_len` bytes that is no chunk (a pack map); `None` when
+    /// the store lacks it.
+    fn get_file<'a>(
+        &'a self,
+        name: &'a str,
+        max_len: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
 }
 
 /// A store that can be written: each object appears whole or not at all.
@@ -120,6 +131,9 @@ pub struct Stores {
 
 struct Shared {
     list: Vec<Box<dyn ReadStore>>,
+    /// Each store's pack map for the index being read, when it has one (see
+    /// [`Stores::use_pack_maps`]).
+    maps: RwLock<Vec<Option<Arc<PackMap>>>>,
     cache: Option<LocalStore>,
     warn: Warn,
     /// Gathered chunks asked for last, fetched or still in flight, so that reading their
@@ -177,6 +191,7 @@ impl Stores {
         };
         Ok(Stores {
             shared: Arc::new(Shared {
+                maps: RwLock::new(list.iter().map(|_| None).collect()),
                 list,
                 cache,
                 warn,
@@ -225,6 +240,49 @@ impl Stores {
         self.shared.for_mount.store(true, Ordering::Relaxed);
     }
 
+    /// Reads each store's pack map for `index` (`packmaps/<index digest>.bcpmap`), so that
+    /// chunk files and deltas it places in packs are read from there by byte ranges; a
+    /// store without one is read loose. A map that fails its checks is reported and not
+    /// used, and so is one a store fails to answer for. Returns how many stores have one.
+    pub fn use_pack_maps(&self, index: &Index) -> usize {
+        let name = pack::map_name(&index.digest());
+        let objects = index.len() + index.tree_records().len() + index.deltas().count();
+        let max_len = (pack::format::MAP_HEADER_SIZE + 32) as u64
+            + (objects as u64) * (32 + pack::format::MAP_ENTRY_SIZE as u64);
+        let shared = &self.shared;
+        let maps = self.runtime.block_on(async {
+            let mut maps = Vec::with_capacity(shared.list.len());
+            for store in &shared.list {
+                let map = match store.get_file(&name, max_len).await {
+                    Ok(Some(bytes)) => match PackMap::parse(&name, &bytes, index) {
+                        Ok(map) => Some(Arc::new(map)),
+                        Err(e) => {
+                            (shared.warn)(&format!(
+                                "{e} (in store {}); reading it loose",
+                                store.describe()
+                            ));
+                            None
+                        }
+                    },
+                    Ok(None) => None,
+                    Err(e) => {
+                        (shared.warn)(&format!("{e}; reading store {} loose", store.describe()));
+                        None
+                    }
+                };
+                maps.push(map);
+            }
+            maps
+        });
+        let found = maps.iter().flatten().count();
+        *self
+            .shared
+            .maps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = maps;
+        found
+    }
+
     /// How many chunk files were rebuilt from deltas so far.
     pub fn rebuilt_from_deltas(&self) -> u64 {
         self.shared.rebuilt.load(Ordering::Relaxed)
@@ -254,25 +312,18 @@ impl Stores {
             holders.push(r);
         }
         let shared = &self.shared;
+        let jobs = shared.plan_jobs(firsts);
         self.runtime.block_on(async {
-            let mut arrivals = stream::iter(firsts)
-                .map(|r| {
+            let mut arrivals = stream::iter(jobs)
+                .map(|job| {
                     let shared = shared.clone();
-                    let task = Task(tokio::spawn(async move { shared.fetch_unit(&r).await }));
-                    async move { (r.unit().id, task.await) }
+                    Task(tokio::spawn(async move { shared.run_job(job).await }))
                 })
                 .buffer_unordered(self.concurrency);
-            while let Some((id, joined)) = arrivals.next().await {
-                let unit = joined.map_err(|_| worker_failed())??;
-                match by_unit.remove(&id).unwrap_or_default().as_slice() {
-                    [r] if r.part.is_none() => {
-                        sink(r, Arc::try_unwrap(unit).unwrap_or_else(|u| (*u).clone()))?
-                    }
-                    holders => {
-                        for r in holders {
-                            sink(r, r.take_from(&unit)?)?;
-                        }
-                    }
+            while let Some(joined) = arrivals.next().await {
+                for (id, unit) in joined.map_err(|_| worker_failed())? {
+                    let unit = unit?;
+                    sink_unit(&mut by_unit, id, unit, &mut sink)?;
                 }
             }
             Ok(())
@@ -388,8 +439,12 @@ impl Shared {
             id: r.id,
             offset: r.offset,
         };
-        for store in &self.list {
-            let attempt = store.get(&name, opts, opener(r, blocks.clone())).await;
+        for (i, store) in self.list.iter().enumerate() {
+            let check = opener(r, blocks.clone());
+            let attempt = match self.packed(i, &Object::Chunk(r.id)) {
+                Some(place) => get_packed(store.as_ref(), &place, check).await,
+                None => store.get(&name, opts, check).await,
+            };
             match attempt {
                 Ok(Some((chunk, stored))) => {
                     // The cache files bytes under their id: only bytes hashed to it.
@@ -438,8 +493,15 @@ impl Shared {
         });
         let name = local::place(&r.id, Some(&delta.base));
         let mut failure = None;
-        for store in &self.list {
-            let attempt = store.get(&name, opts, rebuild.clone()).await;
+        let object = Object::Delta {
+            id: r.id,
+            base: delta.base,
+        };
+        for (i, store) in self.list.iter().enumerate() {
+            let attempt = match self.packed(i, &object) {
+                Some(place) => get_packed(store.as_ref(), &place, rebuild.clone()).await,
+                None => store.get(&name, opts, rebuild.clone()).await,
+            };
             match attempt {
                 Ok(Some((chunk, _))) => {
                     self.rebuilt.fetch_add(1, Ordering::Relaxed);
@@ -454,6 +516,127 @@ impl Shared {
             offset: r.offset,
             reason: format!("no store has its delta against chunk {}", delta.base),
         })))
+    }
+
+    /// Splits the chunk files to fetch into jobs: those the first store holding them has in
+    /// packs, in spans of neighbours (see [`COALESCE_GAP`]); the rest one by one. A chunk
+    /// file that may come from the cache or as a delta goes its own way.
+    fn plan_jobs(&self, firsts: Vec<ChunkRecord>) -> Vec<Job> {
+        let bases = self
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut jobs = Vec::new();
+        let mut packed: HashMap<(usize, [u8; 32]), Vec<Entry>> = HashMap::new();
+        for r in firsts {
+            let unit = r.unit();
+            let elsewhere =
+                self.cache.is_some() || bases.as_ref().is_some_and(|b| b.may_rebuild(&unit));
+            let place = (0..self.list.len())
+                .find_map(|i| Some((i, self.packed(i, &Object::Chunk(unit.id))?)))
+                .filter(|_| !elsewhere);
+            match place {
+                Some((i, place)) => packed.entry((i, place.pack)).or_default().push((r, place)),
+                None => jobs.push(Job::One(r)),
+            }
+        }
+        let mut spans = Vec::new();
+        for ((store, pack), mut entries) in packed {
+            entries.sort_by_key(|(_, p)| p.offset);
+            let mut current: Vec<Entry> = Vec::new();
+            for (r, p) in entries {
+                let joins = current.first().zip(current.last()).is_some_and(|(f, l)| {
+                    p.offset <= l.1.range().end + COALESCE_GAP
+                        && p.range().end - f.1.offset <= COALESCE_MAX
+                        && p.offset >= l.1.range().end
+                });
+                if !joins && !current.is_empty() {
+                    spans.push(span(store, pack, std::mem::take(&mut current)));
+                }
+                current.push((r, p));
+            }
+            if !current.is_empty() {
+                spans.push(span(store, pack, current));
+            }
+        }
+        // Spans in pack and offset order, ahead of the single files.
+        spans.sort_by_key(|j| match j {
+            Job::Span { pack, range, .. } => (*pack, range.start),
+            Job::One(_) => ([0; 32], 0),
+        });
+        spans.extend(jobs);
+        spans
+    }
+
+    /// Runs a job: the chunk files it holds, by unit id, each checked; a span that cannot
+    /// be read, or whose piece of a chunk file fails its check, leaves those files to the
+    /// store chain.
+    async fn run_job(&self, job: Job) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
+        let (store, pack, range, entries) = match job {
+            Job::One(r) => return vec![(r.unit().id, self.fetch_unit(&r).await)],
+            Job::Span {
+                store,
+                pack,
+                range,
+                entries,
+            } => (store, pack, range, entries),
+        };
+        let mut bytes = None;
+        let read = self.list[store]
+            .get_ranges(
+                &pack::pack_name(&pack),
+                std::slice::from_ref(&range),
+                &mut |_, part| {
+                    bytes = Some(part);
+                    Ok(())
+                },
+            )
+            .await;
+        let mut out = Vec::with_capacity(entries.len());
+        for (r, place) in entries {
+            let unit = r.unit();
+            let piece = match (&read, &bytes) {
+                (Ok(true), Some(b)) => b.get(
+                    (place.offset - range.start) as usize
+                        ..(place.range().end - range.start) as usize,
+                ),
+                _ => None,
+            };
+            let checked = piece.map(|p| opener(unit, None)(p));
+            let chunk = match checked {
+                Some(Ok(chunk)) => Ok(Arc::new(chunk)),
+                failed => {
+                    if let Some(Err(e)) = failed {
+                        (self.warn)(&format!(
+                            "{e} (in pack {} of store {}); fetching it again",
+                            pack::pack_name(&pack),
+                            self.list[store].describe()
+                        ));
+                    }
+                    self.fetch_unit(&r).await
+                }
+            };
+            out.push((unit.id, chunk));
+        }
+        if let Err(e) = read {
+            (self.warn)(&format!(
+                "{e} (reading {} of store {}); fetching its chunk files one by one",
+                pack::pack_name(&pack),
+                self.list[store].describe()
+            ));
+        }
+        out
+    }
+
+    /// Where store `i`'s pack map places `object`, if it has one.
+    fn packed(&self, i: usize, object: &Object) -> Option<Place> {
+        self.maps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(i)?
+            .as_ref()?
+            .find(object)
     }
 
     fn read_options(&self, max_len: u64) -> ReadOptions {
@@ -482,17 +665,80 @@ impl Shared {
 /// A chunk file of a local store, decompressed and checked against its id; `None` when
 /// the store lacks it.
 pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChunk>> {
-    let opened = store.read_now(
-        &local::place(&unit.id, None),
-        ReadOptions {
-            max_len: stored_size_bound(unit.size),
-            for_mount: false,
-        },
-        &*opener(*unit, None),
-    );
-    Ok(opened
-        .map_err(|e| unavailable_unless_bad(unit, e))?
-        .map(|(chunk, _)| chunk))
+    let stored = store
+        .get_chunk(&unit.id, stored_size_bound(unit.size))
+        .map_err(|e| unavailable_unless_bad(unit, e))?;
+    stored.map(|s| opener(*unit, None)(&s)).transpose()
+}
+
+/// Hands a chunk file that arrived to `sink`, once for each record it holds.
+fn sink_unit(
+    by_unit: &mut HashMap<ChunkId, Vec<ChunkRecord>>,
+    id: ChunkId,
+    unit: Arc<VerifiedChunk>,
+    sink: &mut impl FnMut(&ChunkRecord, VerifiedChunk) -> Result<()>,
+) -> Result<()> {
+    match by_unit.remove(&id).unwrap_or_default().as_slice() {
+        [r] if r.part.is_none() => sink(r, Arc::try_unwrap(unit).unwrap_or_else(|u| (*u).clone())),
+        holders => {
+            for r in holders {
+                sink(r, r.take_from(&unit)?)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Bytes between two chunk files of a pack read with them rather than cut into two
+/// requests: a request costs a round trip, which on a slow link is worth far more.
+pub const COALESCE_GAP: u64 = 64 << 10;
+/// The most bytes one coalesced read of a pack asks for.
+pub const COALESCE_MAX: u64 = 8 << 20;
+
+/// A chunk file to fetch from a pack: its record and its place.
+type Entry = (ChunkRecord, Place);
+
+/// A unit of work of [`Stores::fetch_many`]: one chunk file through the store chain, or a
+/// span of a pack holding several.
+enum Job {
+    One(ChunkRecord),
+    Span {
+        store: usize,
+        pack: [u8; 32],
+        range: std::ops::Range<u64>,
+        entries: Vec<Entry>,
+    },
+}
+
+/// An object's stored bytes from its pack in `store`, checked; `None` when the store
+/// lacks the pack.
+async fn get_packed(store: &dyn ReadStore, place: &Place, check: Check) -> Result<Option<Checked>> {
+    let mut bytes = None;
+    let found = store
+        .get_ranges(
+            &pack::pack_name(&place.pack),
+            std::slice::from_ref(&place.range()),
+            &mut |_, part| {
+                bytes = Some(part);
+                Ok(())
+            },
+        )
+        .await?;
+    match bytes.filter(|_| found) {
+        Some(stored) => Ok(Some((check(&stored)?, stored))),
+        None => Ok(None),
+    }
+}
+
+fn span(store: usize, pack: [u8; 32], entries: Vec<Entry>) -> Job {
+    let start = entries.first().map_or(0, |(_, p)| p.offset);
+    let end = entries.last().map_or(start, |(_, p)| p.range().end);
+    Job::Span {
+        store,
+        pack,
+        range: start..end,
+        entries,
+    }
 }
 
 /// Checks a chunk file's bytes for record `r`: decompressed, then against the tree when
