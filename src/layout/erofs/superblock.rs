@@ -1,0 +1,128 @@
+//! The superblock: block size, features, where the metadata and the shared xattrs are,
+//! and the root and packed inodes.
+
+use super::format::*;
+use super::{bad, check, mul, read, round_up, Result, Source};
+
+pub(super) struct Super {
+    pub(super) blkszbits: u32,
+    pub(super) bs: u64,
+    pub(super) incompat: u32,
+    pub(super) meta_base: u64,
+    pub(super) xattr_base: u64,
+    pub(super) root_nid: u64,
+    /// The packed inode (fragments, long xattr prefixes), when the features use one.
+    pub(super) packed_nid: Option<u64>,
+    /// Superblock, compression configs and long xattr prefixes stored outside the
+    /// packed inode.
+    pub(super) meta: Vec<(u64, u64)>,
+}
+
+impl Super {
+    pub(super) fn parse(image: &Source) -> Result<Super> {
+        let at = SUPER_OFFSET;
+        let magic = read(image, at, 4, "superblock")?.u32(0)?;
+        if magic != MAGIC {
+            return Err(bad(at, format!("bad magic {magic:#010x}")));
+        }
+        let sb = read(image, at, 128, "superblock")?;
+        let blkszbits = u32::from(sb.u8(12)?);
+        if !(9..=16).contains(&blkszbits) {
+            return Err(bad(
+                at + 12,
+                format!("block size 2^{blkszbits} is not 512..64K"),
+            ));
+        }
+        let bs = 1u64 << blkszbits;
+        let incompat = sb.u32(80)?;
+        if incompat & !INCOMPAT_KNOWN != 0 {
+            return Err(bad(
+                at + 80,
+                format!(
+                    "unknown incompatible features {:#x}",
+                    incompat & !INCOMPAT_KNOWN
+                ),
+            ));
+        }
+        if incompat & INCOMPAT_METABOX != 0 {
+            return Err(bad(
+                at + 80,
+                "metadata compression (metabox) is not supported",
+            ));
+        }
+        let sb_size = 128 + 16 * u64::from(sb.u8(13)?);
+        check(image, at, sb_size, "superblock")?;
+        let is_48bit = incompat & INCOMPAT_48BIT != 0;
+        let rootnid_8b = if is_48bit { sb.u64(112)? } else { 0 };
+        let blocks_lo = u64::from(sb.u32(36)?);
+        let (root_nid, blocks) = if rootnid_8b != 0 {
+            let hi = u64::from(sb.u16(14)?);
+            (rootnid_8b, blocks_lo | hi << 32)
+        } else {
+            (u64::from(sb.u16(14)?), blocks_lo)
+        };
+        let fs_size = mul(blocks, bs, at + 36)?;
+        if fs_size == 0 {
+            return Err(bad(at + 36, "the filesystem has no blocks"));
+        }
+        if fs_size > image.size() {
+            return Err(bad(
+                image.size(),
+                format!("image is truncated: the filesystem has {fs_size} bytes"),
+            ));
+        }
+        if sb.u16(86)? != 0 {
+            return Err(bad(at + 86, "data on extra devices is not supported"));
+        }
+        let meta_base = u64::from(sb.u32(40)?) << blkszbits;
+        let xattr_base = u64::from(sb.u32(44)?) << blkszbits;
+
+        // Compression configs follow the superblock, one per available algorithm, each a
+        // 4-aligned length-prefixed record.
+        let mut sb_end = at + sb_size;
+        if incompat & INCOMPAT_COMPR_CFGS != 0 {
+            let algs = sb.u16(84)?;
+            for alg in 0..16 {
+                if algs & (1 << alg) != 0 {
+                    sb_end = round_up(sb_end, 4)?;
+                    let len = u64::from(read(image, sb_end, 2, "compression config")?.u16(0)?);
+                    check(image, sb_end, 2 + len, "compression config")?;
+                    sb_end += 2 + len;
+                }
+            }
+        }
+        let mut meta = vec![(at, sb_end - at)];
+
+        let packed = sb.u64(96)?;
+        let packed_nid = (packed != 0
+            && incompat & (INCOMPAT_FRAGMENTS | INCOMPAT_XATTR_PREFIXES) != 0)
+            .then_some(packed);
+        if incompat & INCOMPAT_XATTR_PREFIXES != 0 && packed_nid.is_none() {
+            // Long xattr name prefixes stored on the device, 4-aligned length-prefixed.
+            let count = sb.u8(91)?;
+            let mut pos = u64::from(sb.u32(92)?) * 4;
+            let start = pos;
+            for _ in 0..count {
+                pos = round_up(pos, 4)?;
+                let len = u64::from(read(image, pos, 2, "long xattr prefix")?.u16(0)?);
+                check(image, pos, 2 + len, "long xattr prefix")?;
+                pos += 2 + len;
+            }
+            meta.push((start, pos - start));
+        }
+        Ok(Super {
+            blkszbits,
+            bs,
+            incompat,
+            meta_base,
+            xattr_base,
+            root_nid,
+            packed_nid,
+            meta,
+        })
+    }
+
+    pub(super) fn blkoff(&self, off: u64) -> u64 {
+        off & (self.bs - 1)
+    }
+}
