@@ -3,7 +3,7 @@
 use super::format::*;
 use super::inode::Inode;
 use super::walk::Walker;
-use super::{bad, check, read, Result};
+use super::{bad, check, read, Bytes, Result, FS};
 use crate::layout::Piece;
 
 /// Directory content is read this much at a time.
@@ -60,37 +60,41 @@ impl Walker<'_> {
                     format!("directory nid {} block {blk}: {why}", dir.nid),
                 )
             };
-            let field16 = |at: usize| -> Result<usize> {
-                let b = block
-                    .get(at..at + 2)
-                    .ok_or_else(|| fail("dirent past the block"))?;
-                Ok(usize::from(u16::from_le_bytes([b[0], b[1]])))
+            let view = Bytes::decoded(FS, dir.iloc, block);
+            let dirent = |i: usize| {
+                view.sub(i * DIRENT_SIZE, DIRENT_SIZE)
+                    .map_err(|_| fail("dirent past the block"))
             };
-            let first = field16(8)?;
-            if first < 12 || first % 12 != 0 || first > block.len() {
+            // The first dirent's name offset says how many dirents there are; only that
+            // field need be in the block before the count is checked.
+            let nameoff = |i: usize| -> Result<usize> {
+                let at = i * DIRENT_SIZE + DE_NAMEOFF.offset;
+                let off = view.u16(at).map_err(|_| fail("dirent past the block"))?;
+                Ok(usize::from(off))
+            };
+            let first = nameoff(0)?;
+            if first < DIRENT_SIZE || first % DIRENT_SIZE != 0 || first > block.len() {
                 return Err(fail(&format!("bad first name offset {first}")));
             }
-            let count = first / 12;
+            let count = first / DIRENT_SIZE;
             let mut next = first;
             for i in 0..count {
-                let d = block
-                    .get(i * 12..i * 12 + 12)
-                    .ok_or_else(|| fail("dirent past the block"))?;
-                let nid = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-                let nameoff = usize::from(u16::from_le_bytes([d[8], d[9]]));
-                if nameoff != next {
+                let d = dirent(i)?;
+                let nid = d.get_u64(&DE_NID)?;
+                let nameoff_i = usize::from(d.get_u16(&DE_NAMEOFF)?);
+                if nameoff_i != next {
                     return Err(fail(&format!(
-                        "dirent {i}: name offset {nameoff}, expected {next}"
+                        "dirent {i}: name offset {nameoff_i}, expected {next}"
                     )));
                 }
                 let len = if i + 1 < count {
-                    field16((i + 1) * 12 + 8)?.saturating_sub(nameoff)
+                    nameoff(i + 1)?.saturating_sub(nameoff_i)
                 } else {
-                    let rest = block.get(nameoff..).unwrap_or(&[]);
+                    let rest = block.get(nameoff_i..).unwrap_or(&[]);
                     rest.iter().position(|&b| b == 0).unwrap_or(rest.len())
                 };
                 let name = block
-                    .get(nameoff..nameoff + len)
+                    .get(nameoff_i..nameoff_i + len)
                     .filter(|n| !n.is_empty() && n.len() <= NAME_LEN)
                     .ok_or_else(|| fail(&format!("dirent {i}: bad name length {len}")))?;
                 if name.contains(&b'/') || name.contains(&0) {

@@ -3,6 +3,7 @@
 use super::format::*;
 use super::superblock::Super;
 use super::{bad, check, read, Result, Source};
+use crate::layout::source::field_at;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Inode {
@@ -32,7 +33,7 @@ impl Inode {
 
 pub(super) fn read_inode(image: &Source, sb: &Super, nid: u64) -> Result<Inode> {
     let iloc = nid
-        .checked_mul(32)
+        .checked_mul(INODE_COMPACT_SIZE as u64)
         .and_then(|o| o.checked_add(sb.meta_base))
         .filter(|&o| o < image.size())
         .ok_or_else(|| {
@@ -41,8 +42,8 @@ pub(super) fn read_inode(image: &Source, sb: &Super, nid: u64) -> Result<Inode> 
                 format!("inode nid {nid} is outside the image"),
             )
         })?;
-    let raw = read(image, iloc, 32, "inode")?;
-    let format = raw.u16(0)?;
+    let raw = read(image, iloc, INODE_COMPACT_SIZE as u64, "inode")?;
+    let format = raw.get_u16(&IC_FORMAT)?;
     if format & !I_FORMAT_ALL != 0 {
         return Err(bad(
             iloc,
@@ -57,26 +58,35 @@ pub(super) fn read_inode(image: &Source, sb: &Super, nid: u64) -> Result<Inode> 
             format!("nid {nid}: unknown data layout {layout}"),
         ));
     }
-    let icount = u64::from(raw.u16(2)?);
-    let mode = raw.u16(4)?;
-    let nb = u64::from(raw.u16(6)?);
-    let i_u = raw.u32(16)?;
+    let icount = u64::from(raw.get_u16(&IC_XATTR_ICOUNT)?);
+    let mode = raw.get_u16(&IC_MODE)?;
+    let nb = u64::from(raw.get_u16(&IC_NB)?);
+    let i_u = raw.get_u32(&IC_U)?;
     let (isize, size, hi) = if extended {
-        (64, raw.u64(8)?, nb)
+        (INODE_EXTENDED_SIZE as u64, raw.get_u64(&IE_SIZE)?, nb)
     } else {
         // i_nb holds the start block's high bits only when the nlink-is-1 bit says so.
         let nlink_1 = mode & S_IFMT != S_IFDIR && (format >> I_NLINK_1_BIT) & 1 != 0;
-        (32, u64::from(raw.u32(8)?), if nlink_1 { nb } else { 0 })
+        (
+            INODE_COMPACT_SIZE as u64,
+            u64::from(raw.get_u32(&IC_SIZE)?),
+            if nlink_1 { nb } else { 0 },
+        )
     };
     let xattr_isize = if icount == 0 {
         0
     } else {
-        12 + 4 * (icount - 1)
+        XATTR_IBODY_HEADER_SIZE as u64 + XATTR_ID_SIZE as u64 * (icount - 1)
     };
     check(image, iloc, isize + xattr_isize, "inode")?;
     match mode & S_IFMT {
         S_IFREG | S_IFDIR | S_IFLNK | S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK => {}
-        _ => return Err(bad(iloc + 4, format!("nid {nid}: bogus mode {mode:o}"))),
+        _ => {
+            return Err(bad(
+                field_at(iloc, &IC_MODE),
+                format!("nid {nid}: bogus mode {mode:o}"),
+            ))
+        }
     }
     Ok(Inode {
         nid,

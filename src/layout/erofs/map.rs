@@ -5,6 +5,7 @@ use super::format::*;
 use super::inode::Inode;
 use super::walk::Walker;
 use super::{bad, check, mul, read, round_up, Result};
+use crate::layout::source::field_at;
 use crate::layout::Piece;
 
 /// Physical stretch holding some of an inode's content outside its own metadata.
@@ -150,8 +151,8 @@ impl Walker<'_> {
             return Ok(m);
         }
         if full_blocks > 0 {
-            let start = mul(ino.startblk, bs, ino.iloc + 16)?;
-            let span = mul(full_blocks, bs, ino.iloc + 8)?;
+            let start = mul(ino.startblk, bs, field_at(ino.iloc, &IC_U))?;
+            let span = mul(full_blocks, bs, field_at(ino.iloc, &IC_SIZE))?;
             let len = if inline { span } else { ino.size };
             check(self.image, start, span, "file data")?;
             m.units.push(Unit {
@@ -188,17 +189,24 @@ impl Walker<'_> {
         let format = (ino.i_u & 0xffff) as u16;
         if format & !CHUNK_FORMAT_ALL != 0 {
             return Err(bad(
-                ino.iloc + 16,
+                field_at(ino.iloc, &IC_U),
                 format!("unknown chunk format {format:#x}"),
             ));
         }
         let chunkbits = self.sb.blkszbits + u32::from(format & CHUNK_FORMAT_BLKBITS_MASK);
         if chunkbits > 47 {
-            return Err(bad(ino.iloc + 16, format!("chunk size 2^{chunkbits}")));
+            return Err(bad(
+                field_at(ino.iloc, &IC_U),
+                format!("chunk size 2^{chunkbits}"),
+            ));
         }
         let chunksize = 1u64 << chunkbits;
         let indexes = format & CHUNK_FORMAT_INDEXES != 0;
-        let unit = if indexes { 8 } else { 4 };
+        let unit = if indexes {
+            CHUNK_INDEX_SIZE
+        } else {
+            BLOCK_MAP_ENTRY_SIZE
+        } as u64;
         let table = round_up(ino.body(), unit)?;
         let count = ino.size.div_ceil(chunksize);
         let table_len = mul(count, unit, table)?;
@@ -220,8 +228,8 @@ impl Walker<'_> {
             let len = chunksize.min(ino.size - la);
             let entry = read(self.image, at, unit, "chunk index")?;
             let blk = if indexes {
-                let hi = u64::from(entry.u16(0)?);
-                let lo = u64::from(entry.u32(4)?);
+                let hi = u64::from(entry.get_u16(&CI_STARTBLK_HI)?);
+                let lo = u64::from(entry.get_u32(&CI_STARTBLK_LO)?);
                 Some((hi << 32 | lo) & addrmask).filter(|&b| b != addrmask)
             } else {
                 Some(u64::from(entry.u32(0)?)).filter(|&b| b != 0xffff_ffff)

@@ -3,6 +3,7 @@
 
 use super::format::*;
 use super::{bad, check, mul, read, round_up, Result, Source};
+use crate::layout::source::field_at;
 
 pub(super) struct Super {
     pub(super) blkszbits: u32,
@@ -21,23 +22,23 @@ pub(super) struct Super {
 impl Super {
     pub(super) fn parse(image: &Source) -> Result<Super> {
         let at = SUPER_OFFSET;
-        let magic = read(image, at, 4, "superblock")?.u32(0)?;
+        let magic = read(image, at, SB_MAGIC.size as u64, "superblock")?.get_u32(&SB_MAGIC)?;
         if magic != MAGIC {
             return Err(bad(at, format!("bad magic {magic:#010x}")));
         }
-        let sb = read(image, at, 128, "superblock")?;
-        let blkszbits = u32::from(sb.u8(12)?);
+        let sb = read(image, at, SUPER_SIZE as u64, "superblock")?;
+        let blkszbits = u32::from(sb.get_u8(&SB_BLKSZBITS)?);
         if !(9..=16).contains(&blkszbits) {
             return Err(bad(
-                at + 12,
+                field_at(at, &SB_BLKSZBITS),
                 format!("block size 2^{blkszbits} is not 512..64K"),
             ));
         }
         let bs = 1u64 << blkszbits;
-        let incompat = sb.u32(80)?;
+        let incompat = sb.get_u32(&SB_FEATURE_INCOMPAT)?;
         if incompat & !INCOMPAT_KNOWN != 0 {
             return Err(bad(
-                at + 80,
+                field_at(at, &SB_FEATURE_INCOMPAT),
                 format!(
                     "unknown incompatible features {:#x}",
                     incompat & !INCOMPAT_KNOWN
@@ -46,24 +47,31 @@ impl Super {
         }
         if incompat & INCOMPAT_METABOX != 0 {
             return Err(bad(
-                at + 80,
+                field_at(at, &SB_FEATURE_INCOMPAT),
                 "metadata compression (metabox) is not supported",
             ));
         }
-        let sb_size = 128 + 16 * u64::from(sb.u8(13)?);
+        let sb_size = (SUPER_SIZE + SB_EXTSLOT_SIZE * usize::from(sb.get_u8(&SB_EXTSLOTS)?)) as u64;
         check(image, at, sb_size, "superblock")?;
         let is_48bit = incompat & INCOMPAT_48BIT != 0;
-        let rootnid_8b = if is_48bit { sb.u64(112)? } else { 0 };
-        let blocks_lo = u64::from(sb.u32(36)?);
+        let rootnid_8b = if is_48bit {
+            sb.get_u64(&SB_ROOTNID_8B)?
+        } else {
+            0
+        };
+        let blocks_lo = u64::from(sb.get_u32(&SB_BLOCKS_LO)?);
         let (root_nid, blocks) = if rootnid_8b != 0 {
-            let hi = u64::from(sb.u16(14)?);
+            let hi = u64::from(sb.get_u16(&SB_BLOCKS_HI)?);
             (rootnid_8b, blocks_lo | hi << 32)
         } else {
-            (u64::from(sb.u16(14)?), blocks_lo)
+            (u64::from(sb.get_u16(&SB_ROOTNID_2B)?), blocks_lo)
         };
-        let fs_size = mul(blocks, bs, at + 36)?;
+        let fs_size = mul(blocks, bs, field_at(at, &SB_BLOCKS_LO))?;
         if fs_size == 0 {
-            return Err(bad(at + 36, "the filesystem has no blocks"));
+            return Err(bad(
+                field_at(at, &SB_BLOCKS_LO),
+                "the filesystem has no blocks",
+            ));
         }
         if fs_size > image.size() {
             return Err(bad(
@@ -71,17 +79,20 @@ impl Super {
                 format!("image is truncated: the filesystem has {fs_size} bytes"),
             ));
         }
-        if sb.u16(86)? != 0 {
-            return Err(bad(at + 86, "data on extra devices is not supported"));
+        if sb.get_u16(&SB_EXTRA_DEVICES)? != 0 {
+            return Err(bad(
+                field_at(at, &SB_EXTRA_DEVICES),
+                "data on extra devices is not supported",
+            ));
         }
-        let meta_base = u64::from(sb.u32(40)?) << blkszbits;
-        let xattr_base = u64::from(sb.u32(44)?) << blkszbits;
+        let meta_base = u64::from(sb.get_u32(&SB_META_BLKADDR)?) << blkszbits;
+        let xattr_base = u64::from(sb.get_u32(&SB_XATTR_BLKADDR)?) << blkszbits;
 
         // Compression configs follow the superblock, one per available algorithm, each a
         // 4-aligned length-prefixed record.
         let mut sb_end = at + sb_size;
         if incompat & INCOMPAT_COMPR_CFGS != 0 {
-            let algs = sb.u16(84)?;
+            let algs = sb.get_u16(&SB_AVAILABLE_COMPR_ALGS)?;
             for alg in 0..16 {
                 if algs & (1 << alg) != 0 {
                     sb_end = round_up(sb_end, 4)?;
@@ -93,14 +104,14 @@ impl Super {
         }
         let mut meta = vec![(at, sb_end - at)];
 
-        let packed = sb.u64(96)?;
+        let packed = sb.get_u64(&SB_PACKED_NID)?;
         let packed_nid = (packed != 0
             && incompat & (INCOMPAT_FRAGMENTS | INCOMPAT_XATTR_PREFIXES) != 0)
             .then_some(packed);
         if incompat & INCOMPAT_XATTR_PREFIXES != 0 && packed_nid.is_none() {
             // Long xattr name prefixes stored on the device, 4-aligned length-prefixed.
-            let count = sb.u8(91)?;
-            let mut pos = u64::from(sb.u32(92)?) * 4;
+            let count = sb.get_u8(&SB_XATTR_PREFIX_COUNT)?;
+            let mut pos = u64::from(sb.get_u32(&SB_XATTR_PREFIX_START)?) * 4;
             let start = pos;
             for _ in 0..count {
                 pos = round_up(pos, 4)?;

@@ -6,6 +6,7 @@ use super::inode::Inode;
 use super::map::{push_piece, Mapping, Unit};
 use super::walk::Walker;
 use super::{add, bad, check, mul, read, round_up, Result};
+use crate::layout::source::field_at;
 use crate::layout::{Algorithm, Piece};
 
 /// The compressed block count a non-head lcluster's first delta may carry (big
@@ -139,49 +140,65 @@ impl Compact {
 impl Walker<'_> {
     pub(super) fn map_compressed(&mut self, ino: &Inode) -> Result<Mapping> {
         let bs = self.sb.bs;
-        let hpos = round_up(ino.body(), 8)?;
-        let h = read(self.image, hpos, 8, "compression index header")?;
+        let hpos = round_up(ino.body(), MAP_HEADER_SIZE as u64)?;
+        let h = read(
+            self.image,
+            hpos,
+            MAP_HEADER_SIZE as u64,
+            "compression index header",
+        )?;
+        // All 8 bytes, for the fragment offset of a file wholly in the packed inode.
         let header = h.u64(0)?;
         let full = ino.layout == LAYOUT_COMPRESSED_FULL;
-        let clusterbits = h.u8(7)?;
+        let clusterbits = h.get_u8(&MH_CLUSTERBITS)?;
         if clusterbits & FRAGMENT_INODE_BIT != 0 {
             // The whole file is a fragment of the packed inode.
             let pieces = self.fragment(header ^ (1 << 63), ino.size, hpos)?;
             return Ok(Mapping {
                 pieces,
                 units: Vec::new(),
-                meta_end: hpos + 8,
+                meta_end: hpos + MAP_HEADER_SIZE as u64,
             });
         }
-        let advise = h.u16(4)?;
+        let advise = h.get_u16(&MH_ADVISE)?;
         if full && advise & ADVISE_EXTENTS != 0 {
             return self.map_extent_records(ino, hpos, advise);
         }
-        let algorithms = h.u8(6)?;
+        let algorithms = h.get_u8(&MH_ALGORITHMTYPE)?;
         let fragment = advise & ADVISE_FRAGMENT_PCLUSTER != 0;
         let idata_size = if !fragment && advise & ADVISE_INLINE_PCLUSTER != 0 {
-            u64::from(h.u16(2)?)
+            u64::from(h.get_u16(&MH_IDATA_SIZE)?)
         } else {
             0
         };
         let lclusterbits = self.sb.blkszbits + u32::from(clusterbits & 15);
         if lclusterbits > 20 {
-            return Err(bad(hpos + 7, format!("lcluster size 2^{lclusterbits}")));
+            return Err(bad(
+                field_at(hpos, &MH_CLUSTERBITS),
+                format!("lcluster size 2^{lclusterbits}"),
+            ));
         }
         let lcs = 1u64 << lclusterbits;
         let n = ino.size.div_ceil(lcs);
         let big1 = advise & ADVISE_BIG_PCLUSTER_1 != 0;
         let big2 = advise & ADVISE_BIG_PCLUSTER_2 != 0;
         let (lclusters, index_end) = if full {
-            self.full_index(ino, hpos + 16, n, big1 || big2)?
+            self.full_index(ino, hpos + FULL_INDEX_START, n, big1 || big2)?
         } else {
             if big1 != big2 {
                 return Err(bad(
-                    hpos + 4,
+                    field_at(hpos, &MH_ADVISE),
                     "compact indexes with mixed big pcluster flags",
                 ));
             }
-            self.compact_index(ino, hpos + 8, n, lclusterbits, advise, big1)?
+            self.compact_index(
+                ino,
+                hpos + MAP_HEADER_SIZE as u64,
+                n,
+                lclusterbits,
+                advise,
+                big1,
+            )?
         };
 
         // Extents run from one head lcluster's start to the next's.
@@ -217,7 +234,7 @@ impl Walker<'_> {
             let end = heads.get(k + 1).map_or(ino.size, |h| h.1);
             let llen = end - la;
             if last && fragment {
-                let mut off = header & 0xffff_ffff;
+                let mut off = u64::from(h.get_u32(&MH_FRAGMENTOFF)?);
                 if full {
                     off |= lc.blkaddr << 32;
                 }
@@ -283,9 +300,14 @@ impl Walker<'_> {
         advise: u16,
     ) -> Result<Mapping> {
         let image = self.image;
-        let h = read(image, hpos, 8, "compression index header")?;
+        let h = read(
+            image,
+            hpos,
+            MAP_HEADER_SIZE as u64,
+            "compression index header",
+        )?;
         let recsz = 4u64 << ((advise >> 1) & 3);
-        let mut pos = round_up(hpos + 8, recsz)?;
+        let mut pos = round_up(hpos + MAP_HEADER_SIZE as u64, recsz)?;
         let fragment = advise & ADVISE_FRAGMENT_PCLUSTER != 0;
         let interlaced = advise & ADVISE_INTERLACED_PCLUSTER != 0;
         // (logical start, plen field, physical start) of each record, in file order.
@@ -293,9 +315,12 @@ impl Walker<'_> {
         if recsz <= 8 {
             // One record per lcluster; 4-byte records follow a base address and are
             // stored back to back.
-            let lclusterbits = self.sb.blkszbits + u32::from(h.u8(7)? & 15);
+            let lclusterbits = self.sb.blkszbits + u32::from(h.get_u8(&MH_CLUSTERBITS)? & 15);
             if lclusterbits > 30 {
-                return Err(bad(hpos + 7, format!("lcluster size 2^{lclusterbits}")));
+                return Err(bad(
+                    field_at(hpos, &MH_CLUSTERBITS),
+                    format!("lcluster size 2^{lclusterbits}"),
+                ));
             }
             let n = ino.size.div_ceil(1 << lclusterbits);
             let mut pa = 0;
@@ -308,29 +333,31 @@ impl Walker<'_> {
             for k in 0..n {
                 let at = pos + k * recsz;
                 let rec = read(image, at, recsz, "extent record")?;
-                let plen = rec.u32(0)?;
+                let plen = rec.get_u32(&EX_PLEN)?;
                 let start = if recsz == 4 {
                     let start = pa;
                     pa = add(pa, u64::from(plen & PLEN_MASK), at)?;
                     start
                 } else {
-                    u64::from(rec.u32(4)?)
+                    u64::from(rec.get_u32(&EX_PSTART_LO)?)
                 };
                 records.push((k << lclusterbits, plen, start));
             }
             pos += n * recsz;
         } else {
-            let n = u64::from(h.u32(0)?) | u64::from(h.u16(6)?) << 32;
+            let n =
+                u64::from(h.get_u32(&MH_EXTENTS_LO)?) | u64::from(h.get_u16(&MH_EXTENTS_HI)?) << 32;
             check(image, pos, mul(n, recsz, pos)?, "extent records")?;
             self.spend(32 * n, pos)?;
             for k in 0..n {
                 let at = pos + k * recsz;
                 let rec = read(image, at, recsz, "extent record")?;
-                let plen = rec.u32(0)?;
-                let pa = u64::from(rec.u32(4)?) | u64::from(rec.u32(8)?) << 32;
-                let mut la = u64::from(rec.u32(12)?);
+                let plen = rec.get_u32(&EX_PLEN)?;
+                let pa = u64::from(rec.get_u32(&EX_PSTART_LO)?)
+                    | u64::from(rec.get_u32(&EX_PSTART_HI)?) << 32;
+                let mut la = u64::from(rec.get_u32(&EX_LSTART_LO)?);
                 if recsz == 32 {
-                    la |= u64::from(rec.u32(16)?) << 32;
+                    la |= u64::from(rec.get_u32(&EX_LSTART_HI)?) << 32;
                 }
                 if records.last().is_some_and(|&(prev, _, _)| la <= prev) || (k == 0 && la != 0) {
                     return Err(bad(at, format!("extent record {k} out of order")));
@@ -495,25 +522,25 @@ impl Walker<'_> {
         n: u64,
         big: bool,
     ) -> Result<(Vec<Lcluster>, u64)> {
-        let len = mul(n, 8, start)?;
+        let len = mul(n, LCLUSTER_INDEX_SIZE as u64, start)?;
         check(self.image, start, len, "lcluster index")?;
         self.spend(32 * n, start)?;
         let mut out = Vec::with_capacity(n as usize);
         for lcn in 0..n {
-            let at = start + lcn * 8;
-            let e = read(self.image, at, 8, "lcluster index")?;
-            let kind = (e.u16(0)? & 3) as u8;
+            let at = start + lcn * LCLUSTER_INDEX_SIZE as u64;
+            let e = read(self.image, at, LCLUSTER_INDEX_SIZE as u64, "lcluster index")?;
+            let kind = (e.get_u16(&LI_ADVISE)? & LI_TYPE_MASK) as u8;
             let mut lc = Lcluster {
                 kind,
-                clusterofs: u64::from(e.u16(2)?),
+                clusterofs: u64::from(e.get_u16(&LI_CLUSTEROFS)?),
                 blkaddr: 0,
                 cblkcnt: None,
             };
             if kind == LCLUSTER_NONHEAD {
-                let d0 = u32::from(e.u16(4)?);
+                let d0 = u32::from(e.get_u16(&LI_DELTA0)?);
                 lc.cblkcnt = cblkcnt(d0, big, at, ino.nid)?;
             } else {
-                lc.blkaddr = u64::from(e.u32(4)?);
+                lc.blkaddr = u64::from(e.get_u32(&LI_BLKADDR)?);
             }
             out.push(lc);
         }
