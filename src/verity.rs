@@ -21,7 +21,6 @@ pub const DIGEST: usize = 32;
 /// log2 of the digests per hash block (128).
 const PER_BLOCK_BITS: u32 = (BLOCK / DIGEST as u64).trailing_zeros();
 pub const MAX_SALT: usize = 256;
-const SUPERBLOCK_SIZE: usize = 512;
 
 /// Where each level sits in the hash area, in hash blocks from its start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -569,48 +568,118 @@ impl BlockCheck for TreeCheck {
     }
 }
 
+/// The fields of veritysetup's 512-byte superblock (`struct verity_sb` of cryptsetup),
+/// checked against `docs/FORMAT.md` by `tests/format_doc.rs`.
+pub mod sb {
+    use crate::index::format::Field;
+
+    pub const SIZE: usize = 512;
+    pub const SIGNATURE: [u8; 8] = *b"verity\0\0";
+    pub const ALGORITHM: &[u8] = b"sha256";
+
+    pub const SB_SIGNATURE: Field = field("signature", 0, 8);
+    pub const SB_VERSION: Field = field("version", 8, 4);
+    pub const SB_HASH_TYPE: Field = field("hash_type", 12, 4);
+    pub const SB_UUID: Field = field("uuid", 16, 16);
+    pub const SB_ALGORITHM: Field = field("algorithm", 32, 32);
+    pub const SB_DATA_BLOCK_SIZE: Field = field("data_block_size", 64, 4);
+    pub const SB_HASH_BLOCK_SIZE: Field = field("hash_block_size", 68, 4);
+    pub const SB_DATA_BLOCKS: Field = field("data_blocks", 72, 8);
+    pub const SB_SALT_SIZE: Field = field("salt_size", 80, 2);
+    pub const SB_PAD1: Field = field("_pad1", 82, 6);
+    pub const SB_SALT: Field = field("salt", 88, 256);
+    pub const SB_PAD2: Field = field("_pad2", 344, 168);
+
+    pub const FIELDS: [&Field; 12] = [
+        &SB_SIGNATURE,
+        &SB_VERSION,
+        &SB_HASH_TYPE,
+        &SB_UUID,
+        &SB_ALGORITHM,
+        &SB_DATA_BLOCK_SIZE,
+        &SB_HASH_BLOCK_SIZE,
+        &SB_DATA_BLOCKS,
+        &SB_SALT_SIZE,
+        &SB_PAD1,
+        &SB_SALT,
+        &SB_PAD2,
+    ];
+
+    const _: () = assert!(SB_PAD2.offset + SB_PAD2.size == SIZE);
+    const _: () = assert!(SB_SALT.size == super::MAX_SALT);
+
+    const fn field(name: &'static str, offset: usize, size: usize) -> Field {
+        Field { name, offset, size }
+    }
+}
+
 /// The 512-byte veritysetup superblock, padded to a full hash block.
 pub fn superblock(geometry: &Geometry, params: &VerityParams) -> Vec<u8> {
-    let mut sb = vec![0u8; BLOCK as usize];
-    sb[..8].copy_from_slice(b"verity\0\0");
-    sb[8..12].copy_from_slice(&1u32.to_le_bytes());
-    sb[12..16].copy_from_slice(&1u32.to_le_bytes());
-    sb[16..32].copy_from_slice(&params.uuid);
-    sb[32..38].copy_from_slice(b"sha256");
-    sb[64..68].copy_from_slice(&(BLOCK as u32).to_le_bytes());
-    sb[68..72].copy_from_slice(&(BLOCK as u32).to_le_bytes());
-    sb[72..80].copy_from_slice(&geometry.data_blocks.to_le_bytes());
+    use crate::index::format::put;
+    let mut buf = vec![0u8; BLOCK as usize];
+    put(&mut buf, &sb::SB_SIGNATURE, &sb::SIGNATURE);
+    put(&mut buf, &sb::SB_VERSION, &1u32.to_le_bytes());
+    put(&mut buf, &sb::SB_HASH_TYPE, &1u32.to_le_bytes());
+    put(&mut buf, &sb::SB_UUID, &params.uuid);
+    let mut algorithm = [0u8; sb::SB_ALGORITHM.size];
+    algorithm[..sb::ALGORITHM.len()].copy_from_slice(sb::ALGORITHM);
+    put(&mut buf, &sb::SB_ALGORITHM, &algorithm);
+    put(
+        &mut buf,
+        &sb::SB_DATA_BLOCK_SIZE,
+        &(BLOCK as u32).to_le_bytes(),
+    );
+    put(
+        &mut buf,
+        &sb::SB_HASH_BLOCK_SIZE,
+        &(BLOCK as u32).to_le_bytes(),
+    );
+    put(
+        &mut buf,
+        &sb::SB_DATA_BLOCKS,
+        &geometry.data_blocks.to_le_bytes(),
+    );
     let salt = &params.salt[..params.salt.len().min(MAX_SALT)];
-    sb[80..82].copy_from_slice(&(salt.len() as u16).to_le_bytes());
-    sb[88..88 + salt.len()].copy_from_slice(salt);
-    sb
+    put(
+        &mut buf,
+        &sb::SB_SALT_SIZE,
+        &(salt.len() as u16).to_le_bytes(),
+    );
+    let mut padded = [0u8; MAX_SALT];
+    padded[..salt.len()].copy_from_slice(salt);
+    put(&mut buf, &sb::SB_SALT, &padded);
+    buf
 }
 
 /// Parses a hash device's superblock: (uuid, data blocks, salt), after checking that it
 /// describes a version 1, SHA-256, 4096-byte-block tree.
-pub fn parse_superblock(sb: &[u8]) -> Option<([u8; 16], u64, Vec<u8>)> {
-    let sb = sb.get(..SUPERBLOCK_SIZE)?;
-    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
-    if &sb[..8] != b"verity\0\0" || u32_at(8) != 1 || u32_at(12) != 1 {
+pub fn parse_superblock(buf: &[u8]) -> Option<([u8; 16], u64, Vec<u8>)> {
+    use crate::index::format::{get_u16, get_u32, get_u64, slice};
+    let buf = buf.get(..sb::SIZE)?;
+    if slice(buf, &sb::SB_SIGNATURE) != sb::SIGNATURE
+        || get_u32(buf, &sb::SB_VERSION) != 1
+        || get_u32(buf, &sb::SB_HASH_TYPE) != 1
+    {
         return None;
     }
-    if &sb[32..38] != b"sha256" || sb[38..64].iter().any(|&b| b != 0) {
+    let (name, padding) = slice(buf, &sb::SB_ALGORITHM).split_at(sb::ALGORITHM.len());
+    if name != sb::ALGORITHM || padding.iter().any(|&b| b != 0) {
         return None;
     }
-    if u64::from(u32_at(64)) != BLOCK || u64::from(u32_at(68)) != BLOCK {
+    if u64::from(get_u32(buf, &sb::SB_DATA_BLOCK_SIZE)) != BLOCK
+        || u64::from(get_u32(buf, &sb::SB_HASH_BLOCK_SIZE)) != BLOCK
+    {
         return None;
     }
-    let mut blocks = [0u8; 8];
-    blocks.copy_from_slice(&sb[72..80]);
-    let salt_size = usize::from(u16::from_le_bytes([sb[80], sb[81]]));
+    let salt_size = usize::from(get_u16(buf, &sb::SB_SALT_SIZE));
     if salt_size > MAX_SALT {
         return None;
     }
     let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&sb[16..32]);
+    uuid.copy_from_slice(slice(buf, &sb::SB_UUID));
     Some((
         uuid,
-        u64::from_le_bytes(blocks),
-        sb[88..88 + salt_size].to_vec(),
+        get_u64(buf, &sb::SB_DATA_BLOCKS),
+        slice(buf, &sb::SB_SALT)[..salt_size].to_vec(),
     ))
 }

@@ -24,7 +24,8 @@ fn table(doc: &str, heading: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn check_fields(heading: &str, fields: &[&Field], total: usize) {
+/// The table after `heading` lists `fields`, in order.
+fn check_rows(heading: &str, fields: &[&Field]) {
     let rows = table(&doc(), heading);
     assert_eq!(rows.len(), fields.len(), "{heading}: row count");
     for (row, f) in rows.iter().zip(fields) {
@@ -32,6 +33,10 @@ fn check_fields(heading: &str, fields: &[&Field], total: usize) {
         assert_eq!(row[1], f.size.to_string(), "{heading} {}", f.name);
         assert_eq!(row[2], f.name, "{heading}");
     }
+}
+
+fn check_fields(heading: &str, fields: &[&Field], total: usize) {
+    check_rows(heading, fields);
     let last = fields[fields.len() - 1];
     assert_eq!(
         last.offset + last.size,
@@ -159,4 +164,86 @@ fn layout1_seeds_are_cut_as_layout1_was() {
             metadata_apart: true
         }) < ids.len()
     );
+}
+
+#[test]
+fn verity_superblock_table_matches() {
+    use blockcast::verity::sb;
+    check_fields(
+        "### Hash device superblock (checked)",
+        &sb::FIELDS,
+        sb::SIZE,
+    );
+}
+
+/// The superblock written for a tree parses back to what was written.
+#[test]
+fn verity_superblock_round_trips() {
+    use blockcast::verity::{self, Geometry, VerityParams};
+    let params = VerityParams {
+        salt: vec![7; 32],
+        uuid: [9; 16],
+    };
+    let written = verity::superblock(&Geometry::new(1234), &params);
+    assert_eq!(
+        verity::parse_superblock(&written),
+        Some(([9; 16], 1234, vec![7; 32]))
+    );
+}
+
+/// A filesystem structure's table: its heading names the size, its rows are the fields
+/// (union members share an offset; the code asserts at compile time that the fields
+/// cover the structure).
+fn check_structure(name: &str, fields: &[&Field], size: usize) {
+    let heading = format!("#### {name}, {size} bytes (checked)");
+    check_rows(&heading, fields);
+    let end = fields.iter().map(|f| f.offset + f.size).max();
+    assert_eq!(
+        end,
+        Some(size),
+        "{heading}: the fields end at the structure's end"
+    );
+}
+
+#[test]
+fn erofs_tables_match() {
+    use blockcast::layout::erofs::format as f;
+    check_structure("erofs_super_block", &f::SUPER_FIELDS, f::SUPER_SIZE);
+    check_structure(
+        "erofs_inode_compact",
+        &f::INODE_COMPACT_FIELDS,
+        f::INODE_COMPACT_SIZE,
+    );
+    check_structure(
+        "erofs_inode_extended",
+        &f::INODE_EXTENDED_FIELDS,
+        f::INODE_EXTENDED_SIZE,
+    );
+    check_structure(
+        "erofs_xattr_ibody_header",
+        &f::XATTR_IBODY_HEADER_FIELDS,
+        f::XATTR_IBODY_HEADER_SIZE,
+    );
+    check_structure(
+        "erofs_xattr_entry",
+        &f::XATTR_ENTRY_FIELDS,
+        f::XATTR_ENTRY_SIZE,
+    );
+    check_structure(
+        "erofs_inode_chunk_index",
+        &f::CHUNK_INDEX_FIELDS,
+        f::CHUNK_INDEX_SIZE,
+    );
+    check_structure(
+        "z_erofs_map_header",
+        &f::MAP_HEADER_FIELDS,
+        f::MAP_HEADER_SIZE,
+    );
+    check_structure(
+        "z_erofs_lcluster_index",
+        &f::LCLUSTER_INDEX_FIELDS,
+        f::LCLUSTER_INDEX_SIZE,
+    );
+    check_structure("z_erofs_extent", &f::EXTENT_FIELDS, f::EXTENT_SIZE);
+    check_structure("erofs_dirent", &f::DIRENT_FIELDS, f::DIRENT_SIZE);
 }

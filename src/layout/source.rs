@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::LayoutError;
+pub use crate::index::format::Field;
 
 /// The file is read in aligned blocks of this size, which the cache keeps.
 const BLOCK: u64 = 64 << 10;
@@ -255,6 +256,38 @@ fn pread(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     file.read_exact_at(buf, offset)
 }
 
+/// A field of an on-disk structure: the filesystems' format modules declare each
+/// structure as a list of these, read through [`Bytes::get_u32`] and its siblings.
+pub(super) const fn field(name: &'static str, offset: usize, size: usize) -> Field {
+    Field { name, offset, size }
+}
+
+/// Where field `f` of a structure at `base` is in the image, for errors.
+pub(super) fn field_at(base: u64, f: &Field) -> u64 {
+    base.saturating_add(f.offset as u64)
+}
+
+/// Whether `fields`, in order, cover a `size`-byte structure: each field starts where the
+/// ones before end, or lies within them (another member of a union).
+pub(super) const fn tiles(fields: &[&Field], size: usize) -> bool {
+    let mut end = 0;
+    let mut start = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        let f = fields[i];
+        let f_end = f.offset + f.size;
+        if f.size == 0 || f.offset < start || (f.offset != end && f_end > end) {
+            return false;
+        }
+        if f_end > end {
+            end = f_end;
+        }
+        start = f.offset;
+        i += 1;
+    }
+    end == size
+}
+
 /// A checked stretch of the image; every read inside it is checked again.
 #[derive(Clone)]
 pub(super) struct Bytes<'a> {
@@ -286,6 +319,16 @@ impl Deref for Bytes<'_> {
 }
 
 impl<'a> Bytes<'a> {
+    /// Bytes decoded from the image (a directory's content, say), read like the image's
+    /// own; errors name `at`, where they came from.
+    pub(super) fn decoded(fs: &'static str, at: u64, bytes: &'a [u8]) -> Bytes<'a> {
+        Bytes {
+            fs,
+            at,
+            data: Data::Borrowed(bytes),
+        }
+    }
+
     /// Where these bytes are in the image.
     pub(super) fn at(&self) -> u64 {
         self.at
@@ -336,6 +379,27 @@ impl<'a> Bytes<'a> {
                 ),
             )),
         }
+    }
+
+    /// A little-endian field of a structure these bytes start with.
+    pub(super) fn get_u8(&self, f: &Field) -> Result<u8, LayoutError> {
+        debug_assert_eq!(f.size, 1, "{}", f.name);
+        self.u8(f.offset)
+    }
+
+    pub(super) fn get_u16(&self, f: &Field) -> Result<u16, LayoutError> {
+        debug_assert_eq!(f.size, 2, "{}", f.name);
+        self.u16(f.offset)
+    }
+
+    pub(super) fn get_u32(&self, f: &Field) -> Result<u32, LayoutError> {
+        debug_assert_eq!(f.size, 4, "{}", f.name);
+        self.u32(f.offset)
+    }
+
+    pub(super) fn get_u64(&self, f: &Field) -> Result<u64, LayoutError> {
+        debug_assert_eq!(f.size, 8, "{}", f.name);
+        self.u64(f.offset)
     }
 
     pub(super) fn u8(&self, off: usize) -> Result<u8, LayoutError> {
@@ -423,6 +487,17 @@ mod tests {
         fn drop(&mut self) {
             hook::clear();
         }
+    }
+
+    #[test]
+    fn tiles_wants_every_byte_covered_once_but_for_unions() {
+        let (a, b, c) = (field("a", 0, 4), field("b", 4, 4), field("c", 4, 2));
+        assert!(tiles(&[&a, &b], 8));
+        assert!(tiles(&[&a, &b, &c], 8), "c is a union member of b");
+        assert!(!tiles(&[&a, &b], 9), "short of the size");
+        assert!(!tiles(&[&a, &field("gap", 5, 3)], 8));
+        assert!(!tiles(&[&a, &field("across", 2, 4)], 6));
+        assert!(!tiles(&[&b, &a], 8), "out of order");
     }
 
     #[test]
