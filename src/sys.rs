@@ -115,14 +115,16 @@ mod tests {
         assert!(me.is_some());
         assert_eq!(process_start(std::process::id()), me);
 
-        let mut child = Command::new("sleep")
-            .arg("0.2")
+        // `cat` runs until its stdin closes: no window in which it may already be gone.
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let pid = child.id();
         let started = process_start(pid).expect("a running child");
         assert!(started >= me.unwrap());
+        drop(child.stdin.take());
         // Exited but not yet reaped: a zombie, which no longer counts.
         let began = Instant::now();
         while process_start(pid).is_some() {

@@ -167,7 +167,7 @@ fn survives(kind: &str, fault: Fault, timeout: &str) -> Stats {
         &["--retries", "4", "--timeout", timeout],
     ));
     assert!(is_extracted(&out, &site.img), "{kind} through {fault:?}");
-    let stats = server.stats();
+    let stats = server.settled();
     assert!(
         stats.count(fault) >= 1,
         "{fault:?} never injected: {stats:?}"
@@ -213,18 +213,27 @@ fn status_503() {
 
 #[test]
 fn stalls_past_the_timeout() {
-    let started = Instant::now();
-    survives("squashfs", Fault::Stall, "1");
-    // A stalled request costs the client its timeout, one second.
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    let stats = survives("squashfs", Fault::Stall, "1");
+    // The client gave up on every stall (which would last 30 s) and hung up, rather than
+    // waiting for the server to close.
+    assert_eq!(
+        stats.stalls_abandoned,
+        stats.count(Fault::Stall),
+        "{stats:?}"
+    );
 }
 
 #[test]
 fn bodies_trickled_past_the_timeout() {
     let stats = survives("erofs", Fault::Trickle, "1");
     // The timeout covers the whole body: the client hung up on every trickle before its
-    // last byte (each takes two seconds), rather than waiting for it.
+    // last byte (each would take 30 s), rather than waiting for it.
     assert_eq!(stats.hostile_completed, 0, "{stats:?}");
+    assert_eq!(
+        stats.hostile_abandoned,
+        stats.count(Fault::Trickle),
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -433,7 +442,6 @@ fn bodies_larger_than_the_index_allows() {
     for fault in [Fault::Oversize, Fault::Endless] {
         let server = FaultyServer::start(Config::new(&site.root()).always(&path, fault));
         let out = site.out(&format!("{fault:?}"));
-        let started = Instant::now();
         let run = run_measured(&mut extract_served(
             &server,
             &out,
@@ -444,16 +452,18 @@ fn bodies_larger_than_the_index_allows() {
         assert_names_chunk(&run.stderr, &victim);
         assert!(run.stderr.contains("larger than"), "{}", run.stderr);
         assert_no_output(&out);
-        assert!(started.elapsed() < Duration::from_secs(20));
         // Far less than the 64 MiB the server tried to send.
         assert!(
             run.max_rss_kib < 48 << 10,
             "{fault:?}: extract peaked at {} KiB",
             run.max_rss_kib
         );
-        let stats = server.stats();
+        let stats = server.settled();
         assert!(stats.count(fault) >= 1);
         assert_eq!(stats.hostile_completed, 0, "the client read it all");
+        // The client hung up on each body once past its bound, rather than stop reading
+        // and wait for its timeout.
+        assert_eq!(stats.hostile_abandoned, stats.count(fault), "{stats:?}");
         assert!(stats.hostile_bytes < 64 << 20, "{stats:?}");
 
         // With another store to fall back on, the extract completes.
@@ -543,9 +553,12 @@ fn a_hostile_index_body_is_cut_off_at_its_header() {
             "{fault:?}: extract peaked at {} KiB",
             run.max_rss_kib
         );
-        let stats = server.stats();
+        let stats = server.settled();
         assert!(stats.count(fault) >= 1);
         assert_eq!(stats.hostile_completed, 0, "the client read it all");
+        // The client hung up on each body once past its bound, rather than stop reading
+        // and wait for its timeout.
+        assert_eq!(stats.hostile_abandoned, stats.count(fault), "{stats:?}");
     }
 }
 
@@ -614,7 +627,8 @@ fn the_server_is_bounded() {
     std::fs::write(dir.path().join("f"), b"hello").unwrap();
     let mut cfg = Config::new(dir.path()).always("/stall", Fault::Stall);
     cfg.max_requests = 3;
-    cfg.stall = Duration::from_secs(60);
+    // Longer than any test runs: only stopping the server ends it.
+    cfg.stall = Duration::from_secs(3600);
     let server = FaultyServer::start(cfg);
     let addr = server.url().trim_start_matches("http://").to_string();
     // Keep-alive: three requests on one connection, then the cap closes it.
@@ -622,13 +636,16 @@ fn the_server_is_bounded() {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(raw_get(&mut conn, "/f"), Some(200));
     assert_eq!(raw_get(&mut conn, "/../f"), Some(404));
-    // The third request stalls for a minute; the server must still stop when dropped.
+    // The third request stalls; the server must still stop. Its client waits longer than
+    // the test gives the server to stop, so that its hanging up never ends the stall.
     let mut stalled = TcpStream::connect(&addr).unwrap();
     stalled
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let waiter = std::thread::spawn(move || raw_get(&mut stalled, "/stall"));
+    let deadline = Instant::now() + Duration::from_secs(60);
     while server.stats().requests < 3 {
+        assert!(Instant::now() < deadline, "no third request");
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(raw_get(&mut conn, "/f"), None, "served past the cap");
@@ -636,9 +653,14 @@ fn the_server_is_bounded() {
     assert!(stats.capped);
     assert_eq!(stats.requests, 3);
     assert_eq!(stats.connections, 2);
-    let started = Instant::now();
-    drop(server);
-    assert!(started.elapsed() < Duration::from_secs(2), "slow to stop");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.stop());
+    });
+    let stopped = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server did not stop with a request stalled");
+    assert_eq!(stopped.stalls_stopped, 1, "{stopped:?}");
     assert_eq!(waiter.join().unwrap(), None);
     assert!(TcpStream::connect(&addr).is_err(), "still listening");
 }

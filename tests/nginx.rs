@@ -244,16 +244,30 @@ fn nginx_serves_a_store_over_http_https_and_mutual_tls() {
     ok(&mut cmd);
     assert!(is_extracted(&out, &image("erofs", 2)));
 
-    // nginx logs after answering: give the last lines a moment.
-    std::thread::sleep(Duration::from_millis(200));
-    let log = fs::read_to_string(&nginx.access_log).unwrap();
-    let chunk_lines: Vec<&str> = log.lines().filter(|l| l.contains(".cacnk")).collect();
+    // nginx writes a request's log line after answering it: wait for the lines to come.
+    let log = log_showing(&nginx.access_log, |log| chunks_over(log, "HTTP/2.0"));
     assert!(
-        chunk_lines.iter().any(|l| l.starts_with("HTTP/2.0 200")),
+        chunks_over(&log, "HTTP/2.0"),
         "HTTP/2 was not negotiated over TLS:\n{log}"
     );
-    assert!(
-        chunk_lines.iter().any(|l| l.starts_with("HTTP/1.1 200")),
-        "{log}"
-    );
+    let log = log_showing(&nginx.access_log, |log| chunks_over(log, "HTTP/1.1"));
+    assert!(chunks_over(&log, "HTTP/1.1"), "{log}");
+}
+
+/// Whether the access log shows a chunk file served over `protocol`.
+fn chunks_over(log: &str, protocol: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains(".cacnk") && l.starts_with(&format!("{protocol} 200")))
+}
+
+/// The log at `path` once `shows` holds for it, or as it is after 20 s.
+fn log_showing(path: &Path, shows: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = fs::read_to_string(path).unwrap_or_default();
+        if shows(&log) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -35,7 +35,8 @@ pub enum Fault {
     Status500,
     /// `503 Service Unavailable`, connection kept alive.
     Status503,
-    /// Answers nothing for [`Config::stall`], then closes the connection.
+    /// Answers nothing until the client hangs up, the server stops or [`Config::stall`]
+    /// has passed, then closes the connection.
     Stall,
     /// Sends the headers and then the body a byte at a time, spread over
     /// [`Config::stall`]: only a timeout on the whole request stops this one.
@@ -100,7 +101,8 @@ pub struct Config {
     pub random_suffix: String,
     /// Faults on purpose, checked before the random ones.
     pub rules: Vec<Rule>,
-    /// How long a stall or a trickle lasts: longer than the client's timeout.
+    /// How long a stall or a trickle lasts at most: far longer than any client timeout
+    /// the tests give, so a client that does not time out is seen not to.
     pub stall: Duration,
     /// The length of an oversized or endless body.
     pub hostile_len: u64,
@@ -121,7 +123,7 @@ impl Config {
             faulty_attempts: 2,
             random_suffix: ".cacnk".into(),
             rules: Vec::new(),
-            stall: Duration::from_secs(2),
+            stall: Duration::from_secs(30),
             hostile_len: 64 << 20,
             max_connections: 64,
             max_requests: 20_000,
@@ -216,6 +218,14 @@ pub struct Stats {
     pub hostile_bytes: u64,
     /// Hostile or trickled bodies sent to the end: the client did not hang up on them.
     pub hostile_completed: u64,
+    /// Hostile or trickled bodies the client hung up on before their end.
+    pub hostile_abandoned: u64,
+    /// Stalls the client hung up on.
+    pub stalls_abandoned: u64,
+    /// Stalls cut short because the server stopped.
+    pub stalls_stopped: u64,
+    /// Requests read and not yet answered to the end, faulted or not.
+    pub answering: u64,
     /// Set when [`Config::max_requests`] was reached and the server stopped.
     pub capped: bool,
 }
@@ -252,17 +262,38 @@ impl Shared {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Sleeps `d`, or less when the server stops.
-    fn sleep(&self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopping() {
-            let now = Instant::now();
-            if now >= end {
-                break;
+    /// Answers nothing on `stream` for [`Config::stall`], or until the client hangs up or
+    /// the server stops, and counts why the stall ended.
+    fn stall(&self, stream: &mut TcpStream) {
+        let end = Instant::now() + self.cfg.stall;
+        while Instant::now() < end {
+            if self.stopping() {
+                self.stats().stalls_stopped += 1;
+                return;
             }
-            thread::sleep((end - now).min(Duration::from_millis(20)));
+            // Waits up to the stream's read timeout for the client to close or send more.
+            match stream.peek(&mut [0u8]) {
+                Ok(0) => {
+                    self.stats().stalls_abandoned += 1;
+                    return;
+                }
+                Ok(_) => thread::sleep(POLL),
+                Err(e) if hung_up(&e) => {
+                    self.stats().stalls_abandoned += 1;
+                    return;
+                }
+                Err(_) => {}
+            }
         }
     }
+}
+
+/// Whether a read or write failed because the peer closed the connection.
+fn hung_up(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
 }
 
 pub struct FaultyServer {
@@ -302,17 +333,44 @@ impl FaultyServer {
     pub fn stats(&self) -> Stats {
         self.shared.stats().clone()
     }
+
+    /// The stats once no request is being answered: a client that has exited may have
+    /// left the server a hung-up connection to notice.
+    pub fn settled(&self) -> Stats {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = self.stats();
+            if stats.answering == 0 {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "answers still running: {stats:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server, joins every thread and returns the final stats.
+    pub fn stop(mut self) -> Stats {
+        self.shut_down();
+        self.stats()
+    }
+
+    fn shut_down(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.freed.notify_all();
+        if let Some(acceptor) = self.acceptor.take() {
+            // Wakes the blocking accept; refused when the server already stopped listening.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = acceptor.join();
+        }
+    }
 }
 
 impl Drop for FaultyServer {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.freed.notify_all();
-        // Wakes the blocking accept; refused when the server already stopped listening.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
+        self.shut_down();
     }
 }
 
@@ -397,11 +455,13 @@ fn connection(mut stream: TcpStream, shared: &Shared) {
                 return;
             }
             stats.requests += 1;
+            stats.answering += 1;
             let n = stats.per_path.entry(req.path.clone()).or_insert(0);
             *n += 1;
             *n - 1
         };
         let keep = answer(&mut stream, &req, attempt, shared);
+        shared.stats().answering -= 1;
         if !keep || req.close || shared.stopping() {
             // Dropping the stream closes it: a FIN, or a reset after [`reset`].
             return;
@@ -533,7 +593,7 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
         Fault::Status503 => respond(stream, 503, b"injected fault\n", false, head),
         Fault::NotFound => respond(stream, 404, b"injected fault\n", false, head),
         Fault::Stall => {
-            shared.sleep(shared.cfg.stall);
+            shared.stall(stream);
             false
         }
         Fault::FlipBytes => {
@@ -559,13 +619,21 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
             let started = Instant::now();
             let mut at = 0;
             while at < body.len() && started.elapsed() < shared.cfg.stall {
-                if shared.stopping() || stream.write_all(&body[at..at + 1]).is_err() {
+                if shared.stopping() {
+                    return false;
+                }
+                if let Err(e) = stream.write_all(&body[at..at + 1]) {
+                    shared.stats().hostile_abandoned += u64::from(hung_up(&e));
                     return false;
                 }
                 at += 1;
                 thread::sleep(Duration::from_millis(1));
             }
-            if shared.stopping() || stream.write_all(&body[at..]).is_err() {
+            if shared.stopping() {
+                return false;
+            }
+            if let Err(e) = stream.write_all(&body[at..]) {
+                shared.stats().hostile_abandoned += u64::from(hung_up(&e));
                 return false;
             }
             shared.stats().hostile_completed += 1;
@@ -579,15 +647,18 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
             }
             let garbage: Vec<u8> = (0..64 << 10).map(|i: u32| (i * 131 + 7) as u8).collect();
             let mut sent = 0u64;
+            let mut abandoned = false;
             while sent < len && !shared.stopping() {
                 let n = (len - sent).min(garbage.len() as u64) as usize;
-                if stream.write_all(&garbage[..n]).is_err() {
+                if let Err(e) = stream.write_all(&garbage[..n]) {
+                    abandoned = hung_up(&e);
                     break;
                 }
                 sent += n as u64;
             }
             let mut stats = shared.stats();
             stats.hostile_bytes += sent;
+            stats.hostile_abandoned += u64::from(abandoned);
             if sent == len {
                 stats.hostile_completed += 1;
             }
