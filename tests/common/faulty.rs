@@ -207,8 +207,9 @@ pub struct Stats {
     pub requests: u64,
     /// `200` answers sent in full, unaltered.
     pub served: u64,
-    /// `404` answers for files the server does not have (not counting [`Fault::NotFound`]).
-    pub absent: u64,
+    /// Paths answered `404` because the server does not have them (not counting
+    /// [`Fault::NotFound`]), each as often as asked.
+    pub absent: Vec<String>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<Fault, u64>,
     /// Requests per path.
@@ -233,6 +234,16 @@ pub struct Stats {
 impl Stats {
     pub fn count(&self, fault: Fault) -> u64 {
         self.faults.get(&fault).copied().unwrap_or(0)
+    }
+
+    /// Absent paths other than pack maps: a store without packs has none, and a client
+    /// asks for its release's once, to learn that it reads loose files.
+    pub fn absent_beyond_pack_maps(&self) -> Vec<&str> {
+        self.absent
+            .iter()
+            .filter(|p| !p.contains("/packmaps/"))
+            .map(String::as_str)
+            .collect()
     }
 
     pub fn requests_for(&self, path_suffix: &str) -> u32 {
@@ -577,7 +588,7 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
                 sent
             }
             None => {
-                shared.stats().absent += 1;
+                shared.stats().absent.push(req.path.clone());
                 respond(stream, 404, b"no such file\n", false, head)
             }
         };
