@@ -191,6 +191,57 @@ fn verity_superblock_round_trips() {
     );
 }
 
+#[test]
+fn squashfs_tables_match() {
+    use blockcast::layout::squashfs::format as f;
+    check_structure("squashfs_super_block", &f::SUPER_FIELDS, f::SUPER_SIZE);
+    check_structure(
+        "squashfs_base_inode",
+        &f::BASE_INODE_FIELDS,
+        f::BASE_INODE_SIZE,
+    );
+    check_structure(
+        "squashfs_dir_inode",
+        &f::DIR_INODE_FIELDS,
+        f::DIR_INODE_SIZE,
+    );
+    check_structure(
+        "squashfs_ldir_inode",
+        &f::LDIR_INODE_FIELDS,
+        f::LDIR_INODE_SIZE,
+    );
+    check_structure(
+        "squashfs_reg_inode",
+        &f::REG_INODE_FIELDS,
+        f::REG_INODE_SIZE,
+    );
+    check_structure(
+        "squashfs_lreg_inode",
+        &f::LREG_INODE_FIELDS,
+        f::LREG_INODE_SIZE,
+    );
+    check_structure(
+        "squashfs_dir_header",
+        &f::DIR_HEADER_FIELDS,
+        f::DIR_HEADER_SIZE,
+    );
+    check_structure(
+        "squashfs_dir_entry",
+        &f::DIR_ENTRY_FIELDS,
+        f::DIR_ENTRY_SIZE,
+    );
+    check_structure(
+        "squashfs_fragment_entry",
+        &f::FRAGMENT_ENTRY_FIELDS,
+        f::FRAGMENT_ENTRY_SIZE,
+    );
+    check_structure(
+        "squashfs_xattr_id_table",
+        &f::XATTR_ID_TABLE_FIELDS,
+        f::XATTR_ID_TABLE_SIZE,
+    );
+}
+
 /// A filesystem structure's table: its heading names the size, its rows are the fields
 /// (union members share an offset; the code asserts at compile time that the fields
 /// cover the structure).

@@ -16,25 +16,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 
-use super::source::{Bytes, Source};
+use super::source::{field_at, Bytes, Field, Source};
 use super::{tile, Algorithm, Analysis, FileMap, FsKind, Kind, Layout, LayoutError, Piece, Region};
 
+pub mod format;
+
+use format::*;
+
 const FS: &str = "squashfs";
-const SUPERBLOCK_LEN: u64 = 96;
-/// The most a metadata block holds once decompressed.
-const METADATA_SIZE: usize = 8192;
-/// Table pointers of absent tables.
-const ABSENT: u64 = u64::MAX;
-const NO_FRAGMENT: u32 = u32::MAX;
-/// In a metadata block header: the block is stored as it is.
-const META_STORED: u16 = 1 << 15;
-/// In a data or fragment block size: the block is stored as it is.
-const BLOCK_STORED: u32 = 1 << 24;
-const FLAG_COMP_OPTS: u16 = 1 << 10;
-/// mksquashfs and the kernel allow at most 256 entries per directory header and names of
-/// at most 256 bytes.
-const MAX_DIR_COUNT: u64 = 256;
-const MAX_NAME: usize = 256;
+const SUPER_LEN: u64 = SUPER_SIZE as u64;
 /// Directories nested deeper than this are refused (Linux paths stop at 4096 bytes).
 const MAX_DEPTH: usize = 2048;
 /// Decompressed metadata held at once, whatever the image claims.
@@ -43,12 +33,6 @@ const MAX_METADATA: usize = 1 << 30;
 /// hostile image (many paths to one huge inode, deep nesting) comes near it.
 const BUDGET_PER_BYTE: usize = 16;
 const BUDGET_BASE: usize = 16 << 20;
-
-const DIR: u16 = 1;
-const FILE: u16 = 2;
-const LDIR: u16 = 8;
-const LFILE: u16 = 9;
-const MAX_TYPE: u16 = 14;
 
 fn err(offset: u64, reason: impl Into<String>) -> LayoutError {
     LayoutError::new(FS, offset, reason)
@@ -64,20 +48,20 @@ pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis, LayoutError
         used: sb.bytes_used,
         compression: sb.compression,
     };
-    let mut meta = vec![metadata(0, SUPERBLOCK_LEN)];
+    let mut meta = vec![metadata(0, SUPER_LEN)];
     let mut decompressed = 0usize;
 
-    if sb.flags & FLAG_COMP_OPTS != 0 {
-        let (options, end) = img.metadata_block(SUPERBLOCK_LEN, "compressor options")?;
+    if sb.flags & COMP_OPT != 0 {
+        let (options, end) = img.metadata_block(SUPER_LEN, "compressor options")?;
         check_options(sb.compression, &options)?;
-        meta.push(metadata(SUPERBLOCK_LEN, end - SUPERBLOCK_LEN));
+        meta.push(metadata(SUPER_LEN, end - SUPER_LEN));
     }
 
     // Tables found through an index, and where each of their pieces starts: the inode and
     // directory tables are chains that end where the next structure begins.
     let mut starts = vec![sb.bytes_used, sb.inode_table, sb.directory_table];
     let fragments = read_fragment_table(&img, &sb, &mut meta, &mut starts, &mut decompressed)?;
-    if sb.export_table != ABSENT {
+    if sb.export_table != INVALID_BLK {
         let blocks = u64::from(sb.inodes).div_ceil(METADATA_SIZE as u64 / 8);
         indexed_table(
             &img,
@@ -99,7 +83,7 @@ pub fn analyse<'a>(image: impl Into<Source<'a>>) -> Result<Analysis, LayoutError
         &mut meta,
         &mut starts,
     )?;
-    if sb.xattr_id_table != ABSENT {
+    if sb.xattr_id_table != INVALID_BLK {
         read_xattr_tables(&img, sb.xattr_id_table, &mut meta, &mut starts)?;
     }
     let next_after = |at: u64| starts.iter().copied().filter(|&s| s > at).min();
@@ -267,67 +251,71 @@ struct Superblock {
 
 impl Superblock {
     fn parse(image: &Source) -> Result<Superblock, LayoutError> {
-        if image.size() < SUPERBLOCK_LEN {
+        if image.size() < SUPER_LEN {
             return Err(err(0, "image is shorter than the 96-byte superblock"));
         }
-        let b: [u8; SUPERBLOCK_LEN as usize] =
-            image.read(FS, 0, SUPERBLOCK_LEN, "superblock")?.array(0)?;
-        let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
-        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let u64_at = |at: usize| u64::from(u32_at(at)) | u64::from(u32_at(at + 4)) << 32;
-        if &b[..4] != b"hsqs" {
+        let at = |f: &Field| field_at(0, f);
+        let b = image.read(FS, 0, SUPER_LEN, "superblock")?;
+        if b.array(SB_MAGIC.offset)? != MAGIC {
             return Err(err(0, "no squashfs magic (hsqs)"));
         }
-        let (major, minor) = (u16_at(28), u16_at(30));
-        if (major, minor) != (4, 0) {
+        let (major, minor) = (b.get_u16(&SB_MAJOR)?, b.get_u16(&SB_MINOR)?);
+        if (major, minor) != (MAJOR, MINOR) {
             return Err(err(
-                28,
+                at(&SB_MAJOR),
                 format!("squashfs version {major}.{minor}, not 4.0"),
             ));
         }
-        let block_size = u32_at(12);
+        let block_size = b.get_u32(&SB_BLOCK_SIZE)?;
         if !block_size.is_power_of_two() || !(4096..=1 << 20).contains(&block_size) {
             return Err(err(
-                12,
+                at(&SB_BLOCK_SIZE),
                 format!("block size {block_size} is not a power of two from 4 KiB to 1 MiB"),
             ));
         }
-        let block_log = u32::from(u16_at(22));
+        let block_log = u32::from(b.get_u16(&SB_BLOCK_LOG)?);
         if block_log != block_size.trailing_zeros() {
             return Err(err(
-                22,
+                at(&SB_BLOCK_LOG),
                 format!("block log {block_log} does not match block size {block_size}"),
             ));
         }
-        let compression = match u16_at(20) {
-            1 => Compression::Zlib,
-            4 => Compression::Xz,
-            5 => Compression::Lz4,
-            6 => Compression::Zstd,
-            2 => return Err(err(20, "lzma compression is not supported")),
-            3 => return Err(err(20, "lzo compression is not supported")),
-            c => return Err(err(20, format!("unknown compression {c}"))),
+        let compression = match b.get_u16(&SB_COMPRESSION)? {
+            ZLIB_COMPRESSION => Compression::Zlib,
+            XZ_COMPRESSION => Compression::Xz,
+            LZ4_COMPRESSION => Compression::Lz4,
+            ZSTD_COMPRESSION => Compression::Zstd,
+            LZMA_COMPRESSION => {
+                return Err(err(
+                    at(&SB_COMPRESSION),
+                    "lzma compression is not supported",
+                ))
+            }
+            LZO_COMPRESSION => {
+                return Err(err(at(&SB_COMPRESSION), "lzo compression is not supported"))
+            }
+            c => return Err(err(at(&SB_COMPRESSION), format!("unknown compression {c}"))),
         };
         let sb = Superblock {
-            inodes: u32_at(4),
+            inodes: b.get_u32(&SB_INODES)?,
             block_size,
             block_log,
-            fragments: u32_at(16),
+            fragments: b.get_u32(&SB_FRAGMENTS)?,
             compression,
-            flags: u16_at(24),
-            no_ids: u16_at(26),
-            root_inode: u64_at(32),
-            bytes_used: u64_at(40),
-            id_table: u64_at(48),
-            xattr_id_table: u64_at(56),
-            inode_table: u64_at(64),
-            directory_table: u64_at(72),
-            fragment_table: u64_at(80),
-            export_table: u64_at(88),
+            flags: b.get_u16(&SB_FLAGS)?,
+            no_ids: b.get_u16(&SB_NO_IDS)?,
+            root_inode: b.get_u64(&SB_ROOT_INODE)?,
+            bytes_used: b.get_u64(&SB_BYTES_USED)?,
+            id_table: b.get_u64(&SB_ID_TABLE_START)?,
+            xattr_id_table: b.get_u64(&SB_XATTR_ID_TABLE_START)?,
+            inode_table: b.get_u64(&SB_INODE_TABLE_START)?,
+            directory_table: b.get_u64(&SB_DIRECTORY_TABLE_START)?,
+            fragment_table: b.get_u64(&SB_FRAGMENT_TABLE_START)?,
+            export_table: b.get_u64(&SB_LOOKUP_TABLE_START)?,
         };
-        if sb.bytes_used < SUPERBLOCK_LEN || sb.bytes_used > image.size() {
+        if sb.bytes_used < SUPER_LEN || sb.bytes_used > image.size() {
             return Err(err(
-                40,
+                at(&SB_BYTES_USED),
                 format!(
                     "filesystem size {} does not fit the image of {} bytes",
                     sb.bytes_used,
@@ -335,21 +323,25 @@ impl Superblock {
                 ),
             ));
         }
-        for (at, start, what) in [
-            (64, sb.inode_table, "inode table"),
-            (72, sb.directory_table, "directory table"),
-            (48, sb.id_table, "id table"),
+        for (field, start, what) in [
+            (&SB_INODE_TABLE_START, sb.inode_table, "inode table"),
+            (
+                &SB_DIRECTORY_TABLE_START,
+                sb.directory_table,
+                "directory table",
+            ),
+            (&SB_ID_TABLE_START, sb.id_table, "id table"),
         ] {
-            if start < SUPERBLOCK_LEN || start >= sb.bytes_used {
+            if start < SUPER_LEN || start >= sb.bytes_used {
                 return Err(err(
-                    at,
+                    at(field),
                     format!("{what} start {start} is outside the filesystem"),
                 ));
             }
         }
         if sb.root_inode >> 48 != 0 || sb.root_inode & 0xffff >= METADATA_SIZE as u64 {
             return Err(err(
-                32,
+                at(&SB_ROOT_INODE),
                 format!("bad root inode reference {:#x}", sb.root_inode),
             ));
         }
@@ -363,15 +355,15 @@ fn check_options(compression: Compression, options: &[u8]) -> Result<(), LayoutE
         options
             .get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| err(SUPERBLOCK_LEN, "compressor options are too short"))
+            .ok_or_else(|| err(SUPER_LEN, "compressor options are too short"))
     };
     match compression {
         // dictionary size, then the BCJ filters tried on each block.
         Compression::Xz if word(4)? != 0 => {
-            Err(err(SUPERBLOCK_LEN, "xz with BCJ filters is not supported"))
+            Err(err(SUPER_LEN, "xz with BCJ filters is not supported"))
         }
         // version, flags: only the legacy lz4 block format exists.
-        Compression::Lz4 if word(0)? != 1 => Err(err(SUPERBLOCK_LEN, "unknown lz4 format version")),
+        Compression::Lz4 if word(0)? != 1 => Err(err(SUPER_LEN, "unknown lz4 format version")),
         _ => Ok(()),
     }
 }
@@ -411,7 +403,7 @@ impl<'a> Image<'a> {
         what: &str,
     ) -> Result<(Bytes<'a>, bool, u64), LayoutError> {
         let header = self.slice(offset, 2, what)?.u16(0)?;
-        let len = u64::from(header & !META_STORED);
+        let len = u64::from(header & !METADATA_STORED);
         if len == 0 || len > METADATA_SIZE as u64 {
             return Err(err(
                 offset,
@@ -419,7 +411,7 @@ impl<'a> Image<'a> {
             ));
         }
         let payload = self.slice(offset + 2, len, what)?;
-        Ok((payload, header & META_STORED != 0, offset + 2 + len))
+        Ok((payload, header & METADATA_STORED != 0, offset + 2 + len))
     }
 
     /// A metadata block decompressed, and where it ends.
@@ -651,16 +643,20 @@ fn field<const N: usize>(b: &[u8], i: usize, at: u64) -> Result<[u8; N], LayoutE
         })
 }
 
-fn le16(b: &[u8], i: usize, at: u64) -> Result<u16, LayoutError> {
-    field(b, i, at).map(u16::from_le_bytes)
+/// Field `f` of a structure that `b` starts with.
+fn u16_of(b: &[u8], f: &Field, at: u64) -> Result<u16, LayoutError> {
+    debug_assert_eq!(f.size, 2, "{}", f.name);
+    field(b, f.offset, at).map(u16::from_le_bytes)
 }
 
-fn le32(b: &[u8], i: usize, at: u64) -> Result<u32, LayoutError> {
-    field(b, i, at).map(u32::from_le_bytes)
+fn u32_of(b: &[u8], f: &Field, at: u64) -> Result<u32, LayoutError> {
+    debug_assert_eq!(f.size, 4, "{}", f.name);
+    field(b, f.offset, at).map(u32::from_le_bytes)
 }
 
-fn le64(b: &[u8], i: usize, at: u64) -> Result<u64, LayoutError> {
-    field(b, i, at).map(u64::from_le_bytes)
+fn u64_of(b: &[u8], f: &Field, at: u64) -> Result<u64, LayoutError> {
+    debug_assert_eq!(f.size, 8, "{}", f.name);
+    field(b, f.offset, at).map(u64::from_le_bytes)
 }
 
 /// A table found through an index of `blocks` pointers at `index` (after `header` bytes):
@@ -707,7 +703,7 @@ fn read_fragment_table(
     if sb.fragments == 0 {
         return Ok(Vec::new());
     }
-    const PER_BLOCK: u64 = METADATA_SIZE as u64 / 16;
+    const PER_BLOCK: u64 = (METADATA_SIZE / FRAGMENT_ENTRY_SIZE) as u64;
     let blocks = u64::from(sb.fragments).div_ceil(PER_BLOCK);
     let pointers = indexed_table(
         img,
@@ -727,11 +723,11 @@ fn read_fragment_table(
             return Err(err(at, "more than 1 GiB of metadata"));
         }
         let here = left.min(PER_BLOCK);
-        if (block.len() as u64) < here * 16 {
+        if (block.len() as u64) < here * FRAGMENT_ENTRY_SIZE as u64 {
             return Err(err(at, "fragment table block is short"));
         }
-        for e in block.chunks_exact(16).take(here as usize) {
-            let (start, size) = (le64(e, 0, at)?, le32(e, 8, at)?);
+        for e in block.chunks_exact(FRAGMENT_ENTRY_SIZE).take(here as usize) {
+            let (start, size) = (u64_of(e, &FE_START_BLOCK, at)?, u32_of(e, &FE_SIZE, at)?);
             if size >> 25 != 0 || size & !BLOCK_STORED > sb.block_size {
                 return Err(err(
                     at,
@@ -759,10 +755,10 @@ fn read_xattr_tables(
     meta: &mut Vec<Region>,
     starts: &mut Vec<u64>,
 ) -> Result<(), LayoutError> {
-    let header = img.slice(at, 16, "xattr id table")?;
-    let kv_start = header.u64(0)?;
-    let ids = u64::from(header.u32(8)?);
-    let blocks = ids.div_ceil(METADATA_SIZE as u64 / 16);
+    let header = img.slice(at, XATTR_ID_TABLE_SIZE as u64, "xattr id table")?;
+    let kv_start = header.get_u64(&XT_XATTR_TABLE_START)?;
+    let ids = u64::from(header.get_u32(&XT_XATTR_IDS)?);
+    let blocks = ids.div_ceil((METADATA_SIZE / XATTR_ID_SIZE) as u64);
     let pointers = indexed_table(img, at, blocks, 16, "xattr id table", meta, starts)?;
     let kv_end = pointers.iter().copied().chain([at]).min().unwrap_or(at);
     if kv_start > kv_end {
@@ -838,7 +834,7 @@ impl<'a> Walk<'a> {
     /// Depth first from the root, each directory once.
     fn walk(&mut self) -> Result<(), LayoutError> {
         let root = self.sb.root_inode;
-        if !matches!(self.inode_type(root)?, DIR | LDIR) {
+        if !matches!(self.inode_type(root)?, DIR_TYPE | LDIR_TYPE) {
             return Err(err(32, "root inode is not a directory"));
         }
         let mut seen = HashSet::from([root]);
@@ -861,7 +857,7 @@ impl<'a> Walk<'a> {
                     ));
                 }
                 match ty {
-                    DIR | LDIR => {
+                    DIR_TYPE | LDIR_TYPE => {
                         if !seen.insert(entry.inode) {
                             return Err(err(at, format!("{child}: directory reached twice")));
                         }
@@ -874,7 +870,7 @@ impl<'a> Walk<'a> {
                         self.spend(child.len(), at)?;
                         stack.push((self.directory(entry.inode)?, child, depth + 1));
                     }
-                    FILE | LFILE => {
+                    REG_TYPE | LREG_TYPE => {
                         let index = match self.by_ref.get(&entry.inode) {
                             Some(&i) => i,
                             None => {
@@ -924,7 +920,7 @@ impl<'a> Walk<'a> {
         let t = self.inodes;
         let pos = t.pos(r >> 16, r & 0xffff)?;
         let at = t.image_offset(pos);
-        let ty = le16(t.get(pos, 2)?, 0, at)?;
+        let ty = u16_of(t.get(pos, I_INODE_TYPE.size as u64)?, &I_INODE_TYPE, at)?;
         if ty == 0 || ty > MAX_TYPE {
             return Err(err(at, format!("unknown inode type {ty}")));
         }
@@ -936,19 +932,19 @@ impl<'a> Walk<'a> {
         let t = self.inodes;
         let pos = t.pos(r >> 16, r & 0xffff)?;
         let at = t.image_offset(pos);
-        let b = t.get(pos, 32)?;
-        Ok(if le16(b, 0, at)? == DIR {
+        let b = t.get(pos, DIR_INODE_SIZE as u64)?;
+        Ok(if u16_of(b, &I_INODE_TYPE, at)? == DIR_TYPE {
             Directory {
-                block: u64::from(le32(b, 16, at)?),
-                size: u64::from(le16(b, 24, at)?),
-                offset: u64::from(le16(b, 26, at)?),
+                block: u64::from(u32_of(b, &DIR_START_BLOCK, at)?),
+                size: u64::from(u16_of(b, &DIR_FILE_SIZE, at)?),
+                offset: u64::from(u16_of(b, &DIR_OFFSET, at)?),
             }
         } else {
-            let b = t.get(pos, 40)?;
+            let b = t.get(pos, LDIR_INODE_SIZE as u64)?;
             Directory {
-                size: u64::from(le32(b, 20, at)?),
-                block: u64::from(le32(b, 24, at)?),
-                offset: u64::from(le16(b, 34, at)?),
+                size: u64::from(u32_of(b, &LDIR_FILE_SIZE, at)?),
+                block: u64::from(u32_of(b, &LDIR_START_BLOCK, at)?),
+                offset: u64::from(u16_of(b, &LDIR_OFFSET, at)?),
             }
         })
     }
@@ -958,29 +954,29 @@ impl<'a> Walk<'a> {
         let t = self.inodes;
         let pos = t.pos(r >> 16, r & 0xffff)?;
         let at = t.image_offset(pos);
-        let b = t.get(pos, 32)?;
-        let inode = u64::from(le32(b, 12, at)?);
-        let (start, size, fragment, frag_offset, list) = if le16(b, 0, at)? == FILE {
-            let size = u64::from(le32(b, 28, at)?);
-            (
-                u64::from(le32(b, 16, at)?),
-                size,
-                le32(b, 20, at)?,
-                le32(b, 24, at)?,
-                pos + 32,
-            )
-        } else {
-            let b = t.get(pos, 56)?;
-            (
-                le64(b, 16, at)?,
-                le64(b, 24, at)?,
-                le32(b, 44, at)?,
-                le32(b, 48, at)?,
-                pos + 56,
-            )
-        };
+        let b = t.get(pos, REG_INODE_SIZE as u64)?;
+        let inode = u64::from(u32_of(b, &I_INODE_NUMBER, at)?);
+        let (start, size, fragment, frag_offset, list) =
+            if u16_of(b, &I_INODE_TYPE, at)? == REG_TYPE {
+                (
+                    u64::from(u32_of(b, &REG_START_BLOCK, at)?),
+                    u64::from(u32_of(b, &REG_FILE_SIZE, at)?),
+                    u32_of(b, &REG_FRAGMENT, at)?,
+                    u32_of(b, &REG_OFFSET, at)?,
+                    pos + REG_INODE_SIZE,
+                )
+            } else {
+                let b = t.get(pos, LREG_INODE_SIZE as u64)?;
+                (
+                    u64_of(b, &LREG_START_BLOCK, at)?,
+                    u64_of(b, &LREG_FILE_SIZE, at)?,
+                    u32_of(b, &LREG_FRAGMENT, at)?,
+                    u32_of(b, &LREG_OFFSET, at)?,
+                    pos + LREG_INODE_SIZE,
+                )
+            };
         let bs = u64::from(self.sb.block_size);
-        let has_tail = fragment != NO_FRAGMENT;
+        let has_tail = fragment != INVALID_FRAG;
         let blocks = if has_tail {
             size >> self.sb.block_log
         } else {
@@ -993,7 +989,7 @@ impl<'a> Walk<'a> {
         let mut pieces: Vec<Piece> = Vec::new();
         let mut pos = start;
         for (i, word) in list.chunks_exact(4).enumerate() {
-            let word = le32(word, 0, at)?;
+            let word = u32::from_le_bytes(field(word, 0, at)?);
             let unit = bs.min(size - i as u64 * bs);
             if word == 0 {
                 // A hole: runs of them become one piece.
@@ -1081,21 +1077,23 @@ impl<'a> Walk<'a> {
         let mut out = Vec::new();
         let mut i = 0usize;
         while i < listing.len() {
-            let h = listing.get(i..i + 12).ok_or_else(short)?;
-            let count = u64::from(le32(h, 0, at)?) + 1;
-            let inode_block = u64::from(le32(h, 4, at)?);
-            if count > MAX_DIR_COUNT {
+            let h = listing.get(i..i + DIR_HEADER_SIZE).ok_or_else(short)?;
+            let count = u64::from(u32_of(h, &DH_COUNT, at)?) + 1;
+            let inode_block = u64::from(u32_of(h, &DH_START_BLOCK, at)?);
+            if count > DIR_COUNT {
                 return Err(err(at, format!("directory header counts {count} entries")));
             }
-            i += 12;
+            i += DIR_HEADER_SIZE;
             for _ in 0..count {
-                let e = listing.get(i..i + 8).ok_or_else(short)?;
-                let (inode_offset, kind) = (le16(e, 0, at)?, le16(e, 4, at)?);
-                let name_len = usize::from(le16(e, 6, at)?) + 1;
-                if name_len > MAX_NAME {
+                let e = listing.get(i..i + DIR_ENTRY_SIZE).ok_or_else(short)?;
+                let (inode_offset, kind) = (u16_of(e, &DE_OFFSET, at)?, u16_of(e, &DE_TYPE, at)?);
+                let name_len = usize::from(u16_of(e, &DE_SIZE, at)?) + 1;
+                if name_len > NAME_LEN {
                     return Err(err(at, "directory entry name is longer than 256 bytes"));
                 }
-                let name = listing.get(i + 8..i + 8 + name_len).ok_or_else(short)?;
+                let name = listing
+                    .get(i + DIR_ENTRY_SIZE..i + DIR_ENTRY_SIZE + name_len)
+                    .ok_or_else(short)?;
                 if name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
                     return Err(err(
                         at,
@@ -1108,7 +1106,7 @@ impl<'a> Walk<'a> {
                 if usize::from(inode_offset) >= METADATA_SIZE {
                     return Err(err(at, "directory entry points past an inode block"));
                 }
-                i += 8 + name_len;
+                i += DIR_ENTRY_SIZE + name_len;
                 out.push(Entry {
                     name,
                     inode: inode_block << 16 | u64::from(inode_offset),
