@@ -242,6 +242,32 @@ fn squashfs_tables_match() {
     );
 }
 
+#[test]
+fn ext4_tables_match() {
+    use blockcast::layout::ext4::format as f;
+    check_structure("ext4_super_block", &f::SUPER_FIELDS, f::SUPER_SIZE);
+    check_structure("ext4_group_desc", &f::GROUP_DESC_FIELDS, f::GROUP_DESC_SIZE);
+    check_structure("ext4_inode", &f::INODE_FIELDS, f::INODE_SIZE);
+    check_structure(
+        "ext4_extent_header",
+        &f::EXTENT_HEADER_FIELDS,
+        f::EXTENT_HEADER_SIZE,
+    );
+    check_structure("ext4_extent", &f::EXTENT_FIELDS, f::EXTENT_SIZE);
+    check_structure("ext4_extent_idx", &f::EXTENT_IDX_FIELDS, f::EXTENT_IDX_SIZE);
+    check_structure("ext4_dir_entry_2", &f::DIR_ENTRY_FIELDS, f::DIR_ENTRY_SIZE);
+    check_structure(
+        "ext4_xattr_ibody_header",
+        &f::XATTR_IBODY_HEADER_FIELDS,
+        f::XATTR_IBODY_HEADER_SIZE,
+    );
+    check_structure(
+        "ext4_xattr_entry",
+        &f::XATTR_ENTRY_FIELDS,
+        f::XATTR_ENTRY_SIZE,
+    );
+}
+
 /// A filesystem structure's table: its heading names the size, its rows are the fields
 /// (union members share an offset; the code asserts at compile time that the fields
 /// cover the structure).

@@ -402,6 +402,12 @@ impl<'a> Bytes<'a> {
         self.u64(f.offset)
     }
 
+    /// Element `i` of a field that is an array of little-endian 32-bit words.
+    pub(super) fn get_u32_item(&self, f: &Field, i: usize) -> Result<u32, LayoutError> {
+        debug_assert!(f.size.is_multiple_of(4) && i < f.size / 4, "{}[{i}]", f.name);
+        self.u32(f.offset + 4 * i)
+    }
+
     pub(super) fn u8(&self, off: usize) -> Result<u8, LayoutError> {
         Ok(self.array::<1>(off)?[0])
     }

@@ -9,7 +9,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::source::{Bytes, Source};
+pub mod format;
+
+use format::*;
+
+use super::source::{field_at, Bytes, Field, Source};
 use super::{tile, Analysis, FileMap, FsKind, Kind, Layout, LayoutError, Piece, Region};
 
 const FS: &str = "ext4";
@@ -72,9 +76,6 @@ const S_IFLNK: u16 = 0xA000;
 
 const ROOT_INO: u64 = 2;
 const RESIZE_INO: u64 = 7;
-/// `i_block`: 15 block pointers or an extent tree root or inline data.
-const I_BLOCK: usize = 0x28;
-const I_BLOCK_LEN: usize = 60;
 const XATTR_INDEX_SYSTEM: u8 = 7;
 
 fn err(offset: u64, reason: impl Into<String>) -> LayoutError {
@@ -108,62 +109,78 @@ struct Super {
 
 impl Super {
     fn parse(image: &Source) -> Result<Super, LayoutError> {
-        let sb = image.read(FS, SUPERBLOCK_OFFSET, 1024, "superblock")?;
-        let at = |off: usize| SUPERBLOCK_OFFSET + off as u64;
-        if sb.u16(0x38)? != MAGIC {
-            return Err(err(at(0x38), "no ext2/3/4 magic"));
+        let sb = image.read(FS, SUPERBLOCK_OFFSET, SUPER_SIZE as u64, "superblock")?;
+        let at = |f: &Field| field_at(SUPERBLOCK_OFFSET, f);
+        if sb.get_u16(&SB_MAGIC)? != MAGIC {
+            return Err(err(at(&SB_MAGIC), "no ext2/3/4 magic"));
         }
-        let log_block = sb.u32(0x18)?;
+        let log_block = sb.get_u32(&SB_LOG_BLOCK_SIZE)?;
         if log_block > 6 {
-            return Err(err(at(0x18), format!("block size 2^(10+{log_block})")));
+            return Err(err(
+                at(&SB_LOG_BLOCK_SIZE),
+                format!("block size 2^(10+{log_block})"),
+            ));
         }
         let block_size = 1024u64 << log_block;
-        let rev = sb.u32(0x4C)?;
+        let rev = sb.get_u32(&SB_REV_LEVEL)?;
         if rev > 1 {
-            return Err(err(at(0x4C), format!("revision {rev}")));
+            return Err(err(at(&SB_REV_LEVEL), format!("revision {rev}")));
         }
         let (compat, incompat, ro_compat) = if rev == 0 {
             (0, 0, 0)
         } else {
-            (sb.u32(0x5C)?, sb.u32(0x60)?, sb.u32(0x64)?)
+            (
+                sb.get_u32(&SB_FEATURE_COMPAT)?,
+                sb.get_u32(&SB_FEATURE_INCOMPAT)?,
+                sb.get_u32(&SB_FEATURE_RO_COMPAT)?,
+            )
         };
         let unknown = incompat & !INCOMPAT_UNDERSTOOD;
         if unknown != 0 {
             return Err(err(
-                at(0x60),
+                at(&SB_FEATURE_INCOMPAT),
                 format!("incompatible features {unknown:#x} not understood"),
             ));
         }
         let is64 = incompat & INCOMPAT_64BIT != 0;
         let hi = |lo: u32, hi: u32| u64::from(lo) | if is64 { u64::from(hi) << 32 } else { 0 };
-        let blocks_count = hi(sb.u32(0x4)?, sb.u32(0x150)?);
-        let first_data_block = u64::from(sb.u32(0x14)?);
-        let blocks_per_group = u64::from(sb.u32(0x20)?);
-        let inodes_per_group = u64::from(sb.u32(0x28)?);
-        let inodes_count = u64::from(sb.u32(0x0)?);
+        let blocks_count = hi(
+            sb.get_u32(&SB_BLOCKS_COUNT_LO)?,
+            sb.get_u32(&SB_BLOCKS_COUNT_HI)?,
+        );
+        let first_data_block = u64::from(sb.get_u32(&SB_FIRST_DATA_BLOCK)?);
+        let blocks_per_group = u64::from(sb.get_u32(&SB_BLOCKS_PER_GROUP)?);
+        let inodes_per_group = u64::from(sb.get_u32(&SB_INODES_PER_GROUP)?);
+        let inodes_count = u64::from(sb.get_u32(&SB_INODES_COUNT)?);
         let (inode_size, first_ino) = if rev == 0 {
             (128, 11)
         } else {
-            (u64::from(sb.u16(0x58)?), u64::from(sb.u32(0x54)?))
+            (
+                u64::from(sb.get_u16(&SB_INODE_SIZE)?),
+                u64::from(sb.get_u32(&SB_FIRST_INO)?),
+            )
         };
         let bigalloc = ro_compat & RO_COMPAT_BIGALLOC != 0;
 
         let want_first = u64::from(block_size == 1024 && !bigalloc);
         if first_data_block != want_first {
             return Err(err(
-                at(0x14),
+                at(&SB_FIRST_DATA_BLOCK),
                 format!("first data block {first_data_block}, expected {want_first}"),
             ));
         }
         if blocks_count <= first_data_block {
-            return Err(err(at(0x4), format!("{blocks_count} blocks")));
+            return Err(err(
+                at(&SB_BLOCKS_COUNT_LO),
+                format!("{blocks_count} blocks"),
+            ));
         }
         if blocks_count
             .checked_mul(block_size)
             .is_none_or(|b| b > image.size())
         {
             return Err(err(
-                at(0x4),
+                at(&SB_BLOCKS_COUNT_LO),
                 format!(
                     "{blocks_count} blocks of {block_size} bytes do not fit in the image ({} bytes): truncated?",
                     image.size()
@@ -172,9 +189,12 @@ impl Super {
         }
         // The block bitmap of a group is one block: a bit per block (or cluster).
         let cluster_ratio = if bigalloc {
-            let log_cluster = sb.u32(0x1C)?;
+            let log_cluster = sb.get_u32(&SB_LOG_CLUSTER_SIZE)?;
             if log_cluster < log_block || log_cluster > log_block + 16 {
-                return Err(err(at(0x1C), format!("cluster size 2^(10+{log_cluster})")));
+                return Err(err(
+                    at(&SB_LOG_CLUSTER_SIZE),
+                    format!("cluster size 2^(10+{log_cluster})"),
+                ));
             }
             1u64 << (log_cluster - log_block)
         } else {
@@ -185,81 +205,83 @@ impl Super {
             || blocks_per_group / cluster_ratio > 8 * block_size
         {
             return Err(err(
-                at(0x20),
+                at(&SB_BLOCKS_PER_GROUP),
                 format!("{blocks_per_group} blocks per group"),
             ));
         }
         if inodes_per_group == 0 || inodes_per_group > 8 * block_size {
             return Err(err(
-                at(0x28),
+                at(&SB_INODES_PER_GROUP),
                 format!("{inodes_per_group} inodes per group"),
             ));
         }
         if !inode_size.is_power_of_two() || inode_size < 128 || inode_size > block_size {
-            return Err(err(at(0x58), format!("inode size {inode_size}")));
+            return Err(err(at(&SB_INODE_SIZE), format!("inode size {inode_size}")));
         }
         let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
         if inodes_count == 0 || inodes_count > groups * inodes_per_group {
             return Err(err(
-                at(0x0),
+                at(&SB_INODES_COUNT),
                 format!("{inodes_count} inodes in {groups} groups of {inodes_per_group}"),
             ));
         }
         if first_ino < 11 || first_ino > inodes_count {
-            return Err(err(at(0x54), format!("first inode {first_ino}")));
+            return Err(err(at(&SB_FIRST_INO), format!("first inode {first_ino}")));
         }
         let desc_size = if is64 {
-            let d = u64::from(sb.u16(0xFE)?);
+            let d = u64::from(sb.get_u16(&SB_DESC_SIZE)?);
             if !d.is_power_of_two() || !(64..=1024).contains(&d) {
-                return Err(err(at(0xFE), format!("group descriptor size {d}")));
+                return Err(err(at(&SB_DESC_SIZE), format!("group descriptor size {d}")));
             }
             d
         } else {
-            32
+            BG_BLOCK_BITMAP_HI.offset as u64
         };
         // Checked against the image before any allocation sized by the group count.
         if groups.saturating_mul(desc_size) > image.size() {
-            return Err(err(at(0x4), format!("{groups} groups")));
+            return Err(err(at(&SB_BLOCKS_COUNT_LO), format!("{groups} groups")));
         }
         let reserved_gdt_blocks = if compat & COMPAT_RESIZE_INODE != 0 {
-            u64::from(sb.u16(0xCE)?)
+            u64::from(sb.get_u16(&SB_RESERVED_GDT_BLOCKS)?)
         } else {
             0
         };
         if reserved_gdt_blocks > block_size / 4 {
             return Err(err(
-                at(0xCE),
+                at(&SB_RESERVED_GDT_BLOCKS),
                 format!("{reserved_gdt_blocks} reserved GDT blocks"),
             ));
         }
         let first_meta_bg = if incompat & INCOMPAT_META_BG != 0 {
-            let f = u64::from(sb.u32(0x104)?);
+            let f = u64::from(sb.get_u32(&SB_FIRST_META_BG)?);
             let desc_blocks = groups.div_ceil(block_size / desc_size);
             if f > desc_blocks {
-                return Err(err(at(0x104), format!("first meta group {f}")));
+                return Err(err(at(&SB_FIRST_META_BG), format!("first meta group {f}")));
             }
             f
         } else {
             0
         };
         let mmp_block = if incompat & INCOMPAT_MMP != 0 {
-            sb.u64(0x168)?
+            sb.get_u64(&SB_MMP_BLOCK)?
         } else {
             0
         };
-        let backup_bgs = [u64::from(sb.u32(0x24C)?), u64::from(sb.u32(0x250)?)];
+        let backup_bgs = [
+            u64::from(sb.get_u32_item(&SB_BACKUP_BGS, 0)?),
+            u64::from(sb.get_u32_item(&SB_BACKUP_BGS, 1)?),
+        ];
         let mut special = Vec::new();
         if compat & COMPAT_HAS_JOURNAL != 0 {
-            special.push(u64::from(sb.u32(0xE0)?));
+            special.push(u64::from(sb.get_u32(&SB_JOURNAL_INUM)?));
         }
         if rev > 0 {
-            // Quota files (user, group, project).
-            for off in [0x240, 0x244, 0x26C] {
-                special.push(u64::from(sb.u32(off)?));
+            for quota in [&SB_USR_QUOTA_INUM, &SB_GRP_QUOTA_INUM, &SB_PRJ_QUOTA_INUM] {
+                special.push(u64::from(sb.get_u32(quota)?));
             }
         }
         if compat & COMPAT_ORPHAN_FILE != 0 {
-            special.push(u64::from(sb.u32(0x280)?));
+            special.push(u64::from(sb.get_u32(&SB_ORPHAN_FILE_INUM)?));
         }
         special.retain(|&i| i != 0);
         Ok(Super {
@@ -442,33 +464,42 @@ impl<'a> Inode<'a> {
     }
 
     fn i_block(&self) -> Result<Bytes<'a>, LayoutError> {
-        self.raw.sub(I_BLOCK, I_BLOCK_LEN)
+        self.raw.sub(I_BLOCK.offset, I_BLOCK.size)
     }
 
     /// The value of the in-inode `system.data` xattr (inline data beyond `i_block`).
     fn inline_xattr(&self) -> Result<Option<Bytes<'a>>, LayoutError> {
         let size = self.raw.len();
-        if size <= 128 {
+        // An inode of 128 bytes ends where `i_extra_isize` would be.
+        let base = I_EXTRA_ISIZE.offset;
+        if size <= base {
             return Ok(None);
         }
-        let extra = usize::from(self.raw.u16(0x80)?);
-        let header = 128 + extra;
-        if extra % 4 != 0 || header + 4 > size {
+        let extra = usize::from(self.raw.get_u16(&I_EXTRA_ISIZE)?);
+        let header = base + extra;
+        if extra % 4 != 0 || header + XATTR_IBODY_HEADER_SIZE > size {
             return Ok(None);
         }
-        if self.raw.u32(header)? != XATTR_MAGIC {
+        if self
+            .raw
+            .sub(header, XATTR_IBODY_HEADER_SIZE)?
+            .get_u32(&XH_MAGIC)?
+            != XATTR_MAGIC
+        {
             return Ok(None);
         }
-        let first = header + 4;
+        let first = header + XATTR_IBODY_HEADER_SIZE;
         let mut pos = first;
-        // Each entry takes at least 16 bytes: the loop ends within the inode.
+        // Each entry takes at least 16 bytes, and the list ends with 4 zero bytes: the loop
+        // ends within the inode.
         while pos + 4 <= size && self.raw.u32(pos)? != 0 {
-            let name_len = usize::from(self.raw.u8(pos)?);
-            let index = self.raw.u8(pos + 1)?;
-            let value_offs = usize::from(self.raw.u16(pos + 2)?);
-            let value_inum = self.raw.u32(pos + 4)?;
-            let value_size = self.raw.u32(pos + 8)? as usize;
-            let name = self.raw.sub(pos + 16, name_len)?;
+            let e = self.raw.sub(pos, XATTR_ENTRY_SIZE)?;
+            let name_len = usize::from(e.get_u8(&XE_NAME_LEN)?);
+            let index = e.get_u8(&XE_NAME_INDEX)?;
+            let value_offs = usize::from(e.get_u16(&XE_VALUE_OFFS)?);
+            let value_inum = e.get_u32(&XE_VALUE_INUM)?;
+            let value_size = e.get_u32(&XE_VALUE_SIZE)? as usize;
+            let name = self.raw.sub(pos + XATTR_ENTRY_SIZE, name_len)?;
             if index == XATTR_INDEX_SYSTEM && *name == *b"data" {
                 if value_inum != 0 {
                     return Err(err(
@@ -478,7 +509,7 @@ impl<'a> Inode<'a> {
                 }
                 return self.raw.sub(first + value_offs, value_size).map(Some);
             }
-            pos += (16 + name_len + 3) & !3;
+            pos += (XATTR_ENTRY_SIZE + name_len + 3) & !3;
         }
         Ok(None)
     }
@@ -613,15 +644,19 @@ impl<'a> Reader<'a> {
             let d = self
                 .block(blk)?
                 .sub(((g % dpb) * sb.desc_size) as usize, sb.desc_size as usize)?;
-            let wide = |lo: usize, hi: usize| -> Result<u64, LayoutError> {
-                let high = if is64 { u64::from(d.u32(hi)?) << 32 } else { 0 };
-                Ok(u64::from(d.u32(lo)?) | high)
+            let wide = |lo: &Field, hi: &Field| -> Result<u64, LayoutError> {
+                let high = if is64 {
+                    u64::from(d.get_u32(hi)?) << 32
+                } else {
+                    0
+                };
+                Ok(u64::from(d.get_u32(lo)?) | high)
             };
             groups.push(Group {
-                block_bitmap: wide(0x0, 0x20)?,
-                inode_bitmap: wide(0x4, 0x24)?,
-                inode_table: wide(0x8, 0x28)?,
-                flags: d.u16(0x12)?,
+                block_bitmap: wide(&BG_BLOCK_BITMAP_LO, &BG_BLOCK_BITMAP_HI)?,
+                inode_bitmap: wide(&BG_INODE_BITMAP_LO, &BG_INODE_BITMAP_HI)?,
+                inode_table: wide(&BG_INODE_TABLE_LO, &BG_INODE_TABLE_HI)?,
+                flags: d.get_u16(&BG_FLAGS)?,
             });
         }
         self.groups = groups;
@@ -661,7 +696,8 @@ impl<'a> Reader<'a> {
             self.claim_meta(gd.inode_table, itable_blocks, Claim::Own, at)?;
         }
         if self.sb.has(INCOMPAT_MMP) {
-            self.claim_meta(self.sb.mmp_block, 1, Claim::Own, SUPERBLOCK_OFFSET + 0x168)?;
+            let at = field_at(SUPERBLOCK_OFFSET, &SB_MMP_BLOCK);
+            self.claim_meta(self.sb.mmp_block, 1, Claim::Own, at)?;
         }
         Ok(())
     }
@@ -680,12 +716,12 @@ impl<'a> Reader<'a> {
         let is64 = sb.has(INCOMPAT_64BIT);
         Ok(Inode {
             ino,
-            mode: raw.u16(0x0)?,
-            flags: raw.u32(0x20)?,
-            size: u64::from(raw.u32(0x4)?) | u64::from(raw.u32(0x6C)?) << 32,
-            file_acl: u64::from(raw.u32(0x68)?)
+            mode: raw.get_u16(&I_MODE)?,
+            flags: raw.get_u32(&I_FLAGS)?,
+            size: u64::from(raw.get_u32(&I_SIZE_LO)?) | u64::from(raw.get_u32(&I_SIZE_HIGH)?) << 32,
+            file_acl: u64::from(raw.get_u32(&I_FILE_ACL_LO)?)
                 | if is64 {
-                    u64::from(raw.u16(0x76)?) << 32
+                    u64::from(raw.get_u16(&I_FILE_ACL_HIGH)?) << 32
                 } else {
                     0
                 },
@@ -718,14 +754,19 @@ impl<'a> Reader<'a> {
         let inode = self.inode(ino)?;
         let at = inode.raw.at();
         if inode.file_acl != 0 {
-            self.claim_meta(inode.file_acl, 1, Claim::Shared, at + 0x68)?;
+            self.claim_meta(
+                inode.file_acl,
+                1,
+                Claim::Shared,
+                field_at(at, &I_FILE_ACL_LO),
+            )?;
         }
         if ino == RESIZE_INO && self.sb.compat & COMPAT_RESIZE_INODE != 0 {
             // Its double-indirect block lists the reserved descriptor blocks, already
             // claimed with the groups.
             let dind = u64::from(inode.i_block()?.u32(13 * 4)?);
             if dind != 0 {
-                self.claim_meta(dind, 1, Claim::Own, at + I_BLOCK as u64 + 13 * 4)?;
+                self.claim_meta(dind, 1, Claim::Own, field_at(at, &I_BLOCK) + 13 * 4)?;
             }
             self.nodes.insert(ino, Node::Other);
             return Ok(());
@@ -773,7 +814,7 @@ impl<'a> Reader<'a> {
                 }
             }
             // Fast symlinks keep their target in i_block.
-            S_IFLNK if inline || inode.size < I_BLOCK_LEN as u64 => Node::Other,
+            S_IFLNK if inline || inode.size < I_BLOCK.size as u64 => Node::Other,
             S_IFLNK => {
                 let runs = self.runs(&inode)?;
                 self.claim_runs(&runs, None, at)?;
@@ -819,7 +860,7 @@ impl<'a> Reader<'a> {
             ));
         }
         let i_block = inode.i_block()?;
-        let head = inode.size.min(I_BLOCK_LEN as u64);
+        let head = inode.size.min(I_BLOCK.size as u64);
         let mut pieces = Vec::new();
         if head > 0 {
             pieces.push(Piece::Plain {
@@ -907,7 +948,7 @@ impl<'a> Reader<'a> {
         }
         if inode.kind() == S_IFREG && inode.size > self.max_file_size(!extents) {
             return Err(err(
-                inode.raw.at() + 4,
+                field_at(inode.raw.at(), &I_SIZE_LO),
                 format!(
                     "inode {}: size {} beyond what its block map can hold",
                     inode.ino, inode.size
@@ -923,32 +964,37 @@ impl<'a> Reader<'a> {
         depth: Option<u16>,
         runs: &mut Vec<Run>,
     ) -> Result<(), LayoutError> {
-        if node.u16(0)? != EXTENT_MAGIC {
+        if node.get_u16(&EH_MAGIC)? != EXTENT_MAGIC {
             return Err(err(node.at(), "no extent header"));
         }
-        let entries = usize::from(node.u16(2)?);
-        let max = usize::from(node.u16(4)?);
-        let d = node.u16(6)?;
-        if 12 + 12 * max > node.len() || entries > max {
+        let entries = usize::from(node.get_u16(&EH_ENTRIES)?);
+        let max = usize::from(node.get_u16(&EH_MAX)?);
+        let d = node.get_u16(&EH_DEPTH)?;
+        if EXTENT_HEADER_SIZE + EXTENT_SIZE * max > node.len() || entries > max {
             return Err(err(
                 node.at(),
                 format!("{entries} of {max} extents in {} bytes", node.len()),
             ));
         }
         if d > MAX_EXTENT_DEPTH || depth.is_some_and(|want| want != d) {
-            return Err(err(node.at() + 6, format!("extent tree depth {d}")));
+            return Err(err(
+                field_at(node.at(), &EH_DEPTH),
+                format!("extent tree depth {d}"),
+            ));
         }
         for i in 0..entries {
-            let e = node.sub(12 + 12 * i, 12)?;
+            let e = node.sub(EXTENT_HEADER_SIZE + EXTENT_SIZE * i, EXTENT_SIZE)?;
             if d > 0 {
-                let child = u64::from(e.u32(4)?) | u64::from(e.u16(8)?) << 32;
+                let child =
+                    u64::from(e.get_u32(&EI_LEAF_LO)?) | u64::from(e.get_u16(&EI_LEAF_HI)?) << 32;
                 self.claim_meta(child, 1, Claim::Own, e.at())?;
                 let b = self.block(child)?;
                 self.extent_node(b, Some(d - 1), runs)?;
             } else {
-                let logical = u64::from(e.u32(0)?);
-                let raw_len = u64::from(e.u16(4)?);
-                let physical = u64::from(e.u16(6)?) << 32 | u64::from(e.u32(8)?);
+                let logical = u64::from(e.get_u32(&EE_BLOCK)?);
+                let raw_len = u64::from(e.get_u16(&EE_LEN)?);
+                let physical =
+                    u64::from(e.get_u16(&EE_START_HI)?) << 32 | u64::from(e.get_u32(&EE_START_LO)?);
                 let (len, unwritten) = if raw_len > 32768 {
                     (raw_len - 32768, true)
                 } else {
@@ -1013,18 +1059,19 @@ impl<'a> Reader<'a> {
     fn entries(&self, area: Bytes<'a>, out: &mut Vec<Entry<'a>>) -> Result<(), LayoutError> {
         let mut pos = 0usize;
         while pos < area.len() {
-            let ino = u64::from(area.u32(pos)?);
-            let raw_len = area.u16(pos + 4)?;
+            let e = area.sub(pos, DIR_ENTRY_SIZE.min(area.len() - pos))?;
+            let ino = u64::from(e.get_u32(&DE_INODE)?);
+            let raw_len = e.get_u16(&DE_REC_LEN)?;
             let rec_len = if self.sb.block_size == 65536 && (raw_len == 0 || raw_len == 0xFFFF) {
                 65536
             } else {
                 usize::from(raw_len)
             };
-            let name_len = usize::from(area.u8(pos + 6)?);
-            if rec_len < 8
+            let name_len = usize::from(e.get_u8(&DE_NAME_LEN)?);
+            if rec_len < DIR_ENTRY_SIZE
                 || rec_len % 4 != 0
                 || pos + rec_len > area.len()
-                || 8 + name_len > rec_len
+                || DIR_ENTRY_SIZE + name_len > rec_len
             {
                 return Err(err(
                     area.at() + pos as u64,
@@ -1032,7 +1079,7 @@ impl<'a> Reader<'a> {
                 ));
             }
             if ino != 0 {
-                let name = area.sub(pos + 8, name_len)?;
+                let name = area.sub(pos + DIR_ENTRY_SIZE, name_len)?;
                 out.push(Entry { ino, name });
             }
             pos += rec_len;
@@ -1055,7 +1102,7 @@ impl<'a> Reader<'a> {
             Some(Node::InlineDir) => {
                 let inode = self.inode(ino)?;
                 // The parent's number, then entries; more entries may follow in system.data.
-                self.entries(inode.i_block()?.sub(4, I_BLOCK_LEN - 4)?, &mut out)?;
+                self.entries(inode.i_block()?.sub(4, I_BLOCK.size - 4)?, &mut out)?;
                 if let Some(more) = inode.inline_xattr()? {
                     if !more.is_empty() {
                         self.entries(more, &mut out)?;
