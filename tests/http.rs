@@ -350,7 +350,7 @@ fn an_http_store_reads_objects_by_ranges() {
         .to_string();
     let served = Served::start(t.path(), &[]);
     let warn: blockcast::store::Warn = std::sync::Arc::new(|_: &str| {});
-    let client = Client::new(&HttpOptions::default()).unwrap();
+    let client = Client::new(&HttpOptions::default(), Default::default()).unwrap();
     let store = HttpStore::new(&format!("{}/store", served.url), client, warn);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
