@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
 
 use super::byteranges;
 use super::{Check, Checked, ReadOptions, ReadStore, Traffic, Warn};
@@ -61,6 +62,11 @@ pub const MAX_RANGE_HEADER: usize = 4 << 10;
 /// delimiter too. An answer to several ranges is read to no more than their bytes and
 /// this much per part: a server that answers with the whole file is cut off there.
 pub const PART_OVERHEAD: u64 = 200;
+
+/// Requests at once for the ranges of one request that go one at a time: a request for
+/// ranges that an origin will not take together becomes several, and these keep some of
+/// the concurrency that one request would have had.
+const SINGLE_RANGES_AT_ONCE: usize = 4;
 
 /// The `Range` header asking for `ranges` (each non-empty).
 pub fn range_header(ranges: &[Range<u64>]) -> String {
@@ -260,16 +266,31 @@ impl Client {
                 }
             }
         }
+        let mut left = Vec::new();
         for (i, range) in ranges.iter().enumerate() {
-            if arrived[i] {
-                continue;
+            if !arrived[i] {
+                left.push(self.get_range_at(url, i, range.clone(), warn));
             }
-            match self.get_range(url, range.clone(), warn).await? {
+        }
+        let mut answers = stream::iter(left).buffer_unordered(SINGLE_RANGES_AT_ONCE);
+        while let Some((i, answer)) = answers.next().await {
+            match answer? {
                 Some(bytes) => part(i, bytes)?,
                 None => return Ok(false),
             }
         }
         Ok(true)
+    }
+
+    /// [`Client::get_range`], with the range's place in a list.
+    async fn get_range_at(
+        &self,
+        url: &str,
+        i: usize,
+        range: Range<u64>,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> (usize, Result<Option<Vec<u8>>>) {
+        (i, self.get_range(url, range, warn).await)
     }
 
     /// Whether a request for several ranges may go to `url`'s origin (as redirected
@@ -355,11 +376,12 @@ impl Client {
             .and_then(byteranges::boundary)
             .map(String::from);
         let multipart = status == reqwest::StatusCode::PARTIAL_CONTENT && boundary.is_some();
-        if !multipart {
+        let n = ranges.len();
+        let announced = response.content_length().filter(|l| *l > bound);
+        if !multipart || announced.is_some() {
             self.learn(&asked, &answering, Some(false));
         }
-        let n = ranges.len();
-        if let Some(announced) = response.content_length().filter(|l| *l > bound) {
+        if let Some(announced) = announced {
             return Err(Fell::Answer(format!(
                 "the server answered {n} ranges ({wanted} bytes) with {status} and {announced} bytes{}, more than the {bound} they may take; not read",
                 if status == reqwest::StatusCode::OK { " (the whole file)" } else { "" }
