@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::nginx::Nginx;
 use common::served::Served;
 use common::*;
 
@@ -612,73 +613,6 @@ fn sigterm_stops_serve_with_a_request_stuck_in_flight() {
     let (status, log) = server.stop();
     assert!(status.success(), "{status}: {log}");
     assert!(stuck.closed_by_server());
-}
-
-/// nginx serving `www` over plain HTTP as one process (`master_process off`), killed
-/// when dropped: the reference a static web server's answers are compared with.
-struct Nginx {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Nginx {
-    fn start(dir: &Path, www: &Path) -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let prefix = dir.join("nginx");
-        fs::create_dir_all(prefix.join("logs")).unwrap();
-        let conf = format!(
-            r#"
-worker_processes 1;
-user root;
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 16; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-"#,
-            prefix = prefix.display(),
-            www = www.display(),
-        );
-        fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let nginx = Nginx {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + ANSWER_DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What a server answered to a Range request, once its bytes and headers are checked

@@ -1,5 +1,5 @@
-//! Several byte ranges of a pack in one request: from `blockcast serve` (fewer requests
-//! than ranges, counted in its access log), from a server that answers several ranges
+//! Several byte ranges of a pack in one request: from `blockcast serve` and from nginx
+//! (fewer requests than ranges, counted in their access logs), from a server that answers several ranges
 //! with the whole pack (cut off, then one range at a time), and from one whose multipart
 //! answers are broken (each extract still byte-identical, from single ranges).
 
@@ -8,8 +8,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use common::faulty::{Config, Fault, FaultyServer, Ranges};
+use common::nginx::Nginx;
 use common::served::Served;
 use common::*;
 
@@ -104,6 +106,31 @@ fn a_packed_store_from_serve_comes_in_fewer_requests_than_ranges() {
         number(&traffic["part_header_bytes"]) <= 200 * (CHANGED as u64 * 2 + 1),
         "{report}"
     );
+}
+
+#[test]
+fn a_packed_store_from_nginx_comes_in_fewer_requests_than_ranges() {
+    let p = packed();
+    let nginx = Nginx::start(p.dir.path(), &p.www);
+    let (report, warnings) = p.extract_ok(&nginx.url);
+    assert!(!warnings.contains("ranges"), "{warnings}");
+    // nginx logs a request once its answer is out, maybe after the client has it.
+    let requests = number(&report["traffic"]["requests"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = nginx.access_log();
+        if log.lines().count() as u64 >= requests || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(log.lines().count() as u64, requests, "{log}");
+    let pack_requests: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("/store/packs/"))
+        .collect();
+    assert_eq!(pack_requests.len(), 1, "{log}");
+    assert!(pack_requests[0].contains("\" 206 "), "{log}");
 }
 
 #[test]
