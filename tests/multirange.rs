@@ -55,11 +55,12 @@ fn packed() -> Packed {
 
 impl Packed {
     /// Extracts the image from the store at `base` + `/store`, with the seed.
-    fn extract(&self, base: &str, out: &Path) -> Output {
+    fn extract(&self, base: &str, out: &Path, extra: &[&str]) -> Output {
         extract_cmd(&self.index, Path::new(&format!("{base}/store")), out)
             .arg("--seed")
             .arg(&self.seed)
             .arg("--json")
+            .args(extra)
             .output()
             .expect("run blockcast extract")
     }
@@ -69,7 +70,7 @@ impl Packed {
     fn extract_ok(&self, base: &str) -> (serde_json::Value, String) {
         let out = self.dir.path().join("out.img");
         let _ = fs::remove_file(&out);
-        let output = self.extract(base, &out);
+        let output = self.extract(base, &out, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(output.status.success(), "extract failed: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -194,4 +195,27 @@ fn a_multipart_server_gets_every_range_of_a_request_at_once() {
     assert!(stats.ranges_asked >= CHANGED as u64, "{stats:?}");
     assert!(!warnings.contains("ranges"), "{warnings}");
     assert_eq!(number(&report["traffic"]["requests"]), stats.requests);
+}
+
+#[test]
+fn ranges_no_answer_brings_end_in_an_error_naming_a_chunk() {
+    let p = packed();
+    let server = FaultyServer::start(
+        Config::new(&p.www)
+            .ranges(Ranges::Multipart)
+            .always(".bcpack", Fault::Status500),
+    );
+    let out = p.dir.path().join("out.img");
+    let output = p.extract(&server.url(), &out, &["--retries", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("(image offset "), "{stderr}");
+    assert!(stderr.contains("could not be fetched"), "{stderr}");
+    assert!(!out.exists(), "an output was left");
+    let stats = server.settled();
+    assert!(
+        stats.several_ranges >= 1 && stats.one_range >= 1,
+        "{stats:?}"
+    );
 }
