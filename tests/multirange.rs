@@ -155,6 +155,29 @@ fn a_server_answering_several_ranges_with_the_whole_pack_is_cut_off_and_asked_on
 }
 
 #[test]
+fn a_whole_body_without_a_length_is_cut_off_at_the_ranges_bound() {
+    let p = packed();
+    let server = FaultyServer::start(Config::new(&p.www).ranges(Ranges::Multipart).rule(
+        ".bcpack",
+        Fault::Endless,
+        1,
+    ));
+    let (report, warnings) = p.extract_ok(&server.url());
+    assert!(warnings.contains("cut off after"), "{warnings}");
+    let stats = server.settled();
+    assert_eq!(stats.count(Fault::Endless), 1, "{stats:?}");
+    assert_eq!(stats.hostile_abandoned, 1, "{stats:?}");
+    // What was read of it: no more than the ranges' bytes and their part allowance.
+    let traffic = &report["traffic"];
+    let ranges_and_gaps =
+        number(&report["plan"]["store"]["stored_bytes"]) + number(&traffic["gap_bytes"]);
+    assert!(
+        number(&traffic["bytes"]) <= 2 * ranges_and_gaps + (64 << 10),
+        "{report}"
+    );
+}
+
+#[test]
 fn broken_multipart_answers_end_byte_identical_from_single_ranges() {
     let p = packed();
     let cases = [

@@ -85,6 +85,8 @@ pub struct Client {
     timeout: Duration,
     retries: u32,
     origins: Arc<Mutex<Origins>>,
+    /// Held by the request that asks an origin for several ranges first.
+    probing: Arc<tokio::sync::Mutex<()>>,
     traffic: Arc<Traffic>,
 }
 
@@ -170,6 +172,7 @@ impl Client {
             timeout: opts.timeout,
             retries: opts.retries,
             origins: Arc::default(),
+            probing: Arc::default(),
             traffic,
         })
     }
@@ -252,8 +255,21 @@ impl Client {
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<bool> {
         let mut arrived = vec![false; ranges.len()];
-        if ranges.len() > 1 && self.may_ask_several(url) {
-            match self.several(url, ranges, &mut arrived, part).await {
+        let mut takes = (ranges.len() > 1).then(|| self.takes_several(url));
+        // One request at a time asks an origin not known yet: the others wait for what
+        // it tells rather than all ask a server that may answer with whole packs.
+        let probing = match takes {
+            Some(None) => {
+                let guard = self.probing.lock().await;
+                takes = Some(self.takes_several(url));
+                Some(guard)
+            }
+            _ => None,
+        };
+        if matches!(takes, Some(None | Some(true))) {
+            let asked = self.several(url, ranges, &mut arrived, part).await;
+            drop(probing);
+            match asked {
                 Ok(Several::Done) => return Ok(true),
                 Ok(Several::Absent) => return Ok(false),
                 Err(Fell::Caller(e)) => return Err(e),
@@ -265,6 +281,8 @@ impl Client {
                     ));
                 }
             }
+        } else {
+            drop(probing);
         }
         let mut left = Vec::new();
         for (i, range) in ranges.iter().enumerate() {
@@ -293,15 +311,15 @@ impl Client {
         (i, self.get_range(url, range, warn).await)
     }
 
-    /// Whether a request for several ranges may go to `url`'s origin (as redirected
-    /// last time).
-    fn may_ask_several(&self, url: &str) -> bool {
+    /// Whether `url`'s origin (as redirected last time) takes several ranges in one
+    /// request; `None` while that is not known.
+    fn takes_several(&self, url: &str) -> Option<bool> {
         let Some(asked) = origin_of(url) else {
-            return false;
+            return Some(false);
         };
         let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         let answering = origins.redirected.get(&asked).unwrap_or(&asked);
-        origins.several.get(answering) != Some(&false)
+        origins.several.get(answering).copied()
     }
 
     /// Records that a request to `asked` was answered by `answering`, and, when `several`
