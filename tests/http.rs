@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::nginx::Nginx;
 use common::served::Served;
 use common::*;
 
@@ -350,7 +351,7 @@ fn an_http_store_reads_objects_by_ranges() {
         .to_string();
     let served = Served::start(t.path(), &[]);
     let warn: blockcast::store::Warn = std::sync::Arc::new(|_: &str| {});
-    let client = Client::new(&HttpOptions::default()).unwrap();
+    let client = Client::new(&HttpOptions::default(), Default::default()).unwrap();
     let store = HttpStore::new(&format!("{}/store", served.url), client, warn);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -612,4 +613,280 @@ fn sigterm_stops_serve_with_a_request_stuck_in_flight() {
     let (status, log) = server.stop();
     assert!(status.success(), "{status}: {log}");
     assert!(stuck.closed_by_server());
+}
+
+/// What a server answered to a Range request, once its bytes and headers are checked
+/// against the file: the same from any server that answers alike.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Whole,
+    /// One part: its first and last byte.
+    Part(u64, u64),
+    /// `multipart/byteranges`: each part's first and last byte, in the order sent.
+    Parts(Vec<(u64, u64)>),
+    Unsatisfiable,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Header lines as lower-case names and trimmed values.
+fn header_fields(block: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8(block.to_vec())
+        .expect("ASCII headers")
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    let mut found = fields.iter().filter(|(n, _)| n == name);
+    let (_, value) = found
+        .next()
+        .unwrap_or_else(|| panic!("no {name} in {fields:?}"));
+    assert!(found.next().is_none(), "two {name} in {fields:?}");
+    value
+}
+
+/// `bytes FIRST-LAST/LEN`, checked against the file's length.
+fn content_range(value: &str, len: usize) -> (u64, u64) {
+    let (span, total) = value
+        .strip_prefix("bytes ")
+        .and_then(|v| v.split_once('/'))
+        .unwrap_or_else(|| panic!("content-range {value:?}"));
+    assert_eq!(total, len.to_string(), "{value}");
+    let (first, last) = span.split_once('-').expect("first-last");
+    let (first, last) = (first.parse().unwrap(), last.parse().unwrap());
+    assert!(first <= last && last < len as u64, "{value}");
+    (first, last)
+}
+
+/// Reads `curl -i`'s output for a GET of `file` (whose parts are typed `file_type`):
+/// the status, Content-Length against the body, and every byte sent against the file.
+fn read_answer(raw: &[u8], file: &[u8], file_type: &str) -> Answer {
+    let split = find(raw, b"\r\n\r\n").expect("end of the headers");
+    let (head, body) = (&raw[..split], &raw[split + 4..]);
+    let status_line = String::from_utf8_lossy(&head[..find(head, b"\r\n").unwrap_or(split)]);
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let fields = header_fields(head);
+    if status == 416 {
+        assert_eq!(
+            field(&fields, "content-range"),
+            format!("bytes */{}", file.len())
+        );
+        return Answer::Unsatisfiable;
+    }
+    assert_eq!(field(&fields, "content-length"), body.len().to_string());
+    let content_type = field(&fields, "content-type");
+    match status {
+        200 => {
+            assert_eq!(content_type, file_type);
+            assert!(body == file, "the whole file");
+            Answer::Whole
+        }
+        206 => match content_type.strip_prefix("multipart/byteranges; boundary=") {
+            Some(boundary) => {
+                let parts = multipart_parts(body, boundary, file, file_type);
+                let independent = python_parts(content_type, body);
+                let ours: Vec<(String, Vec<u8>)> = parts
+                    .iter()
+                    .map(|&(first, last)| {
+                        (
+                            format!("bytes {first}-{last}/{}", file.len()),
+                            file[first as usize..=last as usize].to_vec(),
+                        )
+                    })
+                    .collect();
+                assert!(ours == independent, "python3's email parser disagrees");
+                Answer::Parts(parts)
+            }
+            None => {
+                assert_eq!(content_type, file_type);
+                let (first, last) = content_range(field(&fields, "content-range"), file.len());
+                assert!(body == &file[first as usize..=last as usize]);
+                Answer::Part(first, last)
+            }
+        },
+        other => panic!("{status_line}: {other}"),
+    }
+}
+
+/// Parses a `multipart/byteranges` body (RFC 9110 §14.6, RFC 2046 §5.1.1) strictly: each
+/// part's headers, its bytes against the file, the delimiter right after them, and no
+/// delimiter inside them (where a parser scanning for it would cut the part short).
+fn multipart_parts(body: &[u8], boundary: &str, file: &[u8], file_type: &str) -> Vec<(u64, u64)> {
+    let delimiter = format!("\r\n--{boundary}").into_bytes();
+    // The first delimiter's CRLF may be left out; an empty preamble ends in it.
+    let mut rest = body
+        .strip_prefix(&delimiter[..])
+        .or_else(|| body.strip_prefix(&delimiter[2..]))
+        .expect("the body opens with a delimiter");
+    let mut parts = Vec::new();
+    while !rest.starts_with(b"--") {
+        rest = rest.strip_prefix(b"\r\n").expect("CRLF after a delimiter");
+        let end = find(rest, b"\r\n\r\n").expect("end of a part's headers");
+        let fields = header_fields(&rest[..end]);
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert_eq!(field(&fields, "content-type"), file_type);
+        let (first, last) = content_range(field(&fields, "content-range"), file.len());
+        let n = (last - first + 1) as usize;
+        let data = &rest[end + 4..][..n];
+        assert!(
+            data == &file[first as usize..=last as usize],
+            "part {first}-{last}"
+        );
+        assert!(
+            find(data, &delimiter).is_none(),
+            "the boundary is in the data"
+        );
+        rest = rest[end + 4 + n..]
+            .strip_prefix(&delimiter[..])
+            .expect("a delimiter right after a part's bytes");
+        parts.push((first, last));
+    }
+    assert_eq!(&rest[2..], b"\r\n", "the closing delimiter ends the body");
+    parts
+}
+
+/// Each part of a `multipart/byteranges` body as python3's email parser reads it: its
+/// `Content-Range` and its bytes.
+fn python_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let script = "import email, sys\n\
+        m = email.message_from_bytes(sys.stdin.buffer.read())\n\
+        assert m.is_multipart()\n\
+        for p in m.get_payload():\n\
+        \x20   print(p['Content-Range'], p.get_payload(decode=True).hex())\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut message = format!("Content-Type: {content_type}\r\n\r\n").into_bytes();
+    message.extend_from_slice(body);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&message)
+        .expect("feed python3");
+    let out = child.wait_with_output().expect("python3's answer");
+    assert!(out.status.success(), "python3 could not read the answer");
+    String::from_utf8(out.stdout)
+        .expect("text")
+        .lines()
+        .map(|line| {
+            let (range, hex) = line.rsplit_once(' ').expect("range and bytes");
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            (range.to_string(), bytes)
+        })
+        .collect()
+}
+
+fn get_ranged(url: &str, ranges: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-i", "-r", ranges, url])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl -r {ranges} {url} failed");
+    out.stdout
+}
+
+#[test]
+fn serve_answers_several_ranges_with_multipart_byteranges_as_nginx_does() {
+    let dir = tempdir();
+    let www = dir.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    // More than a piece (256 KiB), with what a careless boundary would collide with.
+    let mut file = noise(17, 1 << 20);
+    for at in (0..file.len() - 64).step_by(4099) {
+        file[at..at + 4].copy_from_slice(b"\r\n--");
+    }
+    fs::write(www.join("pack.cacnk"), &file).unwrap();
+    let l = file.len() as u64;
+    let served = Served::start(&www, &[]);
+    let nginx = Nginx::start(dir.path(), &www);
+    use Answer::*;
+    let cases = [
+        ("0-9,100-199", Parts(vec![(0, 9), (100, 199)])),
+        ("100-199,0-9", Parts(vec![(100, 199), (0, 9)])),
+        ("0-9,5-14", Parts(vec![(0, 9), (5, 14)])),
+        ("0-0,0-0,0-0", Parts(vec![(0, 0); 3])),
+        ("-5,0-0", Parts(vec![(l - 5, l - 1), (0, 0)])),
+        // Streamed: more than a piece in all and in its first part.
+        (
+            "0-299999,700000-",
+            Parts(vec![(0, 299_999), (700_000, l - 1)]),
+        ),
+        ("0-9,2000000-", Part(0, 9)),
+        ("2000000-,3000000-3000001", Unsatisfiable),
+        // More than the file in all: the whole file, not two thirds of it twice.
+        ("0-599999,100000-699999", Whole),
+    ];
+    for (ranges, expected) in cases {
+        for base in [&served.url, &nginx.url] {
+            let raw = get_ranged(&format!("{base}/pack.cacnk"), ranges);
+            let answer = read_answer(&raw, &file, "application/octet-stream");
+            assert_eq!(answer, expected, "{base} -r {ranges}");
+        }
+    }
+
+    // HEAD: the GET's headers, and no body before the next answer or the close.
+    let url = format!("{}/pack.cacnk", served.url);
+    let got = get_ranged(&url, "0-9,100-199");
+    let got_fields = header_fields(&got[..find(&got, b"\r\n\r\n").unwrap()]);
+    let mut stream = TcpStream::connect(served.url.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+    stream
+        .write_all(
+            b"HEAD /pack.cacnk HTTP/1.1\r\nHost: t\r\n\
+              Range: bytes=0-9,100-199\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    stream.read_to_end(&mut head).expect("the HEAD answer");
+    assert!(head.starts_with(b"HTTP/1.1 206"), "{head:?}");
+    assert_eq!(find(&head, b"\r\n\r\n").map(|e| e + 4), Some(head.len()));
+    let head_fields = header_fields(&head);
+    // Each answer draws its own boundary, of the same length.
+    assert_eq!(
+        field(&head_fields, "content-length"),
+        field(&got_fields, "content-length")
+    );
+    for fields in [&head_fields, &got_fields] {
+        let content_type = field(fields, "content-type");
+        assert!(content_type.starts_with("multipart/byteranges; boundary="));
+    }
+
+    // At most 256 ranges; past them the header is ignored.
+    let listed = |n: u64| {
+        let specs: Vec<String> = (0..n).map(|i| format!("{}-{}", i * 7, i * 7 + 2)).collect();
+        specs.join(",")
+    };
+    let most: Vec<(u64, u64)> = (0..256).map(|i| (i * 7, i * 7 + 2)).collect();
+    let answer = read_answer(
+        &get_ranged(&url, &listed(256)),
+        &file,
+        "application/octet-stream",
+    );
+    assert_eq!(answer, Parts(most));
+    let answer = read_answer(
+        &get_ranged(&url, &listed(257)),
+        &file,
+        "application/octet-stream",
+    );
+    assert_eq!(answer, Whole);
+    // A Range header past 8 KiB is refused.
+    let long = format!("Range: bytes=0-0{}", ",0-0".repeat(3000));
+    let refused = curl(&["-H", &long, &url]);
+    assert!(refused.starts_with("http/1.1 431"), "{refused}");
 }

@@ -26,7 +26,7 @@ use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
-use crate::store::Stores;
+use crate::store::{Stores, TrafficReport};
 use crate::trust::TrustedIndex;
 use crate::verity::{self, Geometry};
 use order::{Copy, Step};
@@ -63,6 +63,9 @@ pub struct ExtractReport {
     pub refetched_chunks: u64,
     /// Chunk files rebuilt from deltas against the seeds.
     pub chunk_files_from_deltas: u64,
+    /// What fetching cost over HTTP since the stores were opened: requests, bytes, gaps
+    /// and part headers.
+    pub traffic: TrafficReport,
     /// Checked against what was written before the image was completed.
     pub verity_root: String,
 }
@@ -161,6 +164,7 @@ pub fn extract(
         spilled_bytes,
         refetched_chunks,
         chunk_files_from_deltas: stores.rebuilt_from_deltas() - rebuilt_before,
+        traffic: stores.traffic(),
         verity_root: verity.root_hex(),
     })
 }

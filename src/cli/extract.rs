@@ -50,12 +50,14 @@ pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
     ui.report(a.json, &report, || {
         let p = &report.plan;
         format!(
-            "{}: {} image written and verified (dm-verity root {}); fetched {} chunks ({} transferred, {} rebuilt from deltas); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
+            "{}: {} image written and verified (dm-verity root {}); fetched {} chunks ({} stored, {} received in {} requests, {} rebuilt from deltas); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
             a.output.display(),
             human_bytes(p.image_size),
             report.verity_root,
             p.store.chunks,
             human_bytes(p.store.stored_bytes),
+            human_bytes(report.traffic.bytes),
+            report.traffic.requests,
             report.chunk_files_from_deltas,
             human_bytes(p.seed.bytes),
             human_bytes(p.output.bytes),

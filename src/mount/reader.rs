@@ -17,7 +17,7 @@ use crate::index::{ChunkRecord, Index};
 use crate::mount::cache_image::CacheImage;
 use crate::mount::StoredTree;
 use crate::seed::{Seed, SeedBases};
-use crate::store::{Stores, Warn};
+use crate::store::{Stores, TrafficReport, Warn};
 use crate::trust::TrustedIndex;
 use crate::verity::{TreeCheck, BLOCK};
 
@@ -48,6 +48,8 @@ pub struct ReaderStats {
     pub chunk_files_from_deltas: u64,
     pub blocks_refetched: u64,
     pub failed_reads: u64,
+    /// What fetching cost over HTTP: requests, bytes, gaps and part headers.
+    pub traffic: TrafficReport,
 }
 
 pub struct LazyImage {
@@ -200,6 +202,7 @@ impl LazyImage {
             chunk_files_from_deltas: self.stores.rebuilt_from_deltas(),
             blocks_refetched: s.refetched.load(Ordering::Relaxed),
             failed_reads: s.failed.load(Ordering::Relaxed),
+            traffic: self.stores.traffic(),
         }
     }
 

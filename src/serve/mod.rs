@@ -1,5 +1,6 @@
 //! `blockcast serve`: a store directory and the indexes beside it over HTTP/1.1, as any
-//! static web server would serve them: GET and HEAD, single byte ranges, content types,
+//! static web server would serve them: GET and HEAD, byte ranges (several in one
+//! `multipart/byteranges` answer, streamed from the file), content types,
 //! `Cache-Control: immutable` for chunks (a chunk's name is its content), bounded
 //! connections, and a graceful stop.
 //!
@@ -11,10 +12,12 @@ mod conn;
 mod open;
 pub mod range;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::SeekFrom;
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +29,6 @@ use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -211,6 +213,12 @@ async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>)
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    if range.as_ref().is_some_and(|r| r.len() > range::MAX_HEADER) {
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "range header too long\n",
+        );
+    }
     // One trip to a blocking thread opens, measures and (for the small files a store is
     // made of) reads the file, so the answer goes out in one piece.
     let opened = {
@@ -226,23 +234,8 @@ async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>)
         })
         .await
     };
-    let (status, start, end, len, body) = match opened {
-        Ok(Opened::Found {
-            status,
-            start,
-            end,
-            len,
-            content,
-        }) => {
-            let body = match content {
-                Content::Nothing => empty(),
-                Content::Bytes(bytes) => Full::new(Bytes::from(bytes))
-                    .map_err(|never| match never {})
-                    .boxed(),
-                Content::File(file) => file_body(tokio::fs::File::from_std(file), end - start),
-            };
-            (status, start, end, len, body)
-        }
+    let found = match opened {
+        Ok(Opened::Found(found)) => found,
         Ok(Opened::Missing) => return plain(StatusCode::NOT_FOUND, "not found\n"),
         Ok(Opened::Unreadable) => return plain(StatusCode::FORBIDDEN, "not readable\n"),
         Ok(Opened::Unsatisfiable { len }) => {
@@ -250,52 +243,75 @@ async fn respond(opts: &Arc<ServeOptions>, req: &Request<hyper::body::Incoming>)
             set(&mut r, header::CONTENT_RANGE, &format!("bytes */{len}"));
             return r;
         }
+        Ok(Opened::Failed(why)) => return plain(StatusCode::INTERNAL_SERVER_ERROR, why),
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "read failed\n"),
     };
+    let body = match found.content {
+        Content::Nothing => empty(),
+        Content::Bytes(bytes) => Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed(),
+        Content::File(file, segments) => file_body(file, segments),
+    };
     let mut r = Response::new(body);
-    *r.status_mut() = status;
-    set(&mut r, header::CONTENT_LENGTH, &(end - start).to_string());
-    set(&mut r, header::CONTENT_TYPE, content_type(&path));
+    *r.status_mut() = found.status;
+    set(&mut r, header::CONTENT_LENGTH, &found.length.to_string());
+    set(&mut r, header::CONTENT_TYPE, &found.content_type);
     set(&mut r, header::CACHE_CONTROL, cache_control(&path));
     set(&mut r, header::ACCEPT_RANGES, "bytes");
-    if status == StatusCode::PARTIAL_CONTENT {
-        let last = end - 1;
-        set(
-            &mut r,
-            header::CONTENT_RANGE,
-            &format!("bytes {start}-{last}/{len}"),
-        );
+    if let Some(content_range) = &found.content_range {
+        set(&mut r, header::CONTENT_RANGE, content_range);
     }
     r
 }
 
 enum Opened {
-    Found {
-        status: StatusCode,
-        start: u64,
-        end: u64,
-        len: u64,
-        content: Content,
-    },
+    Found(Found),
     Missing,
     Unreadable,
-    Unsatisfiable {
-        len: u64,
-    },
+    Unsatisfiable { len: u64 },
+    Failed(&'static str),
+}
+
+/// A file's answer, settled.
+struct Found {
+    status: StatusCode,
+    /// The body's, headers of parts included.
+    length: u64,
+    content_type: String,
+    /// For a single part only; several parts each carry theirs.
+    content_range: Option<String>,
+    content: Content,
 }
 
 enum Content {
     Nothing,
     Bytes(Vec<u8>),
-    /// Positioned at the range's start; streamed.
-    File(std::fs::File),
+    /// Streamed, a piece at a time.
+    File(std::fs::File, Vec<Segment>),
+}
+
+/// A stretch of an answer's body.
+enum Segment {
+    /// Made here: a part's delimiter and headers, or the closing delimiter.
+    Text(Bytes),
+    /// These bytes of the file.
+    File(Range<u64>),
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        match self {
+            Segment::Text(text) => text.len() as u64,
+            Segment::File(range) => range.end - range.start,
+        }
+    }
 }
 
 /// Opens `relative` under `root` and settles the answer: which bytes, and the bytes
-/// themselves when they fit in one piece.
+/// themselves when the file's share of them fits in one piece.
 fn open(root: &Path, relative: &Path, range: Option<&str>, head: bool) -> Opened {
-    use std::io::{Read, Seek};
-    let mut file = match open::open_beneath(root, relative) {
+    let file = match open::open_beneath(root, relative) {
         Ok(f) => f,
         Err(Refused::NotFound) => return Opened::Missing,
         Err(Refused::Unreadable) => return Opened::Unreadable,
@@ -304,33 +320,101 @@ fn open(root: &Path, relative: &Path, range: Option<&str>, head: bool) -> Opened
         Ok(m) => m.len(),
         Err(_) => return Opened::Unreadable,
     };
-    let (status, start, end) = match range::parse(range, len) {
-        Ranged::Whole => (StatusCode::OK, 0, len),
-        Ranged::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+    let file_type = content_type(relative);
+    let (status, content_type, content_range, segments) = match range::parse(range, len) {
+        Ranged::Whole => (
+            StatusCode::OK,
+            file_type.to_string(),
+            None,
+            vec![Segment::File(0..len)],
+        ),
+        Ranged::Parts(parts) => match &parts[..] {
+            [one] => (
+                StatusCode::PARTIAL_CONTENT,
+                file_type.to_string(),
+                Some(format!("bytes {}-{}/{len}", one.start, one.end - 1)),
+                vec![Segment::File(one.clone())],
+            ),
+            _ => {
+                let Some(boundary) = boundary() else {
+                    return Opened::Failed("no random boundary\n");
+                };
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    format!("multipart/byteranges; boundary={boundary}"),
+                    None,
+                    multipart(&parts, len, file_type, &boundary),
+                )
+            }
+        },
         Ranged::Unsatisfiable => return Opened::Unsatisfiable { len },
     };
-    let want = end - start;
-    let content = if head || want == 0 {
+    let length = segments.iter().map(Segment::len).sum();
+    let from_file: u64 = segments
+        .iter()
+        .filter(|s| matches!(s, Segment::File(_)))
+        .map(Segment::len)
+        .sum();
+    let content = if head || length == 0 {
         Content::Nothing
-    } else if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
-        return Opened::Unreadable;
-    } else if want <= PIECE as u64 {
-        let mut bytes = Vec::with_capacity(want as usize);
-        match file.take(want).read_to_end(&mut bytes) {
+    } else if from_file <= PIECE as u64 {
+        match gather(&file, &segments, length) {
+            Ok(bytes) => Content::Bytes(bytes),
             // A file that shrank meanwhile: send what the headers promise or nothing.
-            Ok(n) if n as u64 == want => Content::Bytes(bytes),
-            _ => return Opened::Unreadable,
+            Err(_) => return Opened::Unreadable,
         }
     } else {
-        Content::File(file)
+        Content::File(file, segments)
     };
-    Opened::Found {
+    Opened::Found(Found {
         status,
-        start,
-        end,
-        len,
+        length,
+        content_type,
+        content_range,
         content,
+    })
+}
+
+/// 128 random bits in hex: no file holds them by chance, so they cannot end a part early.
+fn boundary() -> Option<String> {
+    let mut bits = [0u8; 16];
+    getrandom::fill(&mut bits).ok()?;
+    Some(bits.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A `multipart/byteranges` body (RFC 9110 §14.6) of `parts` of a file of `len` bytes,
+/// laid out as nginx lays it out.
+fn multipart(parts: &[Range<u64>], len: u64, content_type: &str, boundary: &str) -> Vec<Segment> {
+    let mut segments = Vec::with_capacity(2 * parts.len() + 1);
+    for part in parts {
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+            part.start,
+            part.end - 1
+        );
+        segments.push(Segment::Text(Bytes::from(head)));
+        segments.push(Segment::File(part.clone()));
     }
+    segments.push(Segment::Text(Bytes::from(format!(
+        "\r\n--{boundary}--\r\n"
+    ))));
+    segments
+}
+
+/// The whole body at once, for answers whose file bytes fit in one piece.
+fn gather(file: &std::fs::File, segments: &[Segment], length: u64) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(length as usize);
+    for segment in segments {
+        match segment {
+            Segment::Text(text) => body.extend_from_slice(text),
+            Segment::File(range) => {
+                let at = body.len();
+                body.resize(at + (range.end - range.start) as usize, 0);
+                file.read_exact_at(&mut body[at..], range.start)?;
+            }
+        }
+    }
+    Ok(body)
 }
 
 enum Unnamed {
@@ -428,29 +512,38 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-/// `len` bytes of `file` from where it stands, read a piece at a time as the client takes
-/// them. A file that shrinks underneath ends the body early, which the client sees as a
-/// short body.
-fn file_body(file: tokio::fs::File, len: u64) -> Body {
-    let pieces = stream::unfold((file, len), |(mut file, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; (left as usize).min(PIECE)];
-        match file.read(&mut buf).await {
-            Ok(0) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                )),
-                (file, 0),
-            )),
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(Frame::data(Bytes::from(buf))), (file, left - n as u64)))
+/// `segments`, the file's read a piece at a time (positioned reads, on a blocking thread)
+/// as the client takes them. A file that shrinks underneath ends the body early, which
+/// the client sees as a short body.
+fn file_body(file: std::fs::File, segments: Vec<Segment>) -> Body {
+    let state = (Arc::new(file), VecDeque::from(segments));
+    let pieces = stream::unfold(state, |(file, mut left)| async move {
+        let piece = match left.pop_front()? {
+            Segment::Text(text) => Ok(text),
+            Segment::File(range) => {
+                let n = (range.end - range.start).min(PIECE as u64);
+                if range.start + n < range.end {
+                    left.push_front(Segment::File(range.start + n..range.end));
+                }
+                let reading = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n as usize];
+                    match reading.read_exact_at(&mut buf, range.start) {
+                        Ok(()) => Ok(Bytes::from(buf)),
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
+                            std::io::Error::new(e.kind(), "file shrank while being sent"),
+                        ),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             }
-            Err(e) => Some((Err(e), (file, 0))),
+        };
+        if piece.is_err() {
+            left.clear();
         }
+        Some((piece.map(Frame::data), (file, left)))
     });
     StreamBody::new(pieces).boxed()
 }

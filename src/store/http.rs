@@ -2,15 +2,18 @@
 //! (HTTP/2 where the server offers it), a timeout per request, retries with backoff on
 //! resets, timeouts, 5xx and bad bodies, and every body capped before it is read.
 
+use std::collections::HashMap;
 use std::fs;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::ops::Range;
-
 use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
 
-use super::{Check, Checked, ReadOptions, ReadStore, Warn};
+use super::byteranges;
+use super::{Check, Checked, ReadOptions, ReadStore, Traffic, Warn};
 use crate::error::{Error, IoContext, Result};
 
 /// How requests are made; shared by every remote store and index of a run.
@@ -51,11 +54,66 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How many leading bytes tell a file's length, and how to read it from them.
 pub type Sniff<'a> = (usize, &'a (dyn Fn(&[u8]) -> Result<u64, String> + Sync));
 
+/// The longest `Range` header sent: nginx refuses a header line past about 8 KiB.
+pub const MAX_RANGE_HEADER: usize = 4 << 10;
+
+/// The bytes a part of a `multipart/byteranges` answer may take besides its data (its
+/// delimiter and headers: about 100 from nginx or `blockcast serve`), and the closing
+/// delimiter too. An answer to several ranges is read to no more than their bytes and
+/// this much per part: a server that answers with the whole file is cut off there.
+pub const PART_OVERHEAD: u64 = 200;
+
+/// Requests at once for the ranges of one request that go one at a time: a request for
+/// ranges that an origin will not take together becomes several, and these keep some of
+/// the concurrency that one request would have had.
+const SINGLE_RANGES_AT_ONCE: usize = 4;
+
+/// The `Range` header asking for `ranges` (each non-empty).
+pub fn range_header(ranges: &[Range<u64>]) -> String {
+    let specs: Vec<String> = ranges.iter().map(range_spec).collect();
+    format!("bytes={}", specs.join(","))
+}
+
+/// One range's share of a `Range` header: `FIRST-LAST`.
+pub fn range_spec(range: &Range<u64>) -> String {
+    format!("{}-{}", range.start, range.end - 1)
+}
+
 #[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
     timeout: Duration,
     retries: u32,
+    origins: Arc<Mutex<Origins>>,
+    /// Held by the request that asks an origin for several ranges first.
+    probing: Arc<tokio::sync::Mutex<()>>,
+    traffic: Arc<Traffic>,
+}
+
+/// What the run has learnt of the origins it asked for ranges.
+#[derive(Default)]
+struct Origins {
+    /// The origin (after redirects) that answered the last request to an origin.
+    redirected: HashMap<String, String>,
+    /// Whether an origin answered several ranges with a well-formed `206
+    /// multipart/byteranges` (true), or otherwise (false: whole, one part, malformed).
+    several: HashMap<String, bool>,
+}
+
+/// How a request for several ranges in one went.
+enum Several {
+    /// Every range arrived.
+    Done,
+    /// The server does not have the file.
+    Absent,
+}
+
+/// Why a request for several ranges in one did not bring them all.
+enum Fell {
+    /// The answer: worth asking again, one range at a time.
+    Answer(String),
+    /// The receiver of the parts refused one: the caller's to handle.
+    Caller(Error),
 }
 
 /// Why one attempt failed, and whether another may succeed.
@@ -65,7 +123,8 @@ enum Failure {
 }
 
 impl Client {
-    pub fn new(opts: &HttpOptions) -> Result<Client> {
+    /// A client that counts its requests and the bytes they brought in `traffic`.
+    pub fn new(opts: &HttpOptions, traffic: Arc<Traffic>) -> Result<Client> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("blockcast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
@@ -112,6 +171,9 @@ impl Client {
             inner,
             timeout: opts.timeout,
             retries: opts.retries,
+            origins: Arc::default(),
+            probing: Arc::default(),
+            traffic,
         })
     }
 
@@ -179,9 +241,276 @@ impl Client {
         .await
     }
 
+    /// The bytes `ranges` of `url` (each non-empty), each handed to `part` with its place
+    /// in `ranges` as it arrives, not necessarily in order; false when the server does not
+    /// have the file. Several ranges go in one request to an origin that has answered so
+    /// with a well-formed `206 multipart/byteranges`, or that has not answered such a
+    /// request yet (which tells); otherwise, and for the ranges a failed answer left, one
+    /// request per range, as [`Client::get_range`] makes them.
+    pub async fn get_ranges(
+        &self,
+        url: &str,
+        ranges: &[Range<u64>],
+        part: &mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<bool> {
+        let mut arrived = vec![false; ranges.len()];
+        let mut takes = (ranges.len() > 1).then(|| self.takes_several(url));
+        // One request at a time asks an origin not known yet: the others wait for what
+        // it tells rather than all ask a server that may answer with whole packs.
+        let probing = match takes {
+            Some(None) => {
+                let guard = self.probing.lock().await;
+                takes = Some(self.takes_several(url));
+                Some(guard)
+            }
+            _ => None,
+        };
+        if matches!(takes, Some(None | Some(true))) {
+            let asked = self.several(url, ranges, &mut arrived, part).await;
+            drop(probing);
+            match asked {
+                Ok(Several::Done) => return Ok(true),
+                Ok(Several::Absent) => return Ok(false),
+                Err(Fell::Caller(e)) => return Err(e),
+                Err(Fell::Answer(reason)) => {
+                    let left = arrived.iter().filter(|a| !**a).count();
+                    warn(&format!(
+                        "{url}: {reason}; asking for the {left} of {} ranges left one at a time",
+                        ranges.len()
+                    ));
+                }
+            }
+        } else {
+            drop(probing);
+        }
+        let mut left = Vec::new();
+        for (i, range) in ranges.iter().enumerate() {
+            if !arrived[i] {
+                left.push(self.get_range_at(url, i, range.clone(), warn));
+            }
+        }
+        let mut answers = stream::iter(left).buffer_unordered(SINGLE_RANGES_AT_ONCE);
+        while let Some((i, answer)) = answers.next().await {
+            match answer? {
+                Some(bytes) => part(i, bytes)?,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`Client::get_range`], with the range's place in a list.
+    async fn get_range_at(
+        &self,
+        url: &str,
+        i: usize,
+        range: Range<u64>,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> (usize, Result<Option<Vec<u8>>>) {
+        (i, self.get_range(url, range, warn).await)
+    }
+
+    /// Whether `url`'s origin (as redirected last time) takes several ranges in one
+    /// request; `None` while that is not known.
+    fn takes_several(&self, url: &str) -> Option<bool> {
+        let Some(asked) = origin_of(url) else {
+            return Some(false);
+        };
+        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let answering = origins.redirected.get(&asked).unwrap_or(&asked);
+        origins.several.get(answering).copied()
+    }
+
+    /// Records that a request to `asked` was answered by `answering`, and, when `several`
+    /// is given, what that origin does with several ranges (a first verdict only, unless
+    /// it is a well-formed multipart answer: one bad answer does not condemn an origin
+    /// that has shown it can).
+    fn learn(&self, asked: &str, answering: &str, several: Option<bool>) {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .redirected
+            .insert(asked.to_string(), answering.to_string());
+        match several {
+            Some(true) => {
+                origins.several.insert(answering.to_string(), true);
+            }
+            Some(false) => {
+                origins
+                    .several
+                    .entry(answering.to_string())
+                    .or_insert(false);
+            }
+            None => {}
+        }
+    }
+
+    /// One request for all of `ranges`, not retried: its parts are handed to `part` as
+    /// they arrive and marked in `arrived`. The answer is read to no more than the
+    /// ranges' bytes and [`PART_OVERHEAD`] per part: a `200` with a whole file that fits
+    /// serves the ranges, one that does not is cut off there.
+    async fn several(
+        &self,
+        url: &str,
+        ranges: &[Range<u64>],
+        arrived: &mut [bool],
+        part: &mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+    ) -> Result<Several, Fell> {
+        let header = range_header(ranges);
+        if header.len() > MAX_RANGE_HEADER {
+            return Err(Fell::Answer(format!(
+                "{} ranges take a Range header of {} bytes, over {MAX_RANGE_HEADER}",
+                ranges.len(),
+                header.len()
+            )));
+        }
+        let asked = origin_of(url).unwrap_or_default();
+        let wanted: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        let bound = wanted + PART_OVERHEAD * (ranges.len() as u64 + 1);
+        self.traffic.request();
+        let mut response = self
+            .inner
+            .get(url)
+            .timeout(self.timeout)
+            .header(reqwest::header::RANGE, header)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .send()
+            .await
+            .map_err(|e| Fell::Answer(describe(&e)))?;
+        let answering = response.url().origin().ascii_serialization();
+        let status = response.status();
+        match judge(status) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Several::Absent),
+            Err(Failure::Transient(reason) | Failure::Permanent(reason)) => {
+                self.learn(&asked, &answering, None);
+                return Err(Fell::Answer(reason));
+            }
+        }
+        let boundary = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(byteranges::boundary)
+            .map(String::from);
+        let multipart = status == reqwest::StatusCode::PARTIAL_CONTENT && boundary.is_some();
+        let n = ranges.len();
+        let announced = response.content_length().filter(|l| *l > bound);
+        if !multipart || announced.is_some() {
+            self.learn(&asked, &answering, Some(false));
+        }
+        if let Some(announced) = announced {
+            return Err(Fell::Answer(format!(
+                "the server answered {n} ranges ({wanted} bytes) with {status} and {announced} bytes{}, more than the {bound} they may take; not read",
+                if status == reqwest::StatusCode::OK { " (the whole file)" } else { "" }
+            )));
+        }
+        match boundary.filter(|_| multipart) {
+            Some(boundary) => {
+                let mut reader = byteranges::Reader::new(ranges, &boundary);
+                let read = self
+                    .read_parts(&mut response, &mut reader, bound, arrived, part)
+                    .await;
+                self.traffic.headers(reader.overhead());
+                let finished = read.and_then(|()| reader.finish().map_err(Fell::Answer));
+                let well_formed = !matches!(finished, Err(Fell::Answer(_)));
+                self.learn(&asked, &answering, Some(well_formed));
+                finished.map(|()| Several::Done)
+            }
+            None if status == reqwest::StatusCode::OK => {
+                let whole = self.read_whole(&mut response, bound).await?;
+                for (i, range) in ranges.iter().enumerate() {
+                    let bytes = whole
+                        .get(range.start as usize..range.end as usize)
+                        .ok_or_else(|| {
+                            Fell::Answer(format!(
+                                "the server answered with the whole file, {} bytes, which ends before bytes {}",
+                                whole.len(),
+                                range_spec(range)
+                            ))
+                        })?;
+                    part(i, bytes.to_vec()).map_err(Fell::Caller)?;
+                    arrived[i] = true;
+                }
+                Ok(Several::Done)
+            }
+            None => Err(Fell::Answer(format!(
+                "the server answered {n} ranges with {status} but not with multipart/byteranges"
+            ))),
+        }
+    }
+
+    /// Feeds the body of a multipart answer to `reader`, at most `bound` bytes of it.
+    async fn read_parts(
+        &self,
+        response: &mut reqwest::Response,
+        reader: &mut byteranges::Reader<'_>,
+        bound: u64,
+        arrived: &mut [bool],
+        part: &mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+    ) -> Result<(), Fell> {
+        let mut received = 0u64;
+        let mut refused = None;
+        while let Some(piece) = response
+            .chunk()
+            .await
+            .map_err(|e| Fell::Answer(describe(&e)))?
+        {
+            self.traffic.body(piece.len());
+            received += piece.len() as u64;
+            if received > bound {
+                return Err(Fell::Answer(format!(
+                    "the multipart answer runs past the {bound} bytes it may take; cut off"
+                )));
+            }
+            let fed = reader.feed(&piece, &mut |i, data| match part(i, data) {
+                Ok(()) => {
+                    arrived[i] = true;
+                    Ok(())
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    Err(String::new())
+                }
+            });
+            if let Err(reason) = fed {
+                return Err(match refused.take() {
+                    Some(e) => Fell::Caller(e),
+                    None => Fell::Answer(format!("a malformed multipart answer: {reason}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The body of a `200` answer to a request for several ranges, if it ends within
+    /// `bound` bytes; cut off there if not.
+    async fn read_whole(
+        &self,
+        response: &mut reqwest::Response,
+        bound: u64,
+    ) -> Result<Vec<u8>, Fell> {
+        let mut body = Vec::new();
+        while let Some(piece) = response
+            .chunk()
+            .await
+            .map_err(|e| Fell::Answer(describe(&e)))?
+        {
+            self.traffic.body(piece.len());
+            if (body.len() + piece.len()) as u64 > bound {
+                return Err(Fell::Answer(format!(
+                    "the server answered several ranges with the whole file; cut off after {bound} bytes"
+                )));
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(body)
+    }
+
     /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
     pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
         self.retrying(url, warn, || async {
+            self.traffic.request();
             let response = self
                 .inner
                 .head(url)
@@ -255,6 +584,7 @@ impl Client {
             }
             None => reqwest::StatusCode::OK,
         };
+        self.traffic.request();
         let mut response = request.send().await.map_err(transient)?;
         let status = response.status();
         if !judge(status)? {
@@ -277,6 +607,7 @@ impl Client {
         }
         let mut body = Vec::with_capacity(announced.unwrap_or(0).min(1 << 20) as usize);
         while let Some(piece) = response.chunk().await.map_err(transient)? {
+            self.traffic.body(piece.len());
             if (body.len() + piece.len()) as u64 > max_len {
                 return Err(too_large(max_len));
             }
@@ -340,18 +671,9 @@ impl ReadStore for HttpStore {
         part: &'a mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let url = self.url(name);
-            for (i, range) in ranges.iter().enumerate() {
-                match self
-                    .client
-                    .get_range(&url, range.clone(), self.warn.as_ref())
-                    .await?
-                {
-                    Some(bytes) => part(i, bytes)?,
-                    None => return Ok(false),
-                }
-            }
-            Ok(true)
+            self.client
+                .get_ranges(&self.url(name), ranges, part, self.warn.as_ref())
+                .await
         })
     }
 
@@ -392,6 +714,13 @@ fn judge(status: reqwest::StatusCode) -> Result<bool, Failure> {
     } else {
         Err(Failure::Permanent(format!("the server answered {status}")))
     }
+}
+
+/// `scheme://host:port` of a URL; `None` when it does not parse.
+fn origin_of(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
 }
 
 fn remote(url: &str, reason: String) -> Error {

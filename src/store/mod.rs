@@ -2,6 +2,7 @@
 //! directory or an HTTP(S) URL with the same layout; [`Stores`] tries several in order,
 //! many chunks at once, and keeps what it fetched in an optional local cache.
 
+mod byteranges;
 pub mod codec;
 pub mod http;
 pub mod local;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
 use tokio::runtime::Handle;
 
 use crate::chunk::{BlockCheck, ChunkId, VerifiedChunk};
@@ -148,6 +150,58 @@ struct Shared {
     for_mount: AtomicBool,
     /// Chunk files rebuilt from deltas.
     rebuilt: AtomicU64,
+    traffic: Arc<Traffic>,
+}
+
+/// What the fetches of a run cost, counted as they go: requests and bytes over HTTP, and
+/// the gap bytes read from packs of any store.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    gap_bytes: AtomicU64,
+    part_header_bytes: AtomicU64,
+}
+
+/// [`Traffic`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrafficReport {
+    /// HTTP requests made (HEAD and GET, retries and refused answers included).
+    pub requests: u64,
+    /// Body bytes received: chunk files, the gaps read with them, multipart part headers,
+    /// answers refused or cut off.
+    pub bytes: u64,
+    /// Bytes of packs between the chunk files wanted, read to save requests.
+    pub gap_bytes: u64,
+    /// Delimiters and headers of `multipart/byteranges` parts.
+    pub part_header_bytes: u64,
+}
+
+impl Traffic {
+    fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn body(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn headers(&self, n: u64) {
+        self.part_header_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn gap(&self, n: u64) {
+        self.gap_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> TrafficReport {
+        TrafficReport {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            gap_bytes: self.gap_bytes.load(Ordering::Relaxed),
+            part_header_bytes: self.part_header_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A gathered chunk once fetched; whoever asks while it is in flight waits for it.
@@ -168,13 +222,14 @@ impl Stores {
         warn: Warn,
         runtime: Handle,
     ) -> Result<Stores> {
+        let traffic = Arc::new(Traffic::default());
         let mut client = None;
         let mut list: Vec<Box<dyn ReadStore>> = Vec::with_capacity(locations.len());
         for location in locations {
             list.push(if http::is_url(location) {
                 let client = match &client {
                     Some(c) => c,
-                    None => client.insert(http::Client::new(&opts.http)?),
+                    None => client.insert(http::Client::new(&opts.http, traffic.clone())?),
                 };
                 Box::new(http::HttpStore::new(location, client.clone(), warn.clone()))
             } else if location.contains("://") {
@@ -200,6 +255,7 @@ impl Stores {
                 blocks: RwLock::new(None),
                 for_mount: AtomicBool::new(false),
                 rebuilt: AtomicU64::new(0),
+                traffic,
             }),
             concurrency: opts.concurrency.max(1),
             runtime,
@@ -281,6 +337,12 @@ impl Stores {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = maps;
         found
+    }
+
+    /// What fetches over HTTP have cost so far, since the stores were opened (their pack
+    /// maps included).
+    pub fn traffic(&self) -> TrafficReport {
+        self.shared.traffic.report()
     }
 
     /// How many chunk files were rebuilt from deltas so far.
@@ -519,8 +581,8 @@ impl Shared {
     }
 
     /// Splits the chunk files to fetch into jobs: those the first store holding them has in
-    /// packs, in spans of neighbours (see [`COALESCE_GAP`]); the rest one by one. A chunk
-    /// file that may come from the cache or as a delta goes its own way.
+    /// packs, a request's worth at a time (see [`pack_requests`]); the rest one by one. A
+    /// chunk file that may come from the cache or as a delta goes its own way.
     fn plan_jobs(&self, firsts: Vec<ChunkRecord>) -> Vec<Job> {
         let bases = self
             .bases
@@ -541,75 +603,73 @@ impl Shared {
                 None => jobs.push(Job::One(r)),
             }
         }
-        let mut spans = Vec::new();
-        for ((store, pack), mut entries) in packed {
-            entries.sort_by_key(|(_, p)| p.offset);
-            let mut current: Vec<Entry> = Vec::new();
-            for (r, p) in entries {
-                let joins = current.first().zip(current.last()).is_some_and(|(f, l)| {
-                    p.offset <= l.1.range().end + COALESCE_GAP
-                        && p.range().end - f.1.offset <= COALESCE_MAX
-                        && p.offset >= l.1.range().end
-                });
-                if !joins && !current.is_empty() {
-                    spans.push(span(store, pack, std::mem::take(&mut current)));
-                }
-                current.push((r, p));
-            }
-            if !current.is_empty() {
-                spans.push(span(store, pack, current));
-            }
-        }
-        // Spans in pack and offset order, ahead of the single files.
-        spans.sort_by_key(|j| match j {
-            Job::Span { pack, range, .. } => (*pack, range.start),
+        let mut requests: Vec<Job> = packed
+            .into_iter()
+            .flat_map(|((store, pack), entries)| {
+                pack_requests(entries)
+                    .into_iter()
+                    .map(move |(ranges, entries)| Job::Ranges {
+                        store,
+                        pack,
+                        ranges,
+                        entries,
+                    })
+            })
+            .collect();
+        // Requests in pack and offset order, ahead of the single files.
+        requests.sort_by_key(|j| match j {
+            Job::Ranges { pack, ranges, .. } => (*pack, ranges.first().map_or(0, |r| r.start)),
             Job::One(_) => ([0; 32], 0),
         });
-        spans.extend(jobs);
-        spans
+        requests.extend(jobs);
+        requests
     }
 
-    /// Runs a job: the chunk files it holds, by unit id, each checked; a span that cannot
-    /// be read, or whose piece of a chunk file fails its check, leaves those files to the
-    /// store chain.
+    /// Runs a job: the chunk files it holds, by unit id, each checked as its range
+    /// arrives; a range that cannot be read, or whose piece of a chunk file fails its
+    /// check, leaves those files to the store chain.
     async fn run_job(&self, job: Job) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
-        let (store, pack, range, entries) = match job {
+        let (store, pack, ranges, entries) = match job {
             Job::One(r) => return vec![(r.unit().id, self.fetch_unit(&r).await)],
-            Job::Span {
+            Job::Ranges {
                 store,
                 pack,
-                range,
+                ranges,
                 entries,
-            } => (store, pack, range, entries),
+            } => (store, pack, ranges, entries),
         };
-        let mut bytes = None;
+        let mut checked: Vec<Option<Result<VerifiedChunk>>> =
+            entries.iter().map(|_| None).collect();
         let read = self.list[store]
-            .get_ranges(
-                &pack::pack_name(&pack),
-                std::slice::from_ref(&range),
-                &mut |_, part| {
-                    bytes = Some(part);
-                    Ok(())
-                },
-            )
+            .get_ranges(&pack::pack_name(&pack), &ranges, &mut |i, bytes| {
+                let range = &ranges[i];
+                let first = entries.partition_point(|(_, p)| p.offset < range.start);
+                let mut wanted = 0;
+                for (k, (r, place)) in entries.iter().enumerate().skip(first) {
+                    if place.range().end > range.end {
+                        break;
+                    }
+                    let at = (place.offset - range.start) as usize;
+                    let piece = bytes.get(at..at + place.size as usize);
+                    checked[k] = piece.map(|p| opener(r.unit(), None)(p));
+                    wanted += u64::from(place.size);
+                }
+                self.traffic
+                    .gap((range.end - range.start).saturating_sub(wanted));
+                Ok(())
+            })
             .await;
         let mut out = Vec::with_capacity(entries.len());
-        for (r, place) in entries {
+        for ((r, place), checked) in entries.into_iter().zip(checked) {
             let unit = r.unit();
-            let piece = match (&read, &bytes) {
-                (Ok(true), Some(b)) => b.get(
-                    (place.offset - range.start) as usize
-                        ..(place.range().end - range.start) as usize,
-                ),
-                _ => None,
-            };
-            let checked = piece.map(|p| opener(unit, None)(p));
+            // What arrived and passed its check is kept, however the read ended.
             let chunk = match checked {
                 Some(Ok(chunk)) => Ok(Arc::new(chunk)),
                 failed => {
                     if let Some(Err(e)) = failed {
                         (self.warn)(&format!(
-                            "{e} (in pack {} of store {}); fetching it again",
+                            "{e} (at {} in pack {} of store {}); fetching it again",
+                            place.offset,
                             pack::pack_name(&pack),
                             self.list[store].describe()
                         ));
@@ -690,24 +750,64 @@ fn sink_unit(
 }
 
 /// Bytes between two chunk files of a pack read with them rather than cut into two
-/// requests: a request costs a round trip, which on a slow link is worth far more.
+/// ranges: a range costs a request from a server that answers one range at a time (a
+/// round trip, which on a slow link is worth far more), and some 100 bytes of part
+/// headers from one that answers several at once.
 pub const COALESCE_GAP: u64 = 64 << 10;
-/// The most bytes one coalesced read of a pack asks for.
+/// The most bytes one request for ranges of a pack asks for.
 pub const COALESCE_MAX: u64 = 8 << 20;
 
 /// A chunk file to fetch from a pack: its record and its place.
 type Entry = (ChunkRecord, Place);
 
-/// A unit of work of [`Stores::fetch_many`]: one chunk file through the store chain, or a
-/// span of a pack holding several.
+/// A unit of work of [`Stores::fetch_many`]: one chunk file through the store chain, or
+/// ranges of a pack holding several, in one request where the server takes several.
 enum Job {
     One(ChunkRecord),
-    Span {
+    Ranges {
         store: usize,
         pack: [u8; 32],
-        range: std::ops::Range<u64>,
+        /// In offset order, neither overlapping nor touching.
+        ranges: Vec<std::ops::Range<u64>>,
+        /// In offset order, each inside one of `ranges`.
         entries: Vec<Entry>,
     },
+}
+
+/// Cuts the chunk files to fetch from one pack into requests of ranges: neighbours less
+/// than [`COALESCE_GAP`] apart share a range, a request asks for at most
+/// [`COALESCE_MAX`] bytes with a `Range` header of at most [`http::MAX_RANGE_HEADER`].
+fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec<Entry>)> {
+    entries.sort_by_key(|(_, p)| p.offset);
+    let mut requests = Vec::new();
+    let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut held: Vec<Entry> = Vec::new();
+    for (r, p) in entries {
+        let at = p.range();
+        let mut grown = ranges.clone();
+        match grown.last_mut() {
+            Some(last) if at.start >= last.end && at.start <= last.end + COALESCE_GAP => {
+                last.end = at.end;
+            }
+            _ => grown.push(at.clone()),
+        }
+        let fits = held.last().is_none_or(|(_, l)| at.start >= l.range().end)
+            && grown.iter().map(|g| g.end - g.start).sum::<u64>() <= COALESCE_MAX
+            && http::range_header(&grown).len() <= http::MAX_RANGE_HEADER;
+        if fits {
+            ranges = grown;
+        } else {
+            if !held.is_empty() {
+                requests.push((std::mem::take(&mut ranges), std::mem::take(&mut held)));
+            }
+            ranges = vec![at];
+        }
+        held.push((r, p));
+    }
+    if !held.is_empty() {
+        requests.push((ranges, held));
+    }
+    requests
 }
 
 /// An object's stored bytes from its pack in `store`, checked; `None` when the store
@@ -727,17 +827,6 @@ async fn get_packed(store: &dyn ReadStore, place: &Place, check: Check) -> Resul
     match bytes.filter(|_| found) {
         Some(stored) => Ok(Some((check(&stored)?, stored))),
         None => Ok(None),
-    }
-}
-
-fn span(store: usize, pack: [u8; 32], entries: Vec<Entry>) -> Job {
-    let start = entries.first().map_or(0, |(_, p)| p.offset);
-    let end = entries.last().map_or(start, |(_, p)| p.range().end);
-    Job::Span {
-        store,
-        pack,
-        range: start..end,
-        entries,
     }
 }
 
@@ -838,7 +927,7 @@ impl RemoteFiles {
     /// Fetches run on `runtime`; the calls block, so they come from threads outside it.
     pub fn new(opts: &HttpOptions, runtime: Handle) -> Result<RemoteFiles> {
         Ok(RemoteFiles {
-            client: http::Client::new(opts)?,
+            client: http::Client::new(opts, Arc::default())?,
             runtime,
         })
     }
@@ -876,5 +965,84 @@ impl RemoteFiles {
     ) -> Result<Option<Vec<u8>>> {
         self.runtime
             .block_on(self.client.get(url, max_len, Ok, warn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries of one pack at these offsets and sizes.
+    fn entries(places: &[(u64, u32)]) -> Vec<Entry> {
+        places
+            .iter()
+            .map(|&(offset, size)| {
+                let record = ChunkRecord {
+                    offset,
+                    size,
+                    stored_size: size,
+                    flags: 0,
+                    id: ChunkId::of(&offset.to_le_bytes()),
+                    part: None,
+                };
+                let place = Place {
+                    pack: [7; 32],
+                    offset,
+                    size,
+                };
+                (record, place)
+            })
+            .collect()
+    }
+
+    fn ranges_of(
+        requests: &[(Vec<std::ops::Range<u64>>, Vec<Entry>)],
+    ) -> Vec<Vec<std::ops::Range<u64>>> {
+        requests.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    #[test]
+    fn neighbours_share_a_range_and_the_rest_a_request() {
+        let gap = COALESCE_GAP;
+        let requests = pack_requests(entries(&[
+            (1000 + 2 * gap, 10),
+            (0, 100),
+            (100, 50),
+            (150 + gap, 10),
+        ]));
+        assert_eq!(
+            ranges_of(&requests),
+            [vec![0..160 + gap, 1000 + 2 * gap..1010 + 2 * gap]]
+        );
+        let held: Vec<u64> = requests[0].1.iter().map(|(_, p)| p.offset).collect();
+        assert_eq!(held, [0, 100, 150 + gap, 1000 + 2 * gap], "in offset order");
+    }
+
+    #[test]
+    fn a_request_keeps_to_its_bytes_and_header() {
+        // Chunk files of a MiB, each far from the next: 8 MiB a request.
+        let big: Vec<(u64, u32)> = (0..20).map(|i| (i * (2 << 20), 1 << 20)).collect();
+        let requests = pack_requests(entries(&big));
+        assert_eq!(requests.len(), 3);
+        for (ranges, held) in &requests {
+            let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            assert!(bytes <= COALESCE_MAX);
+            assert_eq!(ranges.len(), held.len());
+        }
+        // Small ones far apart at large offsets: the header's 4 KiB bound the request.
+        let far: Vec<(u64, u32)> = (0..1000)
+            .map(|i| (10_000_000_000 + i * (1 << 20), 1))
+            .collect();
+        let requests = pack_requests(entries(&far));
+        assert!(requests.len() > 1);
+        for (i, (ranges, _)) in requests.iter().enumerate() {
+            let header = http::range_header(ranges).len();
+            assert!(header <= http::MAX_RANGE_HEADER);
+            if i + 1 < requests.len() {
+                assert!(header > http::MAX_RANGE_HEADER - 64, "full: {header}");
+            }
+        }
+        let held: usize = requests.iter().map(|(_, h)| h.len()).sum();
+        assert_eq!(held, 1000);
     }
 }

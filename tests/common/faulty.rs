@@ -2,6 +2,8 @@
 //! indexes beside it) on loopback and, per request and reproducibly from a seed, resets
 //! the connection, answers 500 or 503, stalls, dribbles or truncates the body, flips a
 //! byte of it, answers 404 for a file it has, or sends a body far larger than asked for.
+//! It ignores `Range` headers unless told how to answer them ([`Ranges`]); then it can
+//! also break its `multipart/byteranges` answers (the `Multipart*` faults).
 //!
 //! Whether a request is faulted is a function of the seed, the request's path and how
 //! many requests for that path came before it (its attempt number), never of timing or
@@ -52,6 +54,19 @@ pub enum Fault {
     /// Sends garbage without a `Content-Length`, up to [`Config::hostile_len`] bytes, until
     /// the client hangs up.
     Endless,
+    /// A `multipart/byteranges` answer whose parts are delimited by another boundary than
+    /// the one announced. Range faults like this one hit only requests for several ranges
+    /// from a server that answers them ([`Ranges::Multipart`]), and are not in
+    /// [`Fault::ALL`].
+    MultipartWrongBoundary,
+    /// A part's `Content-Range` and bytes one byte further on than asked.
+    MultipartWrongRange,
+    /// The first part again before the closing delimiter.
+    MultipartExtraPart,
+    /// Announces the whole multipart body, sends half of it, closes.
+    MultipartTruncated,
+    /// The right parts with one byte of one changed.
+    MultipartFlipByte,
 }
 
 impl Fault {
@@ -73,8 +88,30 @@ impl Fault {
         matches!(
             self,
             Fault::Trickle | Fault::Truncate | Fault::FlipBytes | Fault::NotFound
+        ) || self.of_multipart()
+    }
+
+    fn of_multipart(self) -> bool {
+        matches!(
+            self,
+            Fault::MultipartWrongBoundary
+                | Fault::MultipartWrongRange
+                | Fault::MultipartExtraPart
+                | Fault::MultipartTruncated
+                | Fault::MultipartFlipByte
         )
     }
+}
+
+/// What the server does with a `Range` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranges {
+    /// Ignores it: `200` with the whole file.
+    Ignore,
+    /// One range: `206`; several: `200` with the whole file, as S3 does.
+    One,
+    /// One range: `206`; several: `206 multipart/byteranges`.
+    Multipart,
 }
 
 /// A fault for one path on purpose: `times` requests (`u32::MAX`: all) for any path ending
@@ -110,6 +147,7 @@ pub struct Config {
     pub max_requests: u64,
     /// An idle connection is closed after this.
     pub idle: Duration,
+    pub ranges: Ranges,
 }
 
 impl Config {
@@ -128,7 +166,14 @@ impl Config {
             max_connections: 64,
             max_requests: 20_000,
             idle: Duration::from_secs(10),
+            ranges: Ranges::Ignore,
         }
+    }
+
+    /// Answers `Range` headers as `ranges` says.
+    pub fn ranges(mut self, ranges: Ranges) -> Config {
+        self.ranges = ranges;
+        self
     }
 
     /// Random faults of `kinds` at `rate` with `seed`.
@@ -214,6 +259,13 @@ pub struct Stats {
     pub faults: BTreeMap<Fault, u64>,
     /// Requests per path.
     pub per_path: BTreeMap<String, u32>,
+    /// Requests with a `Range` header asking for one range, and for several.
+    pub one_range: u64,
+    pub several_ranges: u64,
+    /// Ranges asked for in all.
+    pub ranges_asked: u64,
+    /// `206` answers sent in full (one part or `multipart/byteranges`), unaltered.
+    pub partial: u64,
     /// Body bytes of hostile answers ([`Fault::Oversize`], [`Fault::Endless`]) the kernel
     /// took before the client hung up.
     pub hostile_bytes: u64,
@@ -435,6 +487,7 @@ struct Request {
     method: String,
     path: String,
     close: bool,
+    range: Option<String>,
 }
 
 const MAX_HEAD: usize = 16 << 10;
@@ -516,6 +569,7 @@ fn read_request(
         _ => return Err(400),
     };
     let mut close = version == "HTTP/1.0";
+    let mut range = None;
     let mut body_len: usize = 0;
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(400u16)?;
@@ -525,6 +579,7 @@ fn read_request(
             "connection" if value.eq_ignore_ascii_case("keep-alive") => close = false,
             "content-length" => body_len = value.parse().map_err(|_| 400u16)?,
             "transfer-encoding" => return Err(501),
+            "range" => range = Some(value.to_string()),
             _ => {}
         }
     }
@@ -550,6 +605,7 @@ fn read_request(
         method: method.to_string(),
         path,
         close,
+        range,
     }))
 }
 
@@ -574,10 +630,34 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
     let body = resolve(&shared.cfg.root, &req.path)
         .filter(|p| p.is_file())
         .and_then(|p| fs::read(p).ok());
+    let asked = match (&body, shared.cfg.ranges) {
+        (Some(body), Ranges::One | Ranges::Multipart) => req
+            .range
+            .as_deref()
+            .and_then(|r| ranges_of(r, body.len() as u64)),
+        _ => None,
+    };
+    {
+        let mut stats = shared.stats();
+        match asked.as_ref().map(Vec::len) {
+            Some(1) => stats.one_range += 1,
+            Some(_) => stats.several_ranges += 1,
+            None => {}
+        }
+        stats.ranges_asked += asked.as_ref().map_or(0, |a| a.len() as u64);
+    }
+    let multipart =
+        shared.cfg.ranges == Ranges::Multipart && asked.as_ref().is_some_and(|a| a.len() > 1);
     let fault = shared
         .cfg
         .decide(&req.path, attempt)
-        .filter(|f| body.is_some() || !f.needs_body());
+        .filter(|f| body.is_some() || !f.needs_body())
+        .filter(|f| multipart || !f.of_multipart());
+    if let (Some(file), Some(asked)) = (&body, &asked) {
+        if fault.is_none() || fault.is_some_and(Fault::of_multipart) {
+            return ranged(stream, req, file, asked, fault, shared);
+        }
+    }
     let Some(fault) = fault else {
         return match body {
             Some(body) => {
@@ -650,6 +730,11 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
             shared.stats().hostile_completed += 1;
             false
         }
+        Fault::MultipartWrongBoundary
+        | Fault::MultipartWrongRange
+        | Fault::MultipartExtraPart
+        | Fault::MultipartTruncated
+        | Fault::MultipartFlipByte => unreachable!("answered by ranged"),
         Fault::Oversize | Fault::Endless => {
             let len = shared.cfg.hostile_len;
             let announced = (fault == Fault::Oversize).then_some(len);
@@ -678,9 +763,121 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
     }
 }
 
+/// The ranges of a `bytes=FIRST-LAST,...` header inside a file of `len` bytes; `None`
+/// for anything else (other forms are not asked for by the client under test).
+fn ranges_of(header: &str, len: u64) -> Option<Vec<(u64, u64)>> {
+    let specs = header.strip_prefix("bytes=")?;
+    specs
+        .split(',')
+        .map(|spec| {
+            let (first, last) = spec.trim().split_once('-')?;
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            (first <= last && last < len).then_some((first, last))
+        })
+        .collect()
+}
+
+const BOUNDARY: &str = "faulty0123456789";
+
+/// Answers a request for `asked` ranges of `file` (as [`Config::ranges`] says), broken as
+/// `fault` says.
+fn ranged(
+    stream: &mut TcpStream,
+    req: &Request,
+    file: &[u8],
+    asked: &[(u64, u64)],
+    fault: Option<Fault>,
+    shared: &Shared,
+) -> bool {
+    let head = req.method == "HEAD";
+    if let Some(fault) = fault {
+        *shared.stats().faults.entry(fault).or_insert(0) += 1;
+    }
+    let len = file.len();
+    let bytes = |(first, last): (u64, u64)| &file[first as usize..=last as usize];
+    if let [one] = asked {
+        let extra = format!("Content-Range: bytes {}-{}/{len}\r\n", one.0, one.1);
+        let sent = write_head_with(
+            stream,
+            206,
+            Some(bytes(*one).len() as u64),
+            false,
+            "application/octet-stream",
+            &extra,
+        )
+        .and_then(|()| {
+            if head {
+                Ok(())
+            } else {
+                stream.write_all(bytes(*one))
+            }
+        })
+        .and_then(|()| stream.flush())
+        .is_ok();
+        shared.stats().partial += u64::from(sent);
+        return sent;
+    }
+    if shared.cfg.ranges == Ranges::One {
+        let sent = respond(stream, 200, file, false, head);
+        shared.stats().served += u64::from(sent);
+        return sent;
+    }
+    let mut parts: Vec<(u64, u64)> = asked.to_vec();
+    let mut delimiter = BOUNDARY.to_string();
+    match fault {
+        Some(Fault::MultipartWrongBoundary) => delimiter = "another0123456789".into(),
+        Some(Fault::MultipartWrongRange) => {
+            parts[0] = (parts[0].0 + 1, (parts[0].1 + 1).min(len as u64 - 1));
+        }
+        Some(Fault::MultipartExtraPart) => parts.push(parts[0]),
+        _ => {}
+    }
+    let mut body = Vec::new();
+    for &part in &parts {
+        body.extend_from_slice(
+            format!(
+                "\r\n--{delimiter}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+                part.0, part.1
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes(part));
+    }
+    body.extend_from_slice(format!("\r\n--{delimiter}--\r\n").as_bytes());
+    if fault == Some(Fault::MultipartFlipByte) {
+        let at = body.len() / 2;
+        body[at] ^= 0x5a;
+    }
+    let content_type = format!("multipart/byteranges; boundary={BOUNDARY}");
+    let truncated = fault == Some(Fault::MultipartTruncated);
+    let sent = write_head_with(
+        stream,
+        206,
+        Some(body.len() as u64),
+        truncated,
+        &content_type,
+        "",
+    )
+    .and_then(|()| match (head, truncated) {
+        (true, _) => Ok(()),
+        (false, true) => stream
+            .write_all(&body[..body.len() / 2])
+            .and_then(|()| stream.flush())
+            .and_then(|()| stream.shutdown(Shutdown::Write)),
+        (false, false) => stream.write_all(&body),
+    })
+    .and_then(|()| stream.flush())
+    .is_ok();
+    if fault.is_none() {
+        shared.stats().partial += u64::from(sent);
+    }
+    sent && !truncated
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -699,8 +896,20 @@ fn write_head(
     len: Option<u64>,
     close: bool,
 ) -> std::io::Result<()> {
+    write_head_with(stream, status, len, close, "application/octet-stream", "")
+}
+
+/// A head with this `Content-Type` and `extra` header lines (each ending in CRLF).
+fn write_head_with(
+    stream: &mut TcpStream,
+    status: u16,
+    len: Option<u64>,
+    close: bool,
+    content_type: &str,
+    extra: &str,
+) -> std::io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n{extra}",
         reason(status)
     );
     if let Some(len) = len {

@@ -4,6 +4,7 @@
 
 pub mod faulty;
 pub mod layout;
+pub mod nginx;
 pub mod served;
 
 use std::path::{Path, PathBuf};
