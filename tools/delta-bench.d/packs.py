@@ -137,8 +137,7 @@ def summarize(meta, records):
                     f = {x: med(rs, x) for x in
                          ("seconds", "requests", "body_bytes", "wire_bytes", "multi_range",
                           "status_200", "status_206", "req_index", "req_packmap", "req_pack",
-                          "req_loose", "index_body", "packmap_body", "index_bytes",
-                          "packmap_bytes", "fetched", "from_deltas", "warnings")}
+                          "req_loose", "index_body", "packmap_body", "index_bytes", "fetched", "from_deltas", "warnings")}
                     f["runs"] = len(rs)
                     f["cost"] = f["body_bytes"] + PER_REQUEST * f["requests"]
                     L[f"{what}_{server}"] = f
