@@ -404,7 +404,11 @@ impl<'a> Bytes<'a> {
 
     /// Element `i` of a field that is an array of little-endian 32-bit words.
     pub(super) fn get_u32_item(&self, f: &Field, i: usize) -> Result<u32, LayoutError> {
-        debug_assert!(f.size.is_multiple_of(4) && i < f.size / 4, "{}[{i}]", f.name);
+        debug_assert!(
+            f.size.is_multiple_of(4) && i < f.size / 4,
+            "{}[{i}]",
+            f.name
+        );
         self.u32(f.offset + 4 * i)
     }
 

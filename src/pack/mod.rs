@@ -554,8 +554,9 @@ pub struct PackReport {
 }
 
 /// Puts the objects a release needs that no pack holds yet into new packs of at most
-/// `cap` bytes (chunk files in image order, then deltas, then the hash tree, each kind in
-/// packs of its own), writes the release's pack map, and removes the loose files of
+/// `cap` bytes (chunk files in image order followed by the hash tree's chunks, whose
+/// place after every chunk file keeps them out of the spans a reader of the image
+/// coalesces; then the deltas, in packs of their own), writes the release's pack map, and removes the loose files of
 /// `written` (this run's) that went into the packs. Packs are durable before the map,
 /// and the map before the caller writes the index.
 pub fn pack_release(
@@ -570,7 +571,8 @@ pub fn pack_release(
     let mut placed = Vec::new();
     let mut report = PackReport::default();
     let mut packed = Vec::new();
-    for group in [chunks, deltas, tree] {
+    let chunks_then_tree = chunks.into_iter().chain(tree).collect::<Vec<_>>();
+    for group in [chunks_then_tree, deltas] {
         for object in group {
             if let Some(place) = existing.get(&object) {
                 placed.push((object, *place));

@@ -108,7 +108,15 @@ impl LocalStore {
     pub fn remove_object(&self, name: &str) -> Result<bool> {
         let path = self.object_path(name)?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // The fan-out directory goes too once it is empty; a directory still in
+                // use is not empty, and a writer that loses its directory to this makes
+                // it again (see `write`).
+                if let Some(dir) = path.parent().filter(|d| *d != self.dir) {
+                    let _ = fs::remove_dir(dir);
+                }
+                Ok(true)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::Io { path, err: e }),
         }
@@ -150,12 +158,17 @@ impl LocalStore {
             next_temp()
         ));
         let write = || -> std::io::Result<()> {
-            let mut f = match File::create(&temp) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    fs::create_dir_all(parent)?;
-                    File::create(&temp)?
+            // The fan-out directory may be missing, or removed by a packer (see
+            // `remove_object`) between its creation and the file's: make it again.
+            let mut attempts = 0;
+            let mut f = loop {
+                match File::create(&temp) {
+                    Err(e) if e.kind() == ErrorKind::NotFound && attempts < 8 => {
+                        attempts += 1;
+                        fs::create_dir_all(parent)?;
+                    }
+                    other => break other?,
                 }
-                other => other?,
             };
             f.write_all(stored)?;
             fs::rename(&temp, &path)
