@@ -151,10 +151,9 @@ impl SeedBases {
 }
 
 impl store::Bases for SeedBases {
-    fn may_rebuild(&self, unit: &Unit) -> bool {
-        self.deltas
-            .get(&unit.id)
-            .is_some_and(|d| usable_delta(d, &self.seeds, self.aside.as_ref()).is_some())
+    fn delta_for(&self, unit: &Unit) -> Option<Delta> {
+        let deltas = self.deltas.get(&unit.id)?;
+        usable_delta(deltas, &self.seeds, self.aside.as_ref()).map(|(delta, _, _)| delta)
     }
 
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {

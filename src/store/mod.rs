@@ -35,8 +35,9 @@ pub trait Bases: Send + Sync {
     /// A delta that rebuilds `unit` and the bytes of its base, verified; `None` when no
     /// base is at hand, an error when the copy at hand is bad.
     fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>>;
-    /// Whether [`Bases::for_unit`] would offer a delta for `unit` (without reading it).
-    fn may_rebuild(&self, unit: &Unit) -> bool;
+    /// The delta [`Bases::for_unit`] would offer for `unit`, found without reading its
+    /// base.
+    fn delta_for(&self, unit: &Unit) -> Option<Delta>;
 }
 
 pub struct StoreOptions {
@@ -580,9 +581,10 @@ impl Shared {
         })))
     }
 
-    /// Splits the chunk files to fetch into jobs: those the first store holding them has in
-    /// packs, a request's worth at a time (see [`pack_requests`]); the rest one by one. A
-    /// chunk file that may come from the cache or as a delta goes its own way.
+    /// Splits the chunk files to fetch into jobs: those the first store holding them (or
+    /// the delta that rebuilds them from a base at hand) has in packs, a request's worth
+    /// at a time (see [`pack_requests`]); the rest one by one. With a cache, every chunk
+    /// file goes its own way, the cache first.
     fn plan_jobs(&self, firsts: Vec<ChunkRecord>) -> Vec<Job> {
         let bases = self
             .bases
@@ -591,21 +593,35 @@ impl Shared {
             .clone();
         let mut jobs = Vec::new();
         let mut packed: HashMap<(usize, [u8; 32]), Vec<Entry>> = HashMap::new();
+        let mut deltas = HashMap::new();
         for r in firsts {
             let unit = r.unit();
-            let elsewhere =
-                self.cache.is_some() || bases.as_ref().is_some_and(|b| b.may_rebuild(&unit));
+            let delta = bases.as_ref().and_then(|b| b.delta_for(&unit));
+            let object = match delta {
+                Some(d) => Object::Delta {
+                    id: unit.id,
+                    base: d.base,
+                },
+                None => Object::Chunk(unit.id),
+            };
             let place = (0..self.list.len())
-                .find_map(|i| Some((i, self.packed(i, &Object::Chunk(unit.id))?)))
-                .filter(|_| !elsewhere);
+                .find_map(|i| Some((i, self.packed(i, &object)?)))
+                .filter(|_| self.cache.is_none());
             match place {
-                Some((i, place)) => packed.entry((i, place.pack)).or_default().push((r, place)),
+                Some((i, place)) => {
+                    if let Some(d) = delta {
+                        deltas.insert(unit.id, d);
+                    }
+                    packed.entry((i, place.pack)).or_default().push((r, place));
+                }
                 None => jobs.push(Job::One(r)),
             }
         }
+        let deltas = Arc::new(deltas);
         let mut requests: Vec<Job> = packed
             .into_iter()
             .flat_map(|((store, pack), entries)| {
+                let deltas = deltas.clone();
                 pack_requests(entries)
                     .into_iter()
                     .map(move |(ranges, entries)| Job::Ranges {
@@ -613,6 +629,7 @@ impl Shared {
                         pack,
                         ranges,
                         entries,
+                        deltas: deltas.clone(),
                     })
             })
             .collect();
@@ -626,20 +643,23 @@ impl Shared {
     }
 
     /// Runs a job: the chunk files it holds, by unit id, each checked as its range
-    /// arrives; a range that cannot be read, or whose piece of a chunk file fails its
-    /// check, leaves those files to the store chain.
+    /// arrives (a delta is kept, then applied to its base once the request has ended); a
+    /// range that cannot be read, or whose piece fails its check, leaves those files to
+    /// the store chain.
     async fn run_job(&self, job: Job) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
-        let (store, pack, ranges, entries) = match job {
+        let (store, pack, ranges, entries, deltas) = match job {
             Job::One(r) => return vec![(r.unit().id, self.fetch_unit(&r).await)],
             Job::Ranges {
                 store,
                 pack,
                 ranges,
                 entries,
-            } => (store, pack, ranges, entries),
+                deltas,
+            } => (store, pack, ranges, entries, deltas),
         };
         let mut checked: Vec<Option<Result<VerifiedChunk>>> =
             entries.iter().map(|_| None).collect();
+        let mut delta_bytes: Vec<Option<Vec<u8>>> = entries.iter().map(|_| None).collect();
         let read = self.list[store]
             .get_ranges(&pack::pack_name(&pack), &ranges, &mut |i, bytes| {
                 let range = &ranges[i];
@@ -651,7 +671,11 @@ impl Shared {
                     }
                     let at = (place.offset - range.start) as usize;
                     let piece = bytes.get(at..at + place.size as usize);
-                    checked[k] = piece.map(|p| opener(r.unit(), None)(p));
+                    if deltas.contains_key(&r.unit().id) {
+                        delta_bytes[k] = piece.map(<[u8]>::to_vec);
+                    } else {
+                        checked[k] = piece.map(|p| opener(r.unit(), None)(p));
+                    }
                     wanted += u64::from(place.size);
                 }
                 self.traffic
@@ -660,8 +684,12 @@ impl Shared {
             })
             .await;
         let mut out = Vec::with_capacity(entries.len());
-        for ((r, place), checked) in entries.into_iter().zip(checked) {
+        for (((r, place), mut checked), delta) in entries.into_iter().zip(checked).zip(delta_bytes)
+        {
             let unit = r.unit();
+            if let (Some(stored), Some(d)) = (delta, deltas.get(&unit.id)) {
+                checked = Some(self.apply_delta(unit, *d, stored).await);
+            }
             // What arrived and passed its check is kept, however the read ended.
             let chunk = match checked {
                 Some(Ok(chunk)) => Ok(Arc::new(chunk)),
@@ -687,6 +715,37 @@ impl Shared {
             ));
         }
         out
+    }
+
+    /// Rebuilds chunk file `r` from the `stored` bytes of its delta `d` and the base at
+    /// hand.
+    async fn apply_delta(&self, r: Unit, d: Delta, stored: Vec<u8>) -> Result<VerifiedChunk> {
+        let bases = self
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let gone = || Error::Unavailable {
+                id: r.id,
+                offset: r.offset,
+                reason: format!(
+                    "the base of its delta, chunk {}, is no longer at hand",
+                    d.base
+                ),
+            };
+            let (found, base) = bases.and_then(|b| b.for_unit(&r)).ok_or_else(gone)??;
+            if found.base != d.base {
+                return Err(gone());
+            }
+            codec::decompress_against(&stored, base.data(), r.size, r.id, r.offset)
+        })
+        .await
+        .map_err(|_| worker_failed())?;
+        if rebuilt.is_ok() {
+            self.rebuilt.fetch_add(1, Ordering::Relaxed);
+        }
+        rebuilt
     }
 
     /// Where store `i`'s pack map places `object`, if it has one.
@@ -750,10 +809,12 @@ fn sink_unit(
 }
 
 /// Bytes between two chunk files of a pack read with them rather than cut into two
-/// ranges: a range costs a request from a server that answers one range at a time (a
-/// round trip, which on a slow link is worth far more), and some 100 bytes of part
-/// headers from one that answers several at once.
-pub const COALESCE_GAP: u64 = 64 << 10;
+/// ranges: a range costs some 100 bytes of part headers from a server that answers
+/// several at once, and a request (a round trip) from one that answers one at a time.
+/// Kept small, since the servers meant for packs take several ranges, and since what a
+/// gap holds is mostly chunk files the run does not want (those an update rebuilds from
+/// deltas, or has already); at 64 KiB an update's gaps were 12% of its bytes.
+pub const COALESCE_GAP: u64 = 8 << 10;
 /// The most bytes one request for ranges of a pack asks for.
 pub const COALESCE_MAX: u64 = 8 << 20;
 
@@ -771,6 +832,9 @@ enum Job {
         ranges: Vec<std::ops::Range<u64>>,
         /// In offset order, each inside one of `ranges`.
         entries: Vec<Entry>,
+        /// The chunk files of the run that come as deltas, by unit id: for those among
+        /// `entries`, the pack holds the delta.
+        deltas: Arc<HashMap<ChunkId, Delta>>,
     },
 }
 
