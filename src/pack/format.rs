@@ -82,6 +82,10 @@ pub const MAP_ENTRY_FIELDS: [&Field; 8] = [
 pub const MAX_ENTRIES: usize = 1 << 22;
 pub const MAX_PACKS: usize = 1 << 16;
 
+/// The largest pack a reader accepts a place in (256 TiB): bounds every offset read from
+/// a pack map or a table of contents, so that no sum of them overflows.
+pub const MAX_PACK_BYTES: u64 = 1 << 48;
+
 /// Default cap on a pack's bytes (`make --pack-size`).
 pub const DEFAULT_PACK_SIZE: u64 = 64 << 20;
 

@@ -512,7 +512,11 @@ impl PackMap {
                 .ok_or_else(|| bad(format!("entry {i}: no such pack")))?;
             let size = u32_at(e, &E_SIZE);
             let offset = u64_at(e, &E_OFFSET);
-            if sizes.get(&object) != Some(&size) || offset < PACK_HEADER_SIZE as u64 {
+            let inside = offset >= PACK_HEADER_SIZE as u64
+                && offset
+                    .checked_add(u64::from(size))
+                    .is_some_and(|end| end <= MAX_PACK_BYTES);
+            if sizes.get(&object) != Some(&size) || !inside {
                 return Err(bad(format!(
                     "entry {i} ({object:?}): {size} bytes at {offset}, not what the index gives"
                 )));

@@ -360,8 +360,9 @@ fn open(root: &Path, relative: &Path, range: Option<&str>, head: bool) -> Opened
     } else if from_file <= PIECE as u64 {
         match gather(&file, &segments, length) {
             Ok(bytes) => Content::Bytes(bytes),
-            // A file that shrank meanwhile: send what the headers promise or nothing.
-            Err(_) => return Opened::Unreadable,
+            // A file that shrank meanwhile: send what the headers promise or nothing,
+            // and say so as a server error, which a client may ask again about.
+            Err(_) => return Opened::Failed("the file changed while it was read\n"),
         }
     } else {
         Content::File(file, segments)

@@ -27,7 +27,10 @@ pub fn boundary(content_type: &str) -> Option<&str> {
     }
     let mut found = None;
     for field in fields {
-        let (name, value) = field.split_once('=')?;
+        // Another parameter, even one without a value, is no concern of ours.
+        let Some((name, value)) = field.split_once('=') else {
+            continue;
+        };
         if name.trim().eq_ignore_ascii_case("boundary") {
             let value = value.trim();
             let value = match value.strip_prefix('"') {
@@ -265,11 +268,11 @@ fn content_range(value: &str) -> Option<Range<u64>> {
             s.parse().ok()
         }
     };
-    if length != "*" {
-        number(length)?;
-    }
     let (first, last) = span.split_once('-')?;
     let (first, last) = (number(first)?, number(last)?);
+    if length != "*" && number(length)? <= last {
+        return None;
+    }
     let end = last.checked_add(1)?;
     (first <= last).then_some(first..end)
 }
@@ -392,6 +395,14 @@ mod tests {
     }
 
     #[test]
+    fn a_content_range_ends_within_the_length_it_gives() {
+        assert_eq!(content_range("bytes 0-3/4"), Some(0..4));
+        assert_eq!(content_range("bytes 0-3/*"), Some(0..4));
+        assert_eq!(content_range("bytes 0-3/3"), None);
+        assert_eq!(content_range("bytes 2-1/9"), None);
+    }
+
+    #[test]
     fn finds_the_boundary() {
         assert_eq!(boundary("multipart/byteranges; boundary=abc"), Some("abc"));
         assert_eq!(
@@ -399,6 +410,10 @@ mod tests {
             Some("a b")
         );
         assert_eq!(boundary("multipart/byteranges"), None);
+        assert_eq!(
+            boundary("multipart/byteranges; charset; boundary=abc"),
+            Some("abc")
+        );
         assert_eq!(boundary("multipart/form-data; boundary=abc"), None);
         assert_eq!(boundary("multipart/byteranges; boundary="), None);
         assert_eq!(

@@ -57,11 +57,17 @@ pub type Sniff<'a> = (usize, &'a (dyn Fn(&[u8]) -> Result<u64, String> + Sync));
 /// The longest `Range` header sent: nginx refuses a header line past about 8 KiB.
 pub const MAX_RANGE_HEADER: usize = 4 << 10;
 
+/// The most ranges one request asks for: `blockcast serve` answers up to
+/// [`crate::serve::range::MAX_RANGES`] with parts, and more with the whole file.
+pub const MAX_RANGES: usize = 200;
+const _: () = assert!(MAX_RANGES <= crate::serve::range::MAX_RANGES);
+
 /// The bytes a part of a `multipart/byteranges` answer may take besides its data (its
-/// delimiter and headers: about 100 from nginx or `blockcast serve`), and the closing
+/// delimiter and headers: about 100 from nginx or `blockcast serve`, and up to some 250
+/// with a 70-character boundary, a long content type and large offsets), and the closing
 /// delimiter too. An answer to several ranges is read to no more than their bytes and
 /// this much per part: a server that answers with the whole file is cut off there.
-pub const PART_OVERHEAD: u64 = 200;
+const PART_OVERHEAD: u64 = 512;
 
 /// Requests at once for the ranges of one request that go one at a time: a request for
 /// ranges that an origin will not take together becomes several, and these keep some of
@@ -85,8 +91,9 @@ pub struct Client {
     timeout: Duration,
     retries: u32,
     origins: Arc<Mutex<Origins>>,
-    /// Held by the request that asks an origin for several ranges first.
-    probing: Arc<tokio::sync::Mutex<()>>,
+    /// Per origin asked: held by the request that asks it for several ranges first, and
+    /// set once that request has ended, told or not.
+    probing: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>>,
     traffic: Arc<Traffic>,
 }
 
@@ -112,6 +119,9 @@ enum Several {
 enum Fell {
     /// The answer: worth asking again, one range at a time.
     Answer(String),
+    /// The connection (sending, or the body cut short): worth asking again, one range at
+    /// a time, but no sign of what the origin does with several ranges.
+    Transport(String),
     /// The receiver of the parts refused one: the caller's to handle.
     Caller(Error),
 }
@@ -260,9 +270,13 @@ impl Client {
         // it tells rather than all ask a server that may answer with whole packs.
         let probing = match takes {
             Some(None) => {
-                let guard = self.probing.lock().await;
+                let mut probed = self.probe_gate(url).lock_owned().await;
                 takes = Some(self.takes_several(url));
-                Some(guard)
+                // A probe that ended without telling (a timeout, a 503) lets the others go:
+                // they ask at once rather than each be the next probe in turn.
+                let first = takes == Some(None) && !*probed;
+                *probed = true;
+                first.then_some(probed)
             }
             _ => None,
         };
@@ -273,7 +287,7 @@ impl Client {
                 Ok(Several::Done) => return Ok(true),
                 Ok(Several::Absent) => return Ok(false),
                 Err(Fell::Caller(e)) => return Err(e),
-                Err(Fell::Answer(reason)) => {
+                Err(Fell::Answer(reason) | Fell::Transport(reason)) => {
                     let left = arrived.iter().filter(|a| !**a).count();
                     warn(&format!(
                         "{url}: {reason}; asking for the {left} of {} ranges left one at a time",
@@ -309,6 +323,13 @@ impl Client {
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> (usize, Result<Option<Vec<u8>>>) {
         (i, self.get_range(url, range, warn).await)
+    }
+
+    /// The gate of the first request for several ranges to `url`'s origin.
+    fn probe_gate(&self, url: &str) -> Arc<tokio::sync::Mutex<bool>> {
+        let origin = origin_of(url).unwrap_or_default();
+        let mut gates = self.probing.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(origin).or_default().clone()
     }
 
     /// Whether `url`'s origin (as redirected last time) takes several ranges in one
@@ -376,7 +397,7 @@ impl Client {
             .header(reqwest::header::ACCEPT_ENCODING, "identity")
             .send()
             .await
-            .map_err(|e| Fell::Answer(describe(&e)))?;
+            .map_err(|e| Fell::Transport(describe(&e)))?;
         let answering = response.url().origin().ascii_serialization();
         let status = response.status();
         match judge(status) {
@@ -413,8 +434,14 @@ impl Client {
                     .await;
                 self.traffic.headers(reader.overhead());
                 let finished = read.and_then(|()| reader.finish().map_err(Fell::Answer));
-                let well_formed = !matches!(finished, Err(Fell::Answer(_)));
-                self.learn(&asked, &answering, Some(well_formed));
+                // A malformed answer tells against the origin; a connection lost midway
+                // tells only if a well-formed part had arrived before.
+                let verdict = match &finished {
+                    Err(Fell::Answer(_)) => Some(false),
+                    Err(Fell::Transport(_)) => arrived.iter().any(|a| *a).then_some(true),
+                    Ok(()) | Err(Fell::Caller(_)) => Some(true),
+                };
+                self.learn(&asked, &answering, verdict);
                 finished.map(|()| Several::Done)
             }
             None if status == reqwest::StatusCode::OK => {
@@ -454,7 +481,7 @@ impl Client {
         while let Some(piece) = response
             .chunk()
             .await
-            .map_err(|e| Fell::Answer(describe(&e)))?
+            .map_err(|e| Fell::Transport(describe(&e)))?
         {
             self.traffic.body(piece.len());
             received += piece.len() as u64;
@@ -494,7 +521,7 @@ impl Client {
         while let Some(piece) = response
             .chunk()
             .await
-            .map_err(|e| Fell::Answer(describe(&e)))?
+            .map_err(|e| Fell::Transport(describe(&e)))?
         {
             self.traffic.body(piece.len());
             if (body.len() + piece.len()) as u64 > bound {

@@ -840,7 +840,8 @@ enum Job {
 
 /// Cuts the chunk files to fetch from one pack into requests of ranges: neighbours less
 /// than [`COALESCE_GAP`] apart share a range, a request asks for at most
-/// [`COALESCE_MAX`] bytes with a `Range` header of at most [`http::MAX_RANGE_HEADER`].
+/// [`COALESCE_MAX`] bytes in at most [`http::MAX_RANGES`] ranges, with a `Range` header
+/// of at most [`http::MAX_RANGE_HEADER`].
 fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec<Entry>)> {
     entries.sort_by_key(|(_, p)| p.offset);
     let mut requests = Vec::new();
@@ -850,13 +851,16 @@ fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec
         let at = p.range();
         let mut grown = ranges.clone();
         match grown.last_mut() {
-            Some(last) if at.start >= last.end && at.start <= last.end + COALESCE_GAP => {
+            Some(last)
+                if at.start >= last.end && at.start <= last.end.saturating_add(COALESCE_GAP) =>
+            {
                 last.end = at.end;
             }
             _ => grown.push(at.clone()),
         }
         let fits = held.last().is_none_or(|(_, l)| at.start >= l.range().end)
             && grown.iter().map(|g| g.end - g.start).sum::<u64>() <= COALESCE_MAX
+            && grown.len() <= http::MAX_RANGES
             && http::range_header(&grown).len() <= http::MAX_RANGE_HEADER;
         if fits {
             ranges = grown;
@@ -1080,6 +1084,24 @@ mod tests {
         );
         let held: Vec<u64> = requests[0].1.iter().map(|(_, p)| p.offset).collect();
         assert_eq!(held, [0, 100, 150 + gap, 1000 + 2 * gap], "in offset order");
+    }
+
+    #[test]
+    fn a_request_asks_for_no_more_ranges_than_serve_answers_in_parts() {
+        // Tiny chunk files just over the gap apart, at small offsets: short range specs,
+        // so the header alone would let more than MAX_RANGES through.
+        let step = COALESCE_GAP + 2;
+        let tiny: Vec<(u64, u32)> = (0..1000).map(|i| (32 + i * step, 1)).collect();
+        let requests = pack_requests(entries(&tiny));
+        assert!(requests.len() > 1);
+        for (ranges, held) in &requests {
+            assert!(ranges.len() <= http::MAX_RANGES, "{}", ranges.len());
+            assert_eq!(ranges.len(), held.len());
+        }
+        assert_eq!(requests[0].0.len(), http::MAX_RANGES);
+        // Places at the end of the offsets a map may hold do not overflow.
+        let far = pack_requests(entries(&[(u64::MAX - 10, 1), (u64::MAX - 5, 1)]));
+        assert_eq!(far.len(), 1);
     }
 
     #[test]
