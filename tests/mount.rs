@@ -215,6 +215,49 @@ fn every_kind_mounts_from_a_local_store_and_over_http() {
     }
 }
 
+/// From packs, every kind mounts locally and over HTTP, and reading the whole tree over
+/// HTTP takes fewer requests for packs than chunk files it reads: read ahead comes in
+/// batches of neighbouring chunk files, several ranges a request (serve's log).
+#[test]
+fn every_kind_mounts_from_packs_whose_chunk_files_come_many_a_request() {
+    let dir = tempdir();
+    let tree = source_tree(dir.path(), 2);
+    let www = dir.path().join("www");
+    for kind in KINDS {
+        make_with(
+            &image(kind, 2),
+            &www.join("store"),
+            &www.join(format!("{kind}.bcidx")),
+            &["--pack"],
+        );
+    }
+    for kind in KINDS {
+        let mp = Mp::new(dir.path(), kind);
+        let local = www.join(format!("{kind}.bcidx"));
+        mp.mount(
+            local.to_str().unwrap(),
+            &["--store", www.join("store").to_str().unwrap()],
+        );
+        assert_same_tree(&mp.path, &tree);
+        mp.umount();
+
+        let server = Served::start(&www, &["--verbose"]);
+        let index = format!("{}/{kind}.bcidx", server.url);
+        mp.mount(&index, &["--store", &format!("{}/store", server.url)]);
+        assert_same_tree(&mp.path, &tree);
+        mp.umount();
+        let log = server.log();
+        let packs = log.lines().filter(|l| l.contains("/store/packs/")).count();
+        let chunk_files = chunk_ids(&local).len();
+        assert!(packs > 0, "{kind}: {log}");
+        assert!(
+            packs * 2 < chunk_files,
+            "{kind}: {packs} pack requests for {chunk_files} chunk files: {log}"
+        );
+        assert!(leftovers(&mp).is_empty(), "{kind}: {:?}", leftovers(&mp));
+    }
+}
+
 #[test]
 fn erofs_attaches_from_the_file_or_through_a_loop_device() {
     let dir = tempdir();

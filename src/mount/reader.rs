@@ -21,6 +21,10 @@ use crate::store::{Stores, TrafficReport, Warn};
 use crate::trust::TrustedIndex;
 use crate::verity::{TreeCheck, BLOCK};
 
+/// From packs, a sequential read runs this many `readahead` windows ahead, fetched a
+/// window's worth of chunk files at a time: in a few range requests, not one a file.
+const PACKED_WINDOWS: usize = 4;
+
 pub struct ReaderOptions {
     /// Chunks fetched ahead of the last one read.
     pub readahead: usize,
@@ -430,7 +434,14 @@ impl LazyImage {
         if !sequential {
             return;
         }
-        let ahead = first..(first + self.readahead).min(index.len());
+        // From packs, read ahead further and in batches: a request for many neighbouring
+        // chunk files costs what one costs.
+        let packs = self.stores.reads_packs();
+        let window = match packs {
+            true => self.readahead * PACKED_WINDOWS,
+            false => self.readahead,
+        };
+        let ahead = first..(first + window).min(index.len());
         if let Some(last) = ahead.clone().last() {
             // The fetches check whole blocks against the tree when it is loaded for them
             // (and their ids otherwise); a tree that fails here fails the read that wants it.
@@ -439,36 +450,46 @@ impl LazyImage {
                 .blocks
                 .load(&self.tree(), from, index.record(last).end() - from);
         }
-        for i in ahead {
-            let r = index.record(i);
-            let held = r.is_zero()
-                || s.cache.as_ref().is_some_and(|c| c.holds(i))
-                || self.seeds.iter().any(|seed| seed.locate(&r.id).is_some())
-                || s.recent.lock().is_ok_and(|m| m.chunks.contains_key(&i));
-            if held {
-                continue;
-            }
-            let settle = {
-                let Ok(mut map) = s.pending.lock() else {
-                    return;
-                };
+        let wanted: Vec<usize> = ahead
+            .filter(|&i| {
+                let r = index.record(i);
+                let held = r.is_zero()
+                    || s.cache.as_ref().is_some_and(|c| c.holds(i))
+                    || self.seeds.iter().any(|seed| seed.locate(&r.id).is_some())
+                    || s.recent.lock().is_ok_and(|m| m.chunks.contains_key(&i));
+                !held && s.pending.lock().is_ok_and(|m| !m.contains_key(&i))
+            })
+            .collect();
+        // A batch waits until it is worth a request, unless the read is catching up on it
+        // (it wants a chunk of the next window).
+        let near = wanted.first().is_some_and(|&i| i < first + self.readahead);
+        if packs && wanted.len() < self.readahead && !near {
+            return;
+        }
+        let mut batch = Vec::with_capacity(wanted.len());
+        {
+            let Ok(mut map) = s.pending.lock() else {
+                return;
+            };
+            for i in wanted {
                 if map.contains_key(&i) {
                     continue;
                 }
+                let r = index.record(i);
                 let p = Arc::new(Pending::default());
                 map.insert(i, p.clone());
-                Settle::new(s, i, r, p)
-            };
-            // Dropped unrun when the fetch panics: the guard then settles it.
-            self.stores.spawn_fetch(r, move |got| {
-                #[cfg(test)]
-                settle.state.run_fetch_hook(i, &settle.pending);
-                if got.is_ok() {
-                    settle.state.fetched.fetch_add(1, Ordering::Relaxed);
-                }
-                settle.finish(got.map(Arc::new).map_err(|e| e.to_string()));
-            });
+                batch.push((r, Settle::new(s, i, r, p)));
+            }
         }
+        // A settle dropped unrun, when a fetch panics, settles with an error.
+        self.stores.spawn_fetch_many(batch, |settle: Settle, got| {
+            #[cfg(test)]
+            settle.state.run_fetch_hook(settle.i, &settle.pending);
+            if got.is_ok() {
+                settle.state.fetched.fetch_add(1, Ordering::Relaxed);
+            }
+            settle.finish(got.map(Arc::new).map_err(|e| e.to_string()));
+        });
     }
 }
 

@@ -422,6 +422,76 @@ impl Stores {
         self.runtime
             .spawn(async move { done(shared.fetch_record(record).await) });
     }
+
+    /// Whether some store's pack map is in use: its chunk files are best fetched many at
+    /// a time, with [`Stores::spawn_fetch_many`].
+    pub fn reads_packs(&self) -> bool {
+        self.shared
+            .maps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(Option::is_some)
+    }
+
+    /// Starts fetching the chunks of `items` in the background, neighbours in a pack in
+    /// one request as [`Stores::fetch_many`] fetches them, and hands each item's result to
+    /// `done` on a runtime thread as its request ends: for readahead. An item whose fetch
+    /// panics is dropped unanswered.
+    pub fn spawn_fetch_many<T: Send + 'static>(
+        &self,
+        items: Vec<(ChunkRecord, T)>,
+        done: impl Fn(T, Result<VerifiedChunk>) + Send + Sync + 'static,
+    ) {
+        let done = Arc::new(done);
+        let mut by_unit: HashMap<ChunkId, Vec<(ChunkRecord, T)>> = HashMap::new();
+        let mut firsts = Vec::new();
+        for (r, item) in items {
+            let holders = by_unit.entry(r.unit().id).or_default();
+            if holders.is_empty() {
+                firsts.push(r);
+            }
+            holders.push((r, item));
+        }
+        for job in self.shared.plan_jobs(firsts) {
+            let units: Vec<ChunkId> = match &job {
+                // One at a time, as [`Stores::spawn_fetch`] fetches: checked against the
+                // tree where it is loaded, which then need not check them again.
+                Job::One(r) => {
+                    for (r, item) in by_unit.remove(&r.unit().id).unwrap_or_default() {
+                        let shared = self.shared.clone();
+                        let done = done.clone();
+                        self.runtime
+                            .spawn(async move { done(item, shared.fetch_record(r).await) });
+                    }
+                    continue;
+                }
+                Job::Ranges { entries, .. } => entries.iter().map(|(r, _)| r.unit().id).collect(),
+            };
+            let mut held: HashMap<ChunkId, Vec<(ChunkRecord, T)>> = units
+                .into_iter()
+                .filter_map(|id| Some((id, by_unit.remove(&id)?)))
+                .collect();
+            let shared = self.shared.clone();
+            let done = done.clone();
+            self.runtime.spawn(async move {
+                for (id, unit) in shared.run_job(job).await {
+                    for (r, item) in held.remove(&id).unwrap_or_default() {
+                        let got = match &unit {
+                            Ok(chunk) if r.part.is_none() => Ok((**chunk).clone()),
+                            Ok(chunk) => r.take_from(chunk),
+                            Err(e) => Err(Error::Unavailable {
+                                id: r.id,
+                                offset: r.offset,
+                                reason: e.to_string(),
+                            }),
+                        };
+                        done(item, got);
+                    }
+                }
+            });
+        }
+    }
 }
 
 impl Shared {
