@@ -6,7 +6,7 @@ pub mod codec;
 pub mod http;
 pub mod local;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -312,7 +312,13 @@ impl Stores {
             holders.push(r);
         }
         let shared = &self.shared;
-        let jobs = shared.plan_jobs(firsts);
+        let bases = shared
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let alone = |u: &Unit| bases.as_ref().is_some_and(|b| b.may_rebuild(u));
+        let jobs = shared.plan_jobs(firsts, &alone);
         self.runtime.block_on(async {
             let mut arrivals = stream::iter(jobs)
                 .map(|job| {
@@ -330,14 +336,67 @@ impl Stores {
         })
     }
 
-    /// How many of `ids` no store holds, asked `concurrency` at a time.
+    /// What [`Stores::fetch_many`] would send for `records` (the first record of each
+    /// chunk file to fetch), when the chunk files `by_delta` names are rebuilt from deltas
+    /// of the stored sizes it gives: requests, and the bytes they ask for (the gaps a
+    /// coalesced range spans included, headers not).
+    /// `kept`: gathered chunks fetched just before, which a chunk file fetched on its own
+    /// takes from those kept rather than fetch again.
+    pub fn fetch_cost(
+        &self,
+        records: Vec<ChunkRecord>,
+        by_delta: &HashMap<ChunkId, u32>,
+        kept: &HashSet<ChunkId>,
+    ) -> FetchCost {
+        let alone = |u: &Unit| by_delta.contains_key(&u.id);
+        let mut cost = FetchCost::default();
+        for job in self.shared.plan_jobs(records, &alone) {
+            cost.bytes += match job {
+                Job::Span { range, .. } => range.end - range.start,
+                Job::One(r) if r.part.is_some() && kept.contains(&r.unit().id) => continue,
+                Job::One(r) => {
+                    let unit = r.unit();
+                    u64::from(by_delta.get(&unit.id).copied().unwrap_or(unit.stored_size))
+                }
+            };
+            cost.requests += 1;
+        }
+        cost
+    }
+
+    /// How many of `ids` no store holds, asked `concurrency` at a time: a chunk file a
+    /// store's pack map places counts as held when that pack is there (each pack asked
+    /// for once).
     pub fn count_missing(&self, ids: Vec<ChunkId>) -> Result<u64> {
         let shared = &self.shared;
+        let mut packs: Vec<(usize, [u8; 32])> = ids
+            .iter()
+            .flat_map(|id| {
+                (0..shared.list.len())
+                    .filter_map(move |i| Some((i, shared.packed(i, &Object::Chunk(*id))?.pack)))
+            })
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
         self.runtime.block_on(async {
+            let mut present = HashSet::new();
+            let mut answers = stream::iter(packs)
+                .map(|(i, pack)| {
+                    let shared = shared.clone();
+                    Task(tokio::spawn(async move {
+                        let has = shared.list[i].has(&pack::pack_name(&pack)).await;
+                        has.map(|has| has.then_some((i, pack)))
+                    }))
+                })
+                .buffer_unordered(self.concurrency);
+            while let Some(joined) = answers.next().await {
+                present.extend(joined.map_err(|_| worker_failed())??);
+            }
+            let present = Arc::new(present);
             let mut answers = stream::iter(ids)
                 .map(|id| {
-                    let shared = shared.clone();
-                    Task(tokio::spawn(async move { shared.has(&id).await }))
+                    let (shared, present) = (shared.clone(), present.clone());
+                    Task(tokio::spawn(async move { shared.has(&id, &present).await }))
                 })
                 .buffer_unordered(self.concurrency);
             let mut missing = 0;
@@ -441,11 +500,10 @@ impl Shared {
         };
         for (i, store) in self.list.iter().enumerate() {
             let check = opener(r, blocks.clone());
-            let attempt = match self.packed(i, &Object::Chunk(r.id)) {
-                Some(place) => get_packed(store.as_ref(), &place, check).await,
-                None => store.get(&name, opts, check).await,
-            };
-            match attempt {
+            match self
+                .get_object(i, &r, &Object::Chunk(r.id), &name, opts, check)
+                .await
+            {
                 Ok(Some((chunk, stored))) => {
                     // The cache files bytes under their id: only bytes hashed to it.
                     let cache = self
@@ -498,11 +556,10 @@ impl Shared {
             base: delta.base,
         };
         for (i, store) in self.list.iter().enumerate() {
-            let attempt = match self.packed(i, &object) {
-                Some(place) => get_packed(store.as_ref(), &place, rebuild.clone()).await,
-                None => store.get(&name, opts, rebuild.clone()).await,
-            };
-            match attempt {
+            match self
+                .get_object(i, &r, &object, &name, opts, rebuild.clone())
+                .await
+            {
                 Ok(Some((chunk, _))) => {
                     self.rebuilt.fetch_add(1, Ordering::Relaxed);
                     return Some(Ok(chunk));
@@ -521,18 +578,13 @@ impl Shared {
     /// Splits the chunk files to fetch into jobs: those the first store holding them has in
     /// packs, in spans of neighbours (see [`COALESCE_GAP`]); the rest one by one. A chunk
     /// file that may come from the cache or as a delta goes its own way.
-    fn plan_jobs(&self, firsts: Vec<ChunkRecord>) -> Vec<Job> {
-        let bases = self
-            .bases
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+    /// `alone(unit)`: that chunk file may be rebuilt from a delta.
+    fn plan_jobs(&self, firsts: Vec<ChunkRecord>, alone: &dyn Fn(&Unit) -> bool) -> Vec<Job> {
         let mut jobs = Vec::new();
         let mut packed: HashMap<(usize, [u8; 32]), Vec<Entry>> = HashMap::new();
         for r in firsts {
             let unit = r.unit();
-            let elsewhere =
-                self.cache.is_some() || bases.as_ref().is_some_and(|b| b.may_rebuild(&unit));
+            let elsewhere = self.cache.is_some() || alone(&unit);
             let place = (0..self.list.len())
                 .find_map(|i| Some((i, self.packed(i, &Object::Chunk(unit.id))?)))
                 .filter(|_| !elsewhere);
@@ -629,6 +681,47 @@ impl Shared {
         out
     }
 
+    /// Object `object` (loose file `name`) from store `i`: from the pack its map places it
+    /// in, and when that pack lacks it or its copy there is bad, from its loose file. The
+    /// pack's failure is returned when there is no loose file either.
+    async fn get_object(
+        &self,
+        i: usize,
+        r: &Unit,
+        object: &Object,
+        name: &str,
+        opts: ReadOptions,
+        check: Check,
+    ) -> Result<Option<Checked>> {
+        let store = self.list[i].as_ref();
+        let Some(place) = self.packed(i, object) else {
+            return store.get(name, opts, check).await;
+        };
+        let failure = match get_packed(store, &place, check.clone()).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => None,
+            Err(e) => {
+                // A pack that cannot be read makes the chunk unavailable from this store.
+                let e = match e {
+                    e @ Error::BadChunk { .. } => e,
+                    e => unavailable(r, e),
+                };
+                (self.warn)(&format!(
+                    "{e} (bytes {}..{} of {} in store {}); trying its loose file",
+                    place.offset,
+                    place.range().end,
+                    pack::pack_name(&place.pack),
+                    store.describe()
+                ));
+                Some(e)
+            }
+        };
+        match (store.get(name, opts, check).await, failure) {
+            (Ok(None), Some(e)) => Err(e),
+            (found, _) => found,
+        }
+    }
+
     /// Where store `i`'s pack map places `object`, if it has one.
     fn packed(&self, i: usize, object: &Object) -> Option<Place> {
         self.maps
@@ -646,15 +739,18 @@ impl Shared {
         }
     }
 
-    async fn has(&self, id: &ChunkId) -> Result<bool> {
+    /// Whether the cache or a store holds chunk file `id`, loose or in a pack of
+    /// `present` (the packs found in each store).
+    async fn has(&self, id: &ChunkId, present: &HashSet<(usize, [u8; 32])>) -> Result<bool> {
         if let Some(cache) = &self.cache {
             if cache.has_chunk(id)? {
                 return Ok(true);
             }
         }
         let name = local::place(id, None);
-        for store in &self.list {
-            if store.has(&name).await? {
+        for (i, store) in self.list.iter().enumerate() {
+            let packed = self.packed(i, &Object::Chunk(*id));
+            if packed.is_some_and(|p| present.contains(&(i, p.pack))) || store.has(&name).await? {
                 return Ok(true);
             }
         }
@@ -687,6 +783,13 @@ fn sink_unit(
             Ok(())
         }
     }
+}
+
+/// What a fetch sends: see [`Stores::fetch_cost`].
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct FetchCost {
+    pub requests: u64,
+    pub bytes: u64,
 }
 
 /// Bytes between two chunk files of a pack read with them rather than cut into two
