@@ -1,14 +1,14 @@
 //! Where each chunk of the target comes from, decided before anything is fetched.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::chunk::ChunkId;
 use crate::error::Result;
-use crate::index::Index;
+use crate::index::{Delta, Index};
 use crate::seed::{usable_delta, Seed};
-use crate::store::Stores;
+use crate::store::{FetchCost, Stores};
 use crate::trust::TrustedIndex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub struct Plan {
     /// One source per index record.
     pub sources: Vec<Source>,
     pub summary: PlanSummary,
+    /// The chunk files fetched as deltas, and those deltas.
+    pub by_delta: HashMap<ChunkId, Delta>,
 }
 
 /// The ids of the chunks that are neither all zero nor already in place.
@@ -105,6 +107,7 @@ pub fn plan(
         summary.tree.stored_bytes += u64::from(r.stored_size);
     }
     let mut fetched = HashSet::new();
+    let mut by_delta = HashMap::new();
     let deltas = index.deltas_by_unit();
     let sources = index
         .records()
@@ -141,6 +144,7 @@ pub fn plan(
                 {
                     Some((delta, _, _)) => {
                         summary.store.deltas += 1;
+                        by_delta.insert(unit.id, delta);
                         summary.store.stored_bytes += u64::from(delta.stored_size);
                     }
                     None => summary.store.stored_bytes += u64::from(unit.stored_size),
@@ -149,7 +153,50 @@ pub fn plan(
             Source::Store
         })
         .collect();
-    Plan { sources, summary }
+    Plan {
+        sources,
+        summary,
+        by_delta,
+    }
+}
+
+/// What extract sends to fetch what the plan takes from the stores: each chunk under
+/// the output's first block on its own (extract holds those back, see
+/// [`crate::assemble::target::GUARD`]), the other chunk files together (see
+/// [`Stores::fetch_cost`]).
+pub fn fetch_cost(index: &Index, plan: &Plan, stores: &Stores) -> FetchCost {
+    let guard = crate::assemble::target::GUARD;
+    let from_store = || {
+        index
+            .records()
+            .zip(&plan.sources)
+            .filter(|(_, source)| **source == Source::Store)
+            .map(|(r, _)| r)
+    };
+    let mut cost = FetchCost::default();
+    let mut kept = HashSet::new();
+    for r in from_store().take_while(|r| r.offset < guard) {
+        let unit = r.unit();
+        if r.part.is_some() && !kept.insert(unit.id) {
+            continue;
+        }
+        cost.requests += 1;
+        cost.ranges += 1;
+        cost.bytes += u64::from(
+            plan.by_delta
+                .get(&unit.id)
+                .map_or(unit.stored_size, |d| d.stored_size),
+        );
+    }
+    let mut seen = HashSet::new();
+    let rest = from_store()
+        .filter(|r| r.offset >= guard && seen.insert(r.unit().id))
+        .collect();
+    let rest = stores.fetch_cost(rest, &plan.by_delta, &kept);
+    cost.requests += rest.requests;
+    cost.ranges += rest.ranges;
+    cost.bytes += rest.bytes;
+    cost
 }
 
 /// How many of the chunks the plan fetches no store has.

@@ -324,3 +324,143 @@ fn erofs_tables_match() {
     check_structure("z_erofs_extent", &f::EXTENT_FIELDS, f::EXTENT_SIZE);
     check_structure("erofs_dirent", &f::DIRENT_FIELDS, f::DIRENT_SIZE);
 }
+
+#[test]
+fn pack_tables_match() {
+    use blockcast::pack::format as p;
+    check_fields(
+        "### Pack header (checked)",
+        &p::PACK_HEADER_FIELDS,
+        p::PACK_HEADER_SIZE,
+    );
+    check_fields(
+        "### Table of contents entry (checked)",
+        &p::TOC_FIELDS,
+        p::TOC_ENTRY_SIZE,
+    );
+    check_fields(
+        "### Pack map header (checked)",
+        &p::MAP_HEADER_FIELDS,
+        p::MAP_HEADER_SIZE,
+    );
+    check_fields(
+        "### Pack map entry (checked)",
+        &p::MAP_ENTRY_FIELDS,
+        p::MAP_ENTRY_SIZE,
+    );
+}
+
+#[test]
+fn pack_constants_match() {
+    use blockcast::pack::format as p;
+    let magic = |m: [u8; 8]| {
+        String::from_utf8(m.to_vec())
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let rows = table(&doc(), "### Pack constants (checked)");
+    let code: Vec<(&str, String)> = vec![
+        ("PACK_MAGIC", magic(p::PACK_MAGIC)),
+        ("PACK_VERSION", p::PACK_VERSION.to_string()),
+        ("PACK_HEADER_SIZE", p::PACK_HEADER_SIZE.to_string()),
+        ("TOC_ENTRY_SIZE", p::TOC_ENTRY_SIZE.to_string()),
+        ("MAP_MAGIC", magic(p::MAP_MAGIC)),
+        ("MAP_VERSION", p::MAP_VERSION.to_string()),
+        ("MAP_HEADER_SIZE", p::MAP_HEADER_SIZE.to_string()),
+        ("MAP_ENTRY_SIZE", p::MAP_ENTRY_SIZE.to_string()),
+        ("KIND_CHUNK", p::KIND_CHUNK.to_string()),
+        ("KIND_DELTA", p::KIND_DELTA.to_string()),
+        ("MAX_ENTRIES", p::MAX_ENTRIES.to_string()),
+        ("MAX_PACKS", p::MAX_PACKS.to_string()),
+        ("DEFAULT_PACK_SIZE", p::DEFAULT_PACK_SIZE.to_string()),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (row, (name, value)) in rows.iter().zip(code) {
+        assert_eq!(row[0], name);
+        assert_eq!(row[1], value, "{name}");
+    }
+}
+
+/// The names, sizes and order the document gives are those `make --pack` writes: a pack
+/// header and table of contents as the tables say, named by its SHA-256, and a map named
+/// by the index digest whose trailer is the SHA-256 of the rest.
+#[test]
+fn a_written_pack_and_map_read_as_documented() {
+    use blockcast::pack::format as p;
+    use sha2::{Digest, Sha256};
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let index = t.path().join("e.bcidx");
+    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/testimages/erofs-v2.img");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_blockcast"))
+        .args(["make", img, "--pack", "--store"])
+        .arg(&store)
+        .arg("--index")
+        .arg(&index)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ix = blockcast::index::Index::open(&index).unwrap();
+    let u32_at =
+        |b: &[u8], f: &Field| u32::from_le_bytes(b[f.offset..f.offset + 4].try_into().unwrap());
+    let u64_at =
+        |b: &[u8], f: &Field| u64::from_le_bytes(b[f.offset..f.offset + 8].try_into().unwrap());
+    let digest_hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let map = std::fs::read(
+        store
+            .join("packmaps")
+            .join(format!("{}.bcpmap", digest_hex(&ix.digest()))),
+    )
+    .unwrap();
+    let (body, trailer) = map.split_at(map.len() - 32);
+    assert_eq!(Sha256::digest(body)[..], *trailer);
+    assert_eq!(&body[..8], &p::MAP_MAGIC);
+    assert_eq!(u32_at(body, &p::M_VERSION), p::MAP_VERSION);
+    let f = &p::M_INDEX_DIGEST;
+    assert_eq!(body[f.offset..f.offset + 32], ix.digest());
+    let packs = u32_at(body, &p::M_PACK_COUNT) as usize;
+    let entries = u64_at(body, &p::M_ENTRY_COUNT) as usize;
+    assert_eq!(
+        body.len(),
+        p::MAP_HEADER_SIZE + 32 * packs + p::MAP_ENTRY_SIZE * entries
+    );
+    let digests: Vec<&[u8]> = body[p::MAP_HEADER_SIZE..p::MAP_HEADER_SIZE + 32 * packs]
+        .chunks(32)
+        .collect();
+    assert!(digests.windows(2).all(|w| w[0] < w[1]), "digests ascend");
+    let first = p::MAP_HEADER_SIZE + 32 * packs;
+    let first_chunk = ix.records().find(|r| !r.is_zero()).unwrap().unit();
+    let e = &body[first..first + p::MAP_ENTRY_SIZE];
+    assert_eq!(e[p::E_KIND.offset], p::KIND_CHUNK);
+    assert_eq!(
+        e[p::E_ID.offset..p::E_ID.offset + 32],
+        first_chunk.id.0,
+        "image order"
+    );
+    assert_eq!(u32_at(e, &p::E_SIZE), first_chunk.stored_size);
+    for d in digests {
+        let pack = std::fs::read(
+            store
+                .join("packs")
+                .join(format!("{}.bcpack", digest_hex(d))),
+        )
+        .unwrap();
+        assert_eq!(
+            Sha256::digest(&pack)[..],
+            *d,
+            "a pack is named by its SHA-256"
+        );
+        assert_eq!(&pack[..8], &p::PACK_MAGIC);
+        assert_eq!(u32_at(&pack, &p::P_VERSION), p::PACK_VERSION);
+        let count = u32_at(&pack, &p::P_ENTRY_COUNT) as usize;
+        let toc = u64_at(&pack, &p::P_TOC_OFFSET) as usize;
+        assert_eq!(toc + count * p::TOC_ENTRY_SIZE, pack.len());
+        let mut end = p::PACK_HEADER_SIZE as u64;
+        for e in pack[toc..].chunks(p::TOC_ENTRY_SIZE) {
+            assert_eq!(u64_at(e, &p::T_OFFSET), end, "objects back to back");
+            end += u64::from(u32_at(e, &p::T_SIZE));
+        }
+        assert_eq!(end as usize, toc);
+    }
+}

@@ -23,6 +23,8 @@ struct Output {
     summary: PlanSummary,
     /// Chunks to fetch that no store holds.
     missing_from_stores: u64,
+    /// The requests extract would send to the stores, and the bytes they ask for.
+    fetch: blockcast::store::FetchCost,
 }
 
 pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
@@ -33,9 +35,11 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
     let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
     let plan = plan::plan(&index, &seeds, &[], None);
     let missing = plan::count_missing(&index, &plan, &stores)?;
+    let fetch = plan::fetch_cost(&index, &plan, &stores);
     let out = Output {
         summary: plan.summary,
         missing_from_stores: missing,
+        fetch,
     };
     ui.report(a.json, &out, || {
         let s = &out.summary;
@@ -54,6 +58,11 @@ pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
             s.tree.chunks,
             human_bytes(s.tree.stored_bytes),
         );
+        text.push_str(&format!(
+            "\nrequests: {}, asking for {}",
+            out.fetch.requests,
+            human_bytes(out.fetch.bytes)
+        ));
         if missing > 0 {
             text.push_str(&format!("\nmissing from every store: {missing} chunks"));
         }

@@ -109,6 +109,11 @@ fn id_at(b: &[u8], f: &Field) -> ChunkId {
     ChunkId(v)
 }
 
+/// Whether a reserved field is zero, as writers leave it.
+fn zero(b: &[u8], f: &Field) -> bool {
+    b[f.offset..f.offset + f.size].iter().all(|&x| x == 0)
+}
+
 fn put(b: &mut [u8], f: &Field, v: &[u8]) {
     b[f.offset..f.offset + f.size].copy_from_slice(v);
 }
@@ -128,6 +133,9 @@ pub fn parse_header(name: &str, h: &[u8], len: u64) -> Result<(usize, u64)> {
     let version = u32_at(h, &P_VERSION);
     if version != PACK_VERSION {
         return Err(bad(format!("pack version {version} is not supported")));
+    }
+    if !zero(h, &P_RESERVED) {
+        return Err(bad("reserved header bytes are not zero".into()));
     }
     let count = u32_at(h, &P_ENTRY_COUNT) as usize;
     let toc = u64_at(h, &P_TOC_OFFSET);
@@ -161,6 +169,9 @@ pub fn parse_toc(
         let size = u32_at(e, &T_SIZE);
         let object = Object::decode(e[T_KIND.offset], id_at(e, &T_ID), id_at(e, &T_BASE))
             .ok_or_else(|| bad(format!("entry {i}: unknown kind")))?;
+        if !zero(e, &T_RESERVED) {
+            return Err(bad(format!("entry {i}: reserved bytes are not zero")));
+        }
         let stop = offset.checked_add(u64::from(size));
         if offset < end
             || stop.is_none_or(|s| s > toc_offset)
@@ -484,6 +495,9 @@ impl PackMap {
         if version != MAP_VERSION {
             return Err(bad(format!("version {version} is not supported")));
         }
+        if !zero(body, &M_RESERVED) {
+            return Err(bad("reserved header bytes are not zero".into()));
+        }
         if body[M_INDEX_DIGEST.offset..M_INDEX_DIGEST.offset + 32] != index.digest() {
             return Err(bad(format!("not the map of {}", index.path().display())));
         }
@@ -507,18 +521,26 @@ impl PackMap {
         {
             let object = Object::decode(e[E_KIND.offset], id_at(e, &E_ID), id_at(e, &E_BASE))
                 .ok_or_else(|| bad(format!("entry {i}: unknown kind")))?;
+            if !zero(e, &E_RESERVED) || !zero(e, &E_RESERVED2) {
+                return Err(bad(format!("entry {i}: reserved bytes are not zero")));
+            }
             let pack = *digests
                 .get(u32_at(e, &E_PACK) as usize)
                 .ok_or_else(|| bad(format!("entry {i}: no such pack")))?;
             let size = u32_at(e, &E_SIZE);
             let offset = u64_at(e, &E_OFFSET);
+            if sizes.get(&object) != Some(&size) {
+                return Err(bad(format!(
+                    "entry {i} ({object:?}): {size} bytes, not the stored size the index gives"
+                )));
+            }
             let inside = offset >= PACK_HEADER_SIZE as u64
                 && offset
                     .checked_add(u64::from(size))
                     .is_some_and(|end| end <= MAX_PACK_BYTES);
-            if sizes.get(&object) != Some(&size) || !inside {
+            if !inside {
                 return Err(bad(format!(
-                    "entry {i} ({object:?}): {size} bytes at {offset}, not what the index gives"
+                    "entry {i} ({object:?}): {size} bytes at {offset} lie outside any pack"
                 )));
             }
             entries.insert(object, Place { pack, offset, size });

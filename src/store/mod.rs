@@ -7,7 +7,7 @@ pub mod codec;
 pub mod http;
 pub mod local;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -375,7 +375,7 @@ impl Stores {
             holders.push(r);
         }
         let shared = &self.shared;
-        let jobs = shared.plan_jobs(firsts);
+        let jobs = shared.plan_jobs(firsts, &shared.deltas_at_hand());
         self.runtime.block_on(async {
             let mut arrivals = stream::iter(jobs)
                 .map(|job| {
@@ -393,14 +393,76 @@ impl Stores {
         })
     }
 
-    /// How many of `ids` no store holds, asked `concurrency` at a time.
+    /// What [`Stores::fetch_many`] would send for `records` (the first record of each
+    /// chunk file to fetch), when the chunk files `by_delta` names are rebuilt from those
+    /// deltas: requests (one for each request's worth of pack ranges, as a server that
+    /// answers several ranges at once is asked) and the bytes they ask for (the gaps a
+    /// coalesced range spans included, headers not).
+    /// `kept`: gathered chunks fetched just before, which a chunk file fetched on its own
+    /// takes from those kept rather than fetch again.
+    pub fn fetch_cost(
+        &self,
+        records: Vec<ChunkRecord>,
+        by_delta: &HashMap<ChunkId, Delta>,
+        kept: &HashSet<ChunkId>,
+    ) -> FetchCost {
+        let delta_for = |u: &Unit| by_delta.get(&u.id).copied();
+        let mut cost = FetchCost::default();
+        for job in self.shared.plan_jobs(records, &delta_for) {
+            cost.bytes += match job {
+                Job::Ranges { ranges, .. } => {
+                    cost.ranges += ranges.len() as u64 - 1;
+                    ranges.iter().map(|r| r.end - r.start).sum()
+                }
+                Job::One(r) if r.part.is_some() && kept.contains(&r.unit().id) => continue,
+                Job::One(r) => {
+                    let unit = r.unit();
+                    u64::from(
+                        by_delta
+                            .get(&unit.id)
+                            .map_or(unit.stored_size, |d| d.stored_size),
+                    )
+                }
+            };
+            cost.requests += 1;
+            cost.ranges += 1;
+        }
+        cost
+    }
+
+    /// How many of `ids` no store holds, asked `concurrency` at a time: a chunk file a
+    /// store's pack map places counts as held when that pack is there (each pack asked
+    /// for once).
     pub fn count_missing(&self, ids: Vec<ChunkId>) -> Result<u64> {
         let shared = &self.shared;
+        let mut packs: Vec<(usize, [u8; 32])> = ids
+            .iter()
+            .flat_map(|id| {
+                (0..shared.list.len())
+                    .filter_map(move |i| Some((i, shared.packed(i, &Object::Chunk(*id))?.pack)))
+            })
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
         self.runtime.block_on(async {
+            let mut present = HashSet::new();
+            let mut answers = stream::iter(packs)
+                .map(|(i, pack)| {
+                    let shared = shared.clone();
+                    Task(tokio::spawn(async move {
+                        let has = shared.list[i].has(&pack::pack_name(&pack)).await;
+                        has.map(|has| has.then_some((i, pack)))
+                    }))
+                })
+                .buffer_unordered(self.concurrency);
+            while let Some(joined) = answers.next().await {
+                present.extend(joined.map_err(|_| worker_failed())??);
+            }
+            let present = Arc::new(present);
             let mut answers = stream::iter(ids)
                 .map(|id| {
-                    let shared = shared.clone();
-                    Task(tokio::spawn(async move { shared.has(&id).await }))
+                    let (shared, present) = (shared.clone(), present.clone());
+                    Task(tokio::spawn(async move { shared.has(&id, &present).await }))
                 })
                 .buffer_unordered(self.concurrency);
             let mut missing = 0;
@@ -453,7 +515,7 @@ impl Stores {
             }
             holders.push((r, item));
         }
-        for job in self.shared.plan_jobs(firsts) {
+        for job in self.shared.plan_jobs(firsts, &self.shared.deltas_at_hand()) {
             let units: Vec<ChunkId> = match &job {
                 // One at a time, as [`Stores::spawn_fetch`] fetches: checked against the
                 // tree where it is loaded, which then need not check them again.
@@ -574,11 +636,10 @@ impl Shared {
         };
         for (i, store) in self.list.iter().enumerate() {
             let check = opener(r, blocks.clone());
-            let attempt = match self.packed(i, &Object::Chunk(r.id)) {
-                Some(place) => get_packed(store.as_ref(), &place, check).await,
-                None => store.get(&name, opts, check).await,
-            };
-            match attempt {
+            match self
+                .get_object(i, &r, &Object::Chunk(r.id), &name, opts, check)
+                .await
+            {
                 Ok(Some((chunk, stored))) => {
                     // The cache files bytes under their id: only bytes hashed to it.
                     let cache = self
@@ -631,11 +692,10 @@ impl Shared {
             base: delta.base,
         };
         for (i, store) in self.list.iter().enumerate() {
-            let attempt = match self.packed(i, &object) {
-                Some(place) => get_packed(store.as_ref(), &place, rebuild.clone()).await,
-                None => store.get(&name, opts, rebuild.clone()).await,
-            };
-            match attempt {
+            match self
+                .get_object(i, &r, &object, &name, opts, rebuild.clone())
+                .await
+            {
                 Ok(Some((chunk, _))) => {
                     self.rebuilt.fetch_add(1, Ordering::Relaxed);
                     return Some(Ok(chunk));
@@ -655,18 +715,18 @@ impl Shared {
     /// the delta that rebuilds them from a base at hand) has in packs, a request's worth
     /// at a time (see [`pack_requests`]); the rest one by one. With a cache, every chunk
     /// file goes its own way, the cache first.
-    fn plan_jobs(&self, firsts: Vec<ChunkRecord>) -> Vec<Job> {
-        let bases = self
-            .bases
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+    /// `delta_for(unit)`: the delta that rebuilds that chunk file from a base at hand.
+    fn plan_jobs(
+        &self,
+        firsts: Vec<ChunkRecord>,
+        delta_for: &dyn Fn(&Unit) -> Option<Delta>,
+    ) -> Vec<Job> {
         let mut jobs = Vec::new();
         let mut packed: HashMap<(usize, [u8; 32]), Vec<Entry>> = HashMap::new();
         let mut deltas = HashMap::new();
         for r in firsts {
             let unit = r.unit();
-            let delta = bases.as_ref().and_then(|b| b.delta_for(&unit));
+            let delta = delta_for(&unit);
             let object = match delta {
                 Some(d) => Object::Delta {
                     id: unit.id,
@@ -787,6 +847,16 @@ impl Shared {
         out
     }
 
+    /// The deltas the bases at hand offer, for [`Shared::plan_jobs`].
+    fn deltas_at_hand(&self) -> impl Fn(&Unit) -> Option<Delta> {
+        let bases = self
+            .bases
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        move |u: &Unit| bases.as_ref().and_then(|b| b.delta_for(u))
+    }
+
     /// Rebuilds chunk file `r` from the `stored` bytes of its delta `d` and the base at
     /// hand.
     async fn apply_delta(&self, r: Unit, d: Delta, stored: Vec<u8>) -> Result<VerifiedChunk> {
@@ -818,6 +888,47 @@ impl Shared {
         rebuilt
     }
 
+    /// Object `object` (loose file `name`) from store `i`: from the pack its map places it
+    /// in, and when that pack lacks it or its copy there is bad, from its loose file. The
+    /// pack's failure is returned when there is no loose file either.
+    async fn get_object(
+        &self,
+        i: usize,
+        r: &Unit,
+        object: &Object,
+        name: &str,
+        opts: ReadOptions,
+        check: Check,
+    ) -> Result<Option<Checked>> {
+        let store = self.list[i].as_ref();
+        let Some(place) = self.packed(i, object) else {
+            return store.get(name, opts, check).await;
+        };
+        let failure = match get_packed(store, &place, check.clone()).await {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => None,
+            Err(e) => {
+                // A pack that cannot be read makes the chunk unavailable from this store.
+                let e = match e {
+                    e @ Error::BadChunk { .. } => e,
+                    e => unavailable(r, e),
+                };
+                (self.warn)(&format!(
+                    "{e} (bytes {}..{} of {} in store {}); trying its loose file",
+                    place.offset,
+                    place.range().end,
+                    pack::pack_name(&place.pack),
+                    store.describe()
+                ));
+                Some(e)
+            }
+        };
+        match (store.get(name, opts, check).await, failure) {
+            (Ok(None), Some(e)) => Err(e),
+            (found, _) => found,
+        }
+    }
+
     /// Where store `i`'s pack map places `object`, if it has one.
     fn packed(&self, i: usize, object: &Object) -> Option<Place> {
         self.maps
@@ -835,15 +946,18 @@ impl Shared {
         }
     }
 
-    async fn has(&self, id: &ChunkId) -> Result<bool> {
+    /// Whether the cache or a store holds chunk file `id`, loose or in a pack of
+    /// `present` (the packs found in each store).
+    async fn has(&self, id: &ChunkId, present: &HashSet<(usize, [u8; 32])>) -> Result<bool> {
         if let Some(cache) = &self.cache {
             if cache.has_chunk(id)? {
                 return Ok(true);
             }
         }
         let name = local::place(id, None);
-        for store in &self.list {
-            if store.has(&name).await? {
+        for (i, store) in self.list.iter().enumerate() {
+            let packed = self.packed(i, &Object::Chunk(*id));
+            if packed.is_some_and(|p| present.contains(&(i, p.pack))) || store.has(&name).await? {
                 return Ok(true);
             }
         }
@@ -876,6 +990,16 @@ fn sink_unit(
             Ok(())
         }
     }
+}
+
+/// What a fetch sends: see [`Stores::fetch_cost`].
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct FetchCost {
+    pub requests: u64,
+    /// Byte ranges asked for, several to a request where a pack's neighbours coalesce.
+    pub ranges: u64,
+    /// Bytes of those ranges (multipart answers add some 100 bytes of headers a range).
+    pub bytes: u64,
 }
 
 /// Bytes between two chunk files of a pack read with them rather than cut into two
