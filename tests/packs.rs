@@ -7,10 +7,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use blockcast::pack::format as p;
+use common::nginx::Nginx;
 use common::served::Served;
 use common::*;
 use sha2::{Digest, Sha256};
@@ -213,79 +214,13 @@ fn a_served_packed_store_serves_every_release_with_the_requests_plan_predicts() 
     assert!(status.success());
 }
 
-struct Nginx {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// nginx serving `www` over plain HTTP on a free loopback port, logging status, bytes
-/// sent and path of each request.
-fn start_nginx(dir: &Path, www: &Path) -> (Nginx, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let prefix = dir.join("nginx");
-    fs::create_dir_all(prefix.join("logs")).unwrap();
-    let log = prefix.join("logs/access.log");
-    let conf = format!(
-        r#"
-worker_processes 1;
-user root;
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 128; }}
-http {{
-    log_format counted '$status $body_bytes_sent $request_uri';
-    access_log {log} counted;
-    default_type application/octet-stream;
-    server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-"#,
-        prefix = prefix.display(),
-        log = log.display(),
-        www = www.display(),
-    );
-    let conf_path = prefix.join("nginx.conf");
-    fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nginx is installed (tools/test installs it)");
-    let nginx = Nginx { child, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start: {}",
-            fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (nginx, port)
-}
-
 #[test]
 fn nginx_serves_a_packed_store_with_the_requests_plan_predicts() {
     let t = tempdir();
     let www = t.path().join("www");
     publish_packed(&www);
-    let (nginx, port) = start_nginx(t.path(), &www);
-    let read = || fs::read_to_string(&nginx.log).unwrap_or_default();
+    let nginx = Nginx::start(t.path(), &www);
+    let read = || nginx.access_log();
     let parse = |from: usize| -> Vec<(u16, u64, String)> {
         read()[from..]
             .lines()
@@ -313,12 +248,7 @@ fn nginx_serves_a_packed_store_with_the_requests_plan_predicts() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    extract_all_and_count(
-        t.path(),
-        &format!("http://127.0.0.1:{port}"),
-        &log_len,
-        &logged,
-    );
+    extract_all_and_count(t.path(), &nginx.url, &log_len, &logged);
 }
 
 #[test]
