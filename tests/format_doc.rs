@@ -374,6 +374,7 @@ fn pack_constants_match() {
         ("MAX_ENTRIES", p::MAX_ENTRIES.to_string()),
         ("MAX_PACKS", p::MAX_PACKS.to_string()),
         ("DEFAULT_PACK_SIZE", p::DEFAULT_PACK_SIZE.to_string()),
+        ("MAP_ZSTD_LEVEL", p::MAP_ZSTD_LEVEL.to_string()),
     ];
     assert_eq!(rows.len(), code.len());
     for (row, (name, value)) in rows.iter().zip(code) {
@@ -407,12 +408,14 @@ fn a_written_pack_and_map_read_as_documented() {
     let u64_at =
         |b: &[u8], f: &Field| u64::from_le_bytes(b[f.offset..f.offset + 8].try_into().unwrap());
     let digest_hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let map = std::fs::read(
+    let file = std::fs::read(
         store
             .join("packmaps")
             .join(format!("{}.bcpmap", digest_hex(&ix.digest()))),
     )
     .unwrap();
+    // The file is one zstd frame of the map.
+    let map = zstd::bulk::decompress(&file, 64 << 20).unwrap();
     let (body, trailer) = map.split_at(map.len() - 32);
     assert_eq!(Sha256::digest(body)[..], *trailer);
     assert_eq!(&body[..8], &p::MAP_MAGIC);

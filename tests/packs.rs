@@ -53,14 +53,14 @@ fn map_path(store: &Path, index: &Path) -> PathBuf {
 /// Rewrites entry `entry` of a pack map with `edit` and seals it again (a trailer that
 /// matches, as a hostile or buggy writer would leave it).
 fn edit_map(path: &Path, entry: usize, edit: impl Fn(&mut [u8])) {
-    let mut map = fs::read(path).unwrap();
+    let mut map = zstd::bulk::decompress(&fs::read(path).unwrap(), 64 << 20).unwrap();
     let packs = u32::from_le_bytes(map[12..16].try_into().unwrap()) as usize;
     let at = p::MAP_HEADER_SIZE + 32 * packs + entry * p::MAP_ENTRY_SIZE;
     edit(&mut map[at..at + p::MAP_ENTRY_SIZE]);
     let body = map.len() - 32;
     let digest = Sha256::digest(&map[..body]);
     map[body..].copy_from_slice(&digest);
-    fs::write(path, map).unwrap();
+    fs::write(path, zstd::bulk::compress(&map, 3).unwrap()).unwrap();
 }
 
 /// An edit of a pack-map entry.

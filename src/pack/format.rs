@@ -86,6 +86,9 @@ pub const MAX_PACKS: usize = 1 << 16;
 /// a pack map or a table of contents, so that no sum of them overflows.
 pub const MAX_PACK_BYTES: u64 = 1 << 48;
 
+/// zstd level of pack map files: a map is small and read on every update.
+pub const MAP_ZSTD_LEVEL: i32 = 19;
+
 /// Default cap on a pack's bytes (`make --pack-size`).
 pub const DEFAULT_PACK_SIZE: u64 = 64 << 20;
 

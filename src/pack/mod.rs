@@ -480,6 +480,39 @@ impl PackMap {
         out
     }
 
+    /// The most bytes the map of `index` takes, decompressed: a header, and a pack and
+    /// an entry for every object the index names.
+    pub fn max_len(index: &Index) -> u64 {
+        let objects = index.len() + index.tree_records().len() + index.deltas().count();
+        (MAP_HEADER_SIZE + 32) as u64 + (objects as u64) * (32 + MAP_ENTRY_SIZE as u64)
+    }
+
+    /// The most bytes the file of `index`'s map takes: zstd's bound on a frame of
+    /// [`PackMap::max_len`] bytes.
+    pub fn max_file_len(index: &Index) -> u64 {
+        let raw = Self::max_len(index);
+        raw + raw / 128 + 1024
+    }
+
+    /// A map's file: its bytes as one zstd frame (its ids are random; the rest, mostly
+    /// zeros and small numbers, compresses to less than half).
+    pub fn seal(map: &[u8]) -> Result<Vec<u8>> {
+        zstd::bulk::compress(map, MAP_ZSTD_LEVEL)
+            .map_err(|e| Error::Internal(format!("compressing a pack map: {e}")))
+    }
+
+    /// Reads a map's file (see [`PackMap::seal`]) for `index`: decompressed to at most
+    /// [`PackMap::max_len`] bytes, then parsed.
+    pub fn read(name: &str, file: &[u8], index: &Index) -> Result<PackMap> {
+        let map = zstd::bulk::decompress(file, Self::max_len(index) as usize).map_err(|e| {
+            Error::Integrity(format!(
+                "pack map {name}: not a zstd frame of at most {} bytes: {e}",
+                Self::max_len(index)
+            ))
+        })?;
+        Self::parse(name, &map, index)
+    }
+
     /// Parses a map, checking its digest, that it is the map of `index`, and that every
     /// entry's size is the stored size the index gives its object.
     pub fn parse(name: &str, bytes: &[u8], index: &Index) -> Result<PackMap> {
@@ -626,7 +659,7 @@ pub fn pack_release(
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).at(dir)?;
     }
-    crate::durable::write_file(&path, &map)?;
+    crate::durable::write_file(&path, &PackMap::seal(&map)?)?;
     for object in packed.iter().filter(|o| written.contains(o)) {
         if store.remove_object(&object.loose_name())? {
             report.loose_removed += 1;

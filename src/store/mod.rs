@@ -303,15 +303,13 @@ impl Stores {
     /// used, and so is one a store fails to answer for. Returns how many stores have one.
     pub fn use_pack_maps(&self, index: &Index) -> usize {
         let name = pack::map_name(&index.digest());
-        let objects = index.len() + index.tree_records().len() + index.deltas().count();
-        let max_len = (pack::format::MAP_HEADER_SIZE + 32) as u64
-            + (objects as u64) * (32 + pack::format::MAP_ENTRY_SIZE as u64);
+        let max_len = PackMap::max_file_len(index);
         let shared = &self.shared;
         let maps = self.runtime.block_on(async {
             let mut maps = Vec::with_capacity(shared.list.len());
             for store in &shared.list {
                 let map = match store.get_file(&name, max_len).await {
-                    Ok(Some(bytes)) => match PackMap::parse(&name, &bytes, index) {
+                    Ok(Some(bytes)) => match PackMap::read(&name, &bytes, index) {
                         Ok(map) => Some(Arc::new(map)),
                         Err(e) => {
                             (shared.warn)(&format!(
