@@ -281,8 +281,7 @@ impl Client {
             _ => None,
         };
         if matches!(takes, Some(None | Some(true))) {
-            let asked = self.several(url, ranges, &mut arrived, part).await;
-            drop(probing);
+            let asked = self.several(url, ranges, &mut arrived, part, probing).await;
             match asked {
                 Ok(Several::Done) => return Ok(true),
                 Ok(Several::Absent) => return Ok(false),
@@ -295,8 +294,6 @@ impl Client {
                     ));
                 }
             }
-        } else {
-            drop(probing);
         }
         let mut left = Vec::new();
         for (i, range) in ranges.iter().enumerate() {
@@ -376,6 +373,7 @@ impl Client {
         ranges: &[Range<u64>],
         arrived: &mut [bool],
         part: &mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+        gate: Option<tokio::sync::OwnedMutexGuard<bool>>,
     ) -> Result<Several, Fell> {
         let header = range_header(ranges);
         if header.len() > MAX_RANGE_HEADER {
@@ -430,7 +428,11 @@ impl Client {
             Some(boundary) => {
                 let mut reader = byteranges::Reader::new(ranges, &boundary);
                 let read = self
-                    .read_parts(&mut response, &mut reader, bound, arrived, part)
+                    .read_parts(&mut response, &mut reader, bound, arrived, part, || {
+                        // A well-formed part tells: the requests waiting on this one go.
+                        self.learn(&asked, &answering, Some(true));
+                        drop(gate);
+                    })
                     .await;
                 self.traffic.headers(reader.overhead());
                 let finished = read.and_then(|()| reader.finish().map_err(Fell::Answer));
@@ -467,7 +469,8 @@ impl Client {
         }
     }
 
-    /// Feeds the body of a multipart answer to `reader`, at most `bound` bytes of it.
+    /// Feeds the body of a multipart answer to `reader`, at most `bound` bytes of it;
+    /// `told` runs once the first part has arrived whole.
     async fn read_parts(
         &self,
         response: &mut reqwest::Response,
@@ -475,9 +478,11 @@ impl Client {
         bound: u64,
         arrived: &mut [bool],
         part: &mut (dyn FnMut(usize, Vec<u8>) -> Result<()> + Send),
+        told: impl FnOnce(),
     ) -> Result<(), Fell> {
         let mut received = 0u64;
         let mut refused = None;
+        let mut told = Some(told);
         while let Some(piece) = response
             .chunk()
             .await
@@ -505,6 +510,11 @@ impl Client {
                     Some(e) => Fell::Caller(e),
                     None => Fell::Answer(format!("a malformed multipart answer: {reason}")),
                 });
+            }
+            if arrived.iter().any(|a| *a) {
+                if let Some(told) = told.take() {
+                    told();
+                }
             }
         }
         Ok(())
