@@ -353,6 +353,7 @@ pub fn make_with_cuts(
         .filter(|r| !r.is_zero())
         .map(|r| r.id.to_hex()[..4].to_string())
         .chain(gathered.iter().map(|u| u.id.to_hex()[..4].to_string()))
+        .chain(["packs".to_string()])
         .collect();
     report.stale_temps_removed = store.remove_stale_temps(dirs.iter().map(String::as_str))?;
     // The chunks must be durable before an index that names them exists.

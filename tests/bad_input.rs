@@ -199,15 +199,18 @@ fn make_removes_what_killed_writers_left_and_nothing_else() {
     let fresh = temp(dead, 1);
     let alive = temp(std::process::id(), 2);
     let other = dir.join(".not-a-chunk.tmp");
-    for p in [&stale, &fresh, &alive, &other] {
+    // A pack a killed `make --pack` was writing.
+    std::fs::create_dir_all(m.store.join("packs")).unwrap();
+    let stale_pack = m.store.join(format!("packs/.pack.{dead}-3.tmp"));
+    for p in [&stale, &fresh, &alive, &other, &stale_pack] {
         std::fs::write(p, b"partial").unwrap();
     }
-    for p in [&stale, &alive, &other] {
+    for p in [&stale, &alive, &other, &stale_pack] {
         backdate(p);
     }
     let again = make(&image("erofs", 2), &m.store, &m.dir.join("again.bcidx"));
-    assert_eq!(again["stale_temps_removed"], 1);
-    assert!(!stale.exists());
+    assert_eq!(again["stale_temps_removed"], 2);
+    assert!(!stale.exists() && !stale_pack.exists());
     assert!(fresh.exists() && alive.exists() && other.exists());
 }
 

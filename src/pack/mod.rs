@@ -236,7 +236,7 @@ impl<'a> PackWriter<'a> {
                 let dir = self.store.dir().join("packs");
                 fs::create_dir_all(&dir).at(&dir)?;
                 let temp = dir.join(format!(
-                    ".{}-{}.tmp",
+                    ".pack.{}-{}.tmp",
                     std::process::id(),
                     crate::store::local::next_temp()
                 ));
