@@ -174,12 +174,18 @@ fn findmnt_source(path: &Path) -> String {
 }
 
 fn publish(dir: &Path, kinds: &[&str]) -> PathBuf {
+    publish_with(dir, kinds, &[])
+}
+
+/// [`publish`], with `extra` options for `make`.
+fn publish_with(dir: &Path, kinds: &[&str], extra: &[&str]) -> PathBuf {
     let www = dir.join("www");
     for kind in kinds {
-        make(
+        make_with(
             &image(kind, 2),
             &www.join("store"),
             &www.join(format!("{kind}.bcidx")),
+            extra,
         );
     }
     www
@@ -222,15 +228,7 @@ fn every_kind_mounts_from_a_local_store_and_over_http() {
 fn every_kind_mounts_from_packs_whose_chunk_files_come_many_a_request() {
     let dir = tempdir();
     let tree = source_tree(dir.path(), 2);
-    let www = dir.path().join("www");
-    for kind in KINDS {
-        make_with(
-            &image(kind, 2),
-            &www.join("store"),
-            &www.join(format!("{kind}.bcidx")),
-            &["--pack"],
-        );
-    }
+    let www = publish_with(dir.path(), &KINDS, &["--pack"]);
     for kind in KINDS {
         let mp = Mp::new(dir.path(), kind);
         let local = www.join(format!("{kind}.bcidx"));

@@ -363,15 +363,7 @@ impl Stores {
         records: Vec<ChunkRecord>,
         mut sink: impl FnMut(&ChunkRecord, VerifiedChunk) -> Result<()>,
     ) -> Result<()> {
-        let mut by_unit: HashMap<ChunkId, Vec<ChunkRecord>> = HashMap::new();
-        let mut firsts = Vec::new();
-        for r in records {
-            let holders = by_unit.entry(r.unit().id).or_default();
-            if holders.is_empty() {
-                firsts.push(r);
-            }
-            holders.push(r);
-        }
+        let (firsts, mut by_unit) = by_unit(records, |r| *r);
         let shared = &self.shared;
         let jobs = shared.plan_jobs(firsts, &shared.deltas_at_hand());
         self.runtime.block_on(async {
@@ -407,23 +399,23 @@ impl Stores {
         let delta_for = |u: &Unit| by_delta.get(&u.id).copied();
         let mut cost = FetchCost::default();
         for job in self.shared.plan_jobs(records, &delta_for) {
-            cost.bytes += match job {
-                Job::Ranges { ranges, .. } => {
-                    cost.ranges += ranges.len() as u64 - 1;
-                    ranges.iter().map(|r| r.end - r.start).sum()
-                }
+            let (ranges, bytes) = match job {
+                Job::Ranges { ranges, .. } => (
+                    ranges.len() as u64,
+                    ranges.iter().map(|r| r.end - r.start).sum(),
+                ),
                 Job::One(r) if r.part.is_some() && kept.contains(&r.unit().id) => continue,
                 Job::One(r) => {
                     let unit = r.unit();
-                    u64::from(
-                        by_delta
-                            .get(&unit.id)
-                            .map_or(unit.stored_size, |d| d.stored_size),
-                    )
+                    let stored = by_delta
+                        .get(&unit.id)
+                        .map_or(unit.stored_size, |d| d.stored_size);
+                    (1, u64::from(stored))
                 }
             };
             cost.requests += 1;
-            cost.ranges += 1;
+            cost.ranges += ranges;
+            cost.bytes += bytes;
         }
         cost
     }
@@ -504,15 +496,7 @@ impl Stores {
         done: impl Fn(T, Result<VerifiedChunk>) + Send + Sync + 'static,
     ) {
         let done = Arc::new(done);
-        let mut by_unit: HashMap<ChunkId, Vec<(ChunkRecord, T)>> = HashMap::new();
-        let mut firsts = Vec::new();
-        for (r, item) in items {
-            let holders = by_unit.entry(r.unit().id).or_default();
-            if holders.is_empty() {
-                firsts.push(r);
-            }
-            holders.push((r, item));
-        }
+        let (firsts, mut by_unit) = by_unit(items, |(r, _)| *r);
         for job in self.shared.plan_jobs(firsts, &self.shared.deltas_at_hand()) {
             let units: Vec<ChunkId> = match &job {
                 // One at a time, as [`Stores::spawn_fetch`] fetches: checked against the
@@ -526,7 +510,9 @@ impl Stores {
                     }
                     continue;
                 }
-                Job::Ranges { entries, .. } => entries.iter().map(|(r, _)| r.unit().id).collect(),
+                Job::Ranges { entries, .. } => {
+                    entries.iter().map(|(r, _, _)| r.unit().id).collect()
+                }
             };
             let mut held: HashMap<ChunkId, Vec<(ChunkRecord, T)>> = units
                 .into_iter()
@@ -665,11 +651,7 @@ impl Shared {
     /// A chunk file rebuilt from a delta against a base at hand; `None` when the index
     /// has no such delta.
     async fn fetch_by_delta(&self, r: Unit) -> Option<Result<VerifiedChunk>> {
-        let bases = self
-            .bases
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()?;
+        let bases = self.bases()?;
         let found = tokio::task::spawn_blocking(move || bases.for_unit(&r))
             .await
             .map_err(|_| worker_failed());
@@ -721,7 +703,6 @@ impl Shared {
     ) -> Vec<Job> {
         let mut jobs = Vec::new();
         let mut packed: HashMap<(usize, [u8; 32]), Vec<Entry>> = HashMap::new();
-        let mut deltas = HashMap::new();
         for r in firsts {
             let unit = r.unit();
             let delta = delta_for(&unit);
@@ -732,24 +713,21 @@ impl Shared {
                 },
                 None => Object::Chunk(unit.id),
             };
-            let place = (0..self.list.len())
-                .find_map(|i| Some((i, self.packed(i, &object)?)))
-                .filter(|_| self.cache.is_none());
+            let place = match self.cache {
+                Some(_) => None,
+                None => (0..self.list.len()).find_map(|i| Some((i, self.packed(i, &object)?))),
+            };
             match place {
-                Some((i, place)) => {
-                    if let Some(d) = delta {
-                        deltas.insert(unit.id, d);
-                    }
-                    packed.entry((i, place.pack)).or_default().push((r, place));
-                }
+                Some((i, place)) => packed
+                    .entry((i, place.pack))
+                    .or_default()
+                    .push((r, place, delta)),
                 None => jobs.push(Job::One(r)),
             }
         }
-        let deltas = Arc::new(deltas);
         let mut requests: Vec<Job> = packed
             .into_iter()
             .flat_map(|((store, pack), entries)| {
-                let deltas = deltas.clone();
                 pack_requests(entries)
                     .into_iter()
                     .map(move |(ranges, entries)| Job::Ranges {
@@ -757,7 +735,6 @@ impl Shared {
                         pack,
                         ranges,
                         entries,
-                        deltas: deltas.clone(),
                     })
             })
             .collect();
@@ -775,15 +752,14 @@ impl Shared {
     /// range that cannot be read, or whose piece fails its check, leaves those files to
     /// the store chain.
     async fn run_job(&self, job: Job) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
-        let (store, pack, ranges, entries, deltas) = match job {
+        let (store, pack, ranges, entries) = match job {
             Job::One(r) => return vec![(r.unit().id, self.fetch_unit(&r).await)],
             Job::Ranges {
                 store,
                 pack,
                 ranges,
                 entries,
-                deltas,
-            } => (store, pack, ranges, entries, deltas),
+            } => (store, pack, ranges, entries),
         };
         let mut checked: Vec<Option<Result<VerifiedChunk>>> =
             entries.iter().map(|_| None).collect();
@@ -791,18 +767,17 @@ impl Shared {
         let read = self.list[store]
             .get_ranges(&pack::pack_name(&pack), &ranges, &mut |i, bytes| {
                 let range = &ranges[i];
-                let first = entries.partition_point(|(_, p)| p.offset < range.start);
+                let first = entries.partition_point(|(_, p, _)| p.offset < range.start);
                 let mut wanted = 0;
-                for (k, (r, place)) in entries.iter().enumerate().skip(first) {
+                for (k, (r, place, delta)) in entries.iter().enumerate().skip(first) {
                     if place.range().end > range.end {
                         break;
                     }
                     let at = (place.offset - range.start) as usize;
                     let piece = bytes.get(at..at + place.size as usize);
-                    if deltas.contains_key(&r.unit().id) {
-                        delta_bytes[k] = piece.map(<[u8]>::to_vec);
-                    } else {
-                        checked[k] = piece.map(|p| opener(r.unit(), None)(p));
+                    match delta {
+                        Some(_) => delta_bytes[k] = piece.map(<[u8]>::to_vec),
+                        None => checked[k] = piece.map(|p| opener(r.unit(), None)(p)),
                     }
                     wanted += u64::from(place.size);
                 }
@@ -812,11 +787,12 @@ impl Shared {
             })
             .await;
         let mut out = Vec::with_capacity(entries.len());
-        for (((r, place), mut checked), delta) in entries.into_iter().zip(checked).zip(delta_bytes)
+        for (((r, place, delta), mut checked), stored) in
+            entries.into_iter().zip(checked).zip(delta_bytes)
         {
             let unit = r.unit();
-            if let (Some(stored), Some(d)) = (delta, deltas.get(&unit.id)) {
-                checked = Some(self.apply_delta(unit, *d, stored).await);
+            if let (Some(d), Some(stored)) = (delta, stored) {
+                checked = Some(self.apply_delta(unit, d, stored).await);
             }
             // What arrived and passed its check is kept, however the read ended.
             let chunk = match checked {
@@ -845,24 +821,24 @@ impl Shared {
         out
     }
 
-    /// The deltas the bases at hand offer, for [`Shared::plan_jobs`].
-    fn deltas_at_hand(&self) -> impl Fn(&Unit) -> Option<Delta> {
-        let bases = self
-            .bases
+    /// The bases of deltas at hand, if any.
+    fn bases(&self) -> Option<Arc<dyn Bases>> {
+        self.bases
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+            .clone()
+    }
+
+    /// The deltas the bases at hand offer, for [`Shared::plan_jobs`].
+    fn deltas_at_hand(&self) -> impl Fn(&Unit) -> Option<Delta> {
+        let bases = self.bases();
         move |u: &Unit| bases.as_ref().and_then(|b| b.delta_for(u))
     }
 
     /// Rebuilds chunk file `r` from the `stored` bytes of its delta `d` and the base at
     /// hand.
     async fn apply_delta(&self, r: Unit, d: Delta, stored: Vec<u8>) -> Result<VerifiedChunk> {
-        let bases = self
-            .bases
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let bases = self.bases();
         let rebuilt = tokio::task::spawn_blocking(move || {
             let gone = || Error::Unavailable {
                 id: r.id,
@@ -972,6 +948,25 @@ pub fn read_local(store: &LocalStore, unit: &Unit) -> Result<Option<VerifiedChun
     stored.map(|s| opener(*unit, None)(&s)).transpose()
 }
 
+/// `items` by the chunk file holding their record (`record`), and the first record of each
+/// chunk file, in the order they come: each file is fetched once.
+fn by_unit<T>(
+    items: impl IntoIterator<Item = T>,
+    record: impl Fn(&T) -> ChunkRecord,
+) -> (Vec<ChunkRecord>, HashMap<ChunkId, Vec<T>>) {
+    let mut holders: HashMap<ChunkId, Vec<T>> = HashMap::new();
+    let mut firsts = Vec::new();
+    for item in items {
+        let r = record(&item);
+        let held = holders.entry(r.unit().id).or_default();
+        if held.is_empty() {
+            firsts.push(r);
+        }
+        held.push(item);
+    }
+    (firsts, holders)
+}
+
 /// Hands a chunk file that arrived to `sink`, once for each record it holds.
 fn sink_unit(
     by_unit: &mut HashMap<ChunkId, Vec<ChunkRecord>>,
@@ -1010,8 +1005,10 @@ pub const COALESCE_GAP: u64 = 8 << 10;
 /// The most bytes one request for ranges of a pack asks for.
 pub const COALESCE_MAX: u64 = 8 << 20;
 
-/// A chunk file to fetch from a pack: its record and its place.
-type Entry = (ChunkRecord, Place);
+/// A chunk file to fetch from a pack: its record, and the place of what the pack holds
+/// for it: the chunk file itself, or (when the delta is given) the delta that rebuilds it
+/// from a base at hand.
+type Entry = (ChunkRecord, Place, Option<Delta>);
 
 /// A unit of work of [`Stores::fetch_many`]: one chunk file through the store chain, or
 /// ranges of a pack holding several, in one request where the server takes several.
@@ -1024,9 +1021,6 @@ enum Job {
         ranges: Vec<std::ops::Range<u64>>,
         /// In offset order, each inside one of `ranges`.
         entries: Vec<Entry>,
-        /// The chunk files of the run that come as deltas, by unit id: for those among
-        /// `entries`, the pack holds the delta.
-        deltas: Arc<HashMap<ChunkId, Delta>>,
     },
 }
 
@@ -1035,11 +1029,11 @@ enum Job {
 /// [`COALESCE_MAX`] bytes in at most [`http::MAX_RANGES`] ranges, with a `Range` header
 /// of at most [`http::MAX_RANGE_HEADER`].
 fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec<Entry>)> {
-    entries.sort_by_key(|(_, p)| p.offset);
+    entries.sort_by_key(|(_, p, _)| p.offset);
     let mut requests = Vec::new();
     let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
     let mut held: Vec<Entry> = Vec::new();
-    for (r, p) in entries {
+    for (r, p, d) in entries {
         let at = p.range();
         let mut grown = ranges.clone();
         match grown.last_mut() {
@@ -1050,7 +1044,9 @@ fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec
             }
             _ => grown.push(at.clone()),
         }
-        let fits = held.last().is_none_or(|(_, l)| at.start >= l.range().end)
+        let fits = held
+            .last()
+            .is_none_or(|(_, l, _)| at.start >= l.range().end)
             && grown.iter().map(|g| g.end - g.start).sum::<u64>() <= COALESCE_MAX
             && grown.len() <= http::MAX_RANGES
             && http::range_header(&grown).len() <= http::MAX_RANGE_HEADER;
@@ -1062,7 +1058,7 @@ fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec
             }
             ranges = vec![at];
         }
-        held.push((r, p));
+        held.push((r, p, d));
     }
     if !held.is_empty() {
         requests.push((ranges, held));
@@ -1250,7 +1246,7 @@ mod tests {
                     offset,
                     size,
                 };
-                (record, place)
+                (record, place, None)
             })
             .collect()
     }
@@ -1274,7 +1270,7 @@ mod tests {
             ranges_of(&requests),
             [vec![0..160 + gap, 1000 + 2 * gap..1010 + 2 * gap]]
         );
-        let held: Vec<u64> = requests[0].1.iter().map(|(_, p)| p.offset).collect();
+        let held: Vec<u64> = requests[0].1.iter().map(|(_, p, _)| p.offset).collect();
         assert_eq!(held, [0, 100, 150 + gap, 1000 + 2 * gap], "in offset order");
     }
 

@@ -1059,7 +1059,7 @@ impl<'a> Reader<'a> {
     fn entries(&self, area: Bytes<'a>, out: &mut Vec<Entry<'a>>) -> Result<(), LayoutError> {
         let mut pos = 0usize;
         while pos < area.len() {
-            let e = area.sub(pos, DIR_ENTRY_SIZE.min(area.len() - pos))?;
+            let e = area.sub(pos, DIR_ENTRY_SIZE)?;
             let ino = u64::from(e.get_u32(&DE_INODE)?);
             let raw_len = e.get_u16(&DE_REC_LEN)?;
             let rec_len = if self.sb.block_size == 65536 && (raw_len == 0 || raw_len == 0xFFFF) {
