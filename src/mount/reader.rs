@@ -450,37 +450,45 @@ impl LazyImage {
                 .blocks
                 .load(&self.tree(), from, index.record(last).end() - from);
         }
-        let wanted: Vec<usize> = ahead
-            .filter(|&i| {
-                let r = index.record(i);
-                let held = r.is_zero()
-                    || s.cache.as_ref().is_some_and(|c| c.holds(i))
-                    || self.seeds.iter().any(|seed| seed.locate(&r.id).is_some())
-                    || s.recent.lock().is_ok_and(|m| m.chunks.contains_key(&i));
-                !held && s.pending.lock().is_ok_and(|m| !m.contains_key(&i))
-            })
-            .collect();
-        // A batch waits until it is worth a request, unless the read is catching up on it
-        // (it wants a chunk of the next window).
-        let near = wanted.first().is_some_and(|&i| i < first + self.readahead);
-        if packs && wanted.len() < self.readahead && !near {
-            return;
-        }
-        let mut batch = Vec::with_capacity(wanted.len());
-        {
-            let Ok(mut map) = s.pending.lock() else {
+        // What nothing holds: chunks not zero, not in the cache image, a seed or memory.
+        let unheld: Vec<usize> = {
+            let Ok(recent) = s.recent.lock() else {
                 return;
             };
-            for i in wanted {
-                if map.contains_key(&i) {
-                    continue;
-                }
-                let r = index.record(i);
-                let p = Arc::new(Pending::default());
-                map.insert(i, p.clone());
-                batch.push((r, Settle::new(s, i, r, p)));
+            ahead
+                .filter(|&i| {
+                    let r = index.record(i);
+                    !(r.is_zero()
+                        || s.cache.as_ref().is_some_and(|c| c.holds(i))
+                        || self.seeds.iter().any(|seed| seed.locate(&r.id).is_some())
+                        || recent.chunks.contains_key(&i))
+                })
+                .collect()
+        };
+        let batch: Vec<(ChunkRecord, Settle)> = {
+            let Ok(mut pending) = s.pending.lock() else {
+                return;
+            };
+            let wanted: Vec<usize> = unheld
+                .into_iter()
+                .filter(|i| !pending.contains_key(i))
+                .collect();
+            // A batch waits until it is worth a request, unless the read is catching up
+            // on it (it wants a chunk of the next window).
+            let near = wanted.first().is_some_and(|&i| i < first + self.readahead);
+            if wanted.is_empty() || (packs && wanted.len() < self.readahead && !near) {
+                return;
             }
-        }
+            wanted
+                .into_iter()
+                .map(|i| {
+                    let r = index.record(i);
+                    let p = Arc::new(Pending::default());
+                    pending.insert(i, p.clone());
+                    (r, Settle::new(s, i, r, p))
+                })
+                .collect()
+        };
         // A settle dropped unrun, when a fetch panics, settles with an error.
         self.stores.spawn_fetch_many(batch, |settle: Settle, got| {
             #[cfg(test)]
