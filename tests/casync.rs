@@ -4,24 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-fn casync_extract(caibx: &Path, store: &Path, out: &Path) {
-    let st = Command::new("casync")
-        .arg("extract")
-        .arg(format!("--store={}", store.display()))
-        .arg(caibx)
-        .arg(out)
-        .output()
-        .expect("casync is installed (tools/test installs it)");
-    assert!(
-        st.status.success(),
-        "casync: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
 
 fn export(idx: &Path, store: &Path, caibx: &Path) {
     ok(bin()

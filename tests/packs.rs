@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use blockcast::pack::format as p;
@@ -268,18 +267,7 @@ fn unpack_gives_casync_the_loose_files_it_reads() {
             .arg("-o")
             .arg(&caibx));
         let out = t.path().join(format!("{kind}.img"));
-        let st = Command::new("casync")
-            .arg("extract")
-            .arg(format!("--store={}", store.display()))
-            .arg(&caibx)
-            .arg(&out)
-            .output()
-            .expect("casync is installed (tools/test installs it)");
-        assert!(
-            st.status.success(),
-            "casync: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        casync_extract(&caibx, &store, &out);
         assert!(same_bytes(&out, &image(kind, 2)), "{kind}");
         // A second unpack finds every loose file there already.
         let again = ok(bin().arg("unpack").arg(&store).arg("--index").arg(&v2));

@@ -208,3 +208,19 @@ pub fn mkfifo(path: &Path) {
     let st = Command::new("mkfifo").arg(path).status().expect("mkfifo");
     assert!(st.success(), "mkfifo {}", path.display());
 }
+
+/// The real `casync extract` of `caibx` from `store` into `out`, which must succeed.
+pub fn casync_extract(caibx: &Path, store: &Path, out: &Path) {
+    let st = Command::new("casync")
+        .arg("extract")
+        .arg(format!("--store={}", store.display()))
+        .arg(caibx)
+        .arg(out)
+        .output()
+        .expect("casync is installed (tools/test installs it)");
+    assert!(
+        st.status.success(),
+        "casync: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
