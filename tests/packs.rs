@@ -403,6 +403,35 @@ fn a_pack_map_with_wrong_ranges_or_sizes_admits_no_wrong_byte() {
     // A map cut short is refused too.
     fs::write(&map, &good[..good.len() - 1]).unwrap();
     extract_from(t.path(), &index, &[&packed, &loose], "short-map").unwrap();
+    // A small frame that would decompress to 1 MiB is refused at the bound the index
+    // gives, before it is decompressed beyond it; a file larger than a map of the index
+    // can be is not read.
+    let plan_warnings = || {
+        let run = within(
+            bin()
+                .arg("plan")
+                .arg(&index)
+                .arg("--store")
+                .arg(&packed)
+                .arg("--json"),
+            60,
+        );
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 19).unwrap();
+    fs::write(&map, bomb).unwrap();
+    let stderr = plan_warnings();
+    assert!(stderr.contains("not a zstd frame of at most"), "{stderr}");
+    extract_from(t.path(), &index, &[&packed, &loose], "map-bomb").unwrap();
+    fs::write(&map, noise(9, 1 << 20)).unwrap();
+    let stderr = plan_warnings();
+    let name = map.display().to_string();
+    assert!(
+        stderr.contains(&format!("{name} is larger than")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("chunk 0000"), "{stderr}");
+    extract_from(t.path(), &index, &[&packed, &loose], "map-oversized").unwrap();
 }
 
 /// Rewrites a pack's table-of-contents entry `entry` with `edit`.

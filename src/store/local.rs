@@ -505,6 +505,11 @@ impl ReadStore for LocalStore {
             tokio::task::spawn_blocking(move || store.read_object(&name, max_len))
                 .await
                 .map_err(|_| super::worker_failed())?
+                // A file past its bound is no chunk's: the error says only what it is.
+                .map_err(|e| match e {
+                    Error::BadChunk { reason, .. } => Error::Integrity(reason),
+                    e => e,
+                })
         })
     }
 }
