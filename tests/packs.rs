@@ -506,3 +506,28 @@ fn a_lying_table_of_contents_is_refused_naming_the_pack() {
     );
     assert!(err.contains("do not fit a pack"), "{err}");
 }
+
+/// A pack that is a symbolic link out of the store, or a FIFO, is refused without hanging
+/// and without reading what it points to: from a store that also has the loose files the
+/// extract is byte-identical, from the packed store alone it fails naming a chunk.
+#[test]
+fn a_pack_that_is_a_symlink_out_or_a_fifo_is_refused() {
+    let t = tempdir();
+    let (packed, loose, index) = packed_and_loose(t.path());
+    let outside = t.path().join("outside.bcpack");
+    let pack = files_in(&packed.join("packs")).remove(0);
+    fs::rename(&pack, &outside).unwrap();
+    for case in ["symlink", "fifo"] {
+        let _ = fs::remove_file(&pack);
+        match case {
+            "symlink" => std::os::unix::fs::symlink(&outside, &pack).unwrap(),
+            _ => mkfifo(&pack),
+        }
+        let err = extract_from(t.path(), &index, &[&packed], &format!("{case}-alone")).unwrap_err();
+        assert!(names_a_chunk(&err), "{case}: {err}");
+        if case == "symlink" {
+            assert!(err.contains("leads out of the store"), "{err}");
+        }
+        extract_from(t.path(), &index, &[&packed, &loose], case).unwrap();
+    }
+}

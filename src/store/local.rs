@@ -274,7 +274,7 @@ impl LocalStore {
             },
             false => open(OFlags::empty()),
         };
-        let file = match opened.map_err(std::io::Error::from) {
+        let file = match opened.map_err(beneath_error) {
             Ok(fd) => File::from(fd),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Io { path, err: e }),
@@ -363,7 +363,7 @@ impl LocalStore {
     }
 
     fn open_object(&self, name: &str) -> std::io::Result<OwnedFd> {
-        open_beneath(&self.root, name, OFlags::empty()).map_err(std::io::Error::from)
+        open_beneath(&self.root, name, OFlags::empty()).map_err(beneath_error)
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
@@ -397,6 +397,17 @@ fn open_beneath(root: &OwnedFd, name: &str, flags: OFlags) -> rustix::io::Result
             rustix::fs::openat(root, name, flags | OFlags::NOFOLLOW, Mode::empty())
         }
         other => other,
+    }
+}
+
+/// The error of [`open_beneath`], saying what EXDEV means there.
+fn beneath_error(e: rustix::io::Errno) -> std::io::Error {
+    match e {
+        rustix::io::Errno::XDEV => std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            "a symbolic link that leads out of the store, refused",
+        ),
+        e => e.into(),
     }
 }
 
