@@ -220,19 +220,7 @@ pub fn make(
 #[cfg(test)]
 mod tests {
     use super::features;
-
-    /// Pseudo-random bytes (xorshift).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testutil::noise;
 
     #[test]
     fn features_survive_a_shift_and_an_edit() {

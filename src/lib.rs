@@ -23,11 +23,14 @@ pub mod mount;
 pub mod pack;
 pub mod plan;
 pub mod progress;
+pub mod push;
 pub mod seed;
 pub mod serve;
 pub mod sign;
 pub mod store;
 pub(crate) mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod trust;
 pub mod verity;
 

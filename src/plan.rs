@@ -160,43 +160,17 @@ pub fn plan(
     }
 }
 
-/// What extract sends to fetch what the plan takes from the stores: each chunk under
-/// the output's first block on its own (extract holds those back, see
-/// [`crate::assemble::target::GUARD`]), the other chunk files together (see
-/// [`Stores::fetch_cost`]).
+/// What extract sends to fetch what the plan takes from the stores: every chunk file
+/// once (see [`Stores::fetch_cost`]).
 pub fn fetch_cost(index: &Index, plan: &Plan, stores: &Stores) -> FetchCost {
-    let guard = crate::assemble::target::GUARD;
-    let from_store = || {
-        index
-            .records()
-            .zip(&plan.sources)
-            .filter(|(_, source)| **source == Source::Store)
-            .map(|(r, _)| r)
-    };
-    let mut cost = FetchCost::default();
-    let mut kept = HashSet::new();
-    for r in from_store().take_while(|r| r.offset < guard) {
-        let unit = r.unit();
-        if r.part.is_some() && !kept.insert(unit.id) {
-            continue;
-        }
-        cost.requests += 1;
-        cost.ranges += 1;
-        cost.bytes += u64::from(
-            plan.by_delta
-                .get(&unit.id)
-                .map_or(unit.stored_size, |d| d.stored_size),
-        );
-    }
     let mut seen = HashSet::new();
-    let rest = from_store()
-        .filter(|r| r.offset >= guard && seen.insert(r.unit().id))
+    let records = index
+        .records()
+        .zip(&plan.sources)
+        .filter(|(r, source)| **source == Source::Store && seen.insert(r.unit().id))
+        .map(|(r, _)| r)
         .collect();
-    let rest = stores.fetch_cost(rest, &plan.by_delta, &kept);
-    cost.requests += rest.requests;
-    cost.ranges += rest.ranges;
-    cost.bytes += rest.bytes;
-    cost
+    stores.fetch_cost(records, &plan.by_delta)
 }
 
 /// How many of the chunks the plan fetches no store has.

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::sign::{self, PublicKey};
-use crate::store::{http, RemoteFiles};
+use crate::store::{is_remote, RemoteFiles};
 
 /// What an index must satisfy to be used.
 pub struct Policy {
@@ -53,7 +53,7 @@ impl TrustedIndex {
             )));
         }
         let bytes = read(location, remote, warn)?;
-        let checked = match remote.filter(|_| http::is_url(location)) {
+        let checked = match remote.filter(|_| is_remote(location)) {
             Some(files) => {
                 let url = format!("{location}.minisig");
                 match files.file(&url, MAX_SIGNATURE_SIZE, warn)? {
@@ -126,12 +126,12 @@ fn read(
     remote: Option<&RemoteFiles>,
     warn: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Vec<u8>> {
-    match remote.filter(|_| http::is_url(location)) {
+    match remote.filter(|_| is_remote(location)) {
         Some(files) => files.index(location, warn)?.ok_or_else(|| Error::Remote {
             url: location.to_string(),
             reason: "the server has no such index".into(),
         }),
-        None if http::is_url(location) => Err(Error::Invalid(format!(
+        None if is_remote(location) => Err(Error::Invalid(format!(
             "{location}: a URL, but no HTTP client to fetch it with"
         ))),
         None => Index::read_bytes(Path::new(location)),

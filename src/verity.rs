@@ -57,6 +57,15 @@ impl Geometry {
     pub fn tree_size(&self) -> u64 {
         self.hash_blocks * BLOCK
     }
+
+    /// The level hash block `n` of the area belongs to, with that level's place.
+    pub fn level_of(&self, n: u64) -> Option<(usize, (u64, u64))> {
+        self.levels
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|&(_, (first, count))| (first..first + count).contains(&n))
+    }
 }
 
 /// The verity parameters recorded with an image.
@@ -330,6 +339,11 @@ pub trait HashArea {
     fn read(&self, at: u64, len: usize) -> Result<Vec<u8>>;
     /// Names the area in messages.
     fn describe(&self) -> String;
+    /// The bytes around `at` that cost what reading its block costs (the stored piece
+    /// holding it); a lazy check keeps every hash block of them it reads.
+    fn span(&self, at: u64) -> std::ops::Range<u64> {
+        at..at + BLOCK
+    }
 }
 
 /// A hash area at `base` of a file (a hash device's tree starts after its superblock).
@@ -501,33 +515,70 @@ impl TreeCheck {
                 "hash block {j} of level {level} asked for"
             )));
         }
-        let expected = if level + 1 == self.geometry.levels.len() {
-            self.root
-        } else {
-            let parent = self.hash_block(area, level + 1, j >> PER_BLOCK_BITS)?;
-            let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
-            let mut d = [0u8; 32];
-            d.copy_from_slice(&parent[at..at + DIGEST]);
-            d
-        };
-        let block = area.read(n * BLOCK, BLOCK as usize)?;
-        if block.len() != BLOCK as usize || salted(&self.salt, &block) != expected {
+        // Every hash block in the span is read at once; each is checked and kept, top
+        // level first (levels lie top first, so a parent in the span is checked before its
+        // children). The one asked for must pass.
+        let span = area.span(n * BLOCK);
+        let lo = (span.start / BLOCK).min(n);
+        let hi = span
+            .end
+            .div_ceil(BLOCK)
+            .clamp(n + 1, self.geometry.hash_blocks);
+        let bytes = area.read(lo * BLOCK, ((hi - lo) * BLOCK) as usize)?;
+        if bytes.len() as u64 != (hi - lo) * BLOCK {
             return Err(Error::Integrity(format!(
-                "{}: hash block {n} (level {level}) does not hash to {}",
-                area.describe(),
-                if level + 1 == self.geometry.levels.len() {
-                    "the index's root"
-                } else {
-                    "its digest in the level above"
-                }
+                "{}: hash blocks {lo}..{hi} read short",
+                area.describe()
             )));
         }
+        let mut wanted = None;
+        for (m, block) in (lo..hi).zip(bytes.chunks_exact(BLOCK as usize)) {
+            let Some((at_level, (from, _))) = self.geometry.level_of(m) else {
+                continue;
+            };
+            let expected = self.expected(area, at_level, m - from);
+            if m != n {
+                if expected.is_ok_and(|d| d == salted(&self.salt, block)) {
+                    self.keep(m, block);
+                }
+                continue;
+            }
+            if expected? != salted(&self.salt, block) {
+                return Err(Error::Integrity(format!(
+                    "{}: hash block {n} (level {level}) does not hash to {}",
+                    area.describe(),
+                    if level + 1 == self.geometry.levels.len() {
+                        "the index's root"
+                    } else {
+                        "its digest in the level above"
+                    }
+                )));
+            }
+            wanted = Some(self.keep(m, block));
+        }
+        wanted.ok_or_else(|| Error::Internal(format!("hash block {n} not read")))
+    }
+
+    /// Keeps checked hash block `n`.
+    fn keep(&self, n: u64, block: &[u8]) -> Arc<[u8]> {
         let block: Arc<[u8]> = block.into();
         self.loaded
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(n, block.clone());
-        Ok(block)
+        block
+    }
+
+    /// The digest block `j` of `level` must have: the root's, or its entry in its parent.
+    fn expected(&self, area: &dyn HashArea, level: usize, j: u64) -> Result<[u8; 32]> {
+        if level + 1 == self.geometry.levels.len() {
+            return Ok(self.root);
+        }
+        let parent = self.hash_block(area, level + 1, j >> PER_BLOCK_BITS)?;
+        let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&parent[at..at + DIGEST]);
+        Ok(d)
     }
 
     fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<[u8]>>> {
@@ -682,4 +733,96 @@ pub fn parse_superblock(buf: &[u8]) -> Option<([u8; 16], u64, Vec<u8>)> {
         get_u64(buf, &sb::SB_DATA_BLOCKS),
         slice(buf, &sb::SB_SALT)[..salt_size].to_vec(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A hash area read in spans of 16 blocks, counting its reads.
+    struct Spans {
+        area: Vec<u8>,
+        reads: AtomicUsize,
+    }
+
+    impl HashArea for Spans {
+        fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(self.area[at as usize..at as usize + len].to_vec())
+        }
+
+        fn describe(&self) -> String {
+            "a test tree".into()
+        }
+
+        fn span(&self, at: u64) -> std::ops::Range<u64> {
+            let group = 16 * BLOCK;
+            let start = at / group * group;
+            start..(start + group).min(self.area.len() as u64)
+        }
+    }
+
+    /// The tree of `blocks` data blocks whose block `i` is filled with `i`'s low byte.
+    fn tree(blocks: u64) -> (Vec<u8>, [u8; 32]) {
+        let mut area = Vec::new();
+        let mut tree = TreeBuilder::new(blocks, b"s", Some(&mut area));
+        for i in 0..blocks {
+            tree.push(salted(b"s", &[i as u8; BLOCK as usize])).unwrap();
+        }
+        let root = tree.finish().unwrap();
+        (area, root)
+    }
+
+    #[test]
+    fn a_lazy_check_keeps_every_hash_block_of_the_span_it_reads() {
+        // 40 level-0 hash blocks under one top block: the area's blocks 0..41.
+        let blocks = 40 << PER_BLOCK_BITS;
+        let (area, root) = tree(blocks);
+        assert_eq!(area.len() as u64, 41 * BLOCK);
+        let area = Spans {
+            area,
+            reads: AtomicUsize::new(0),
+        };
+        let check = TreeCheck::new(blocks, b"s".to_vec(), root);
+        // The top block and level-0 blocks 0..15 come in one read.
+        check.load(&area, 0, BLOCK).unwrap();
+        assert_eq!(area.reads.load(Ordering::Relaxed), 1);
+        let data = |i: u64| vec![i as u8; BLOCK as usize];
+        let last = (15 << PER_BLOCK_BITS) - 1;
+        check.load(&area, last * BLOCK, BLOCK).unwrap();
+        assert_eq!(check.check(last * BLOCK, &data(last)), Checked::Good);
+        assert_eq!(area.reads.load(Ordering::Relaxed), 1);
+        // Level-0 block 15 is the area's block 16: the next span.
+        let next = 15 << PER_BLOCK_BITS;
+        assert_eq!(check.check(next * BLOCK, &data(next)), Checked::NotLoaded);
+        check.load(&area, next * BLOCK, BLOCK).unwrap();
+        assert_eq!(area.reads.load(Ordering::Relaxed), 2);
+        assert_eq!(check.check(next * BLOCK, &data(next)), Checked::Good);
+    }
+
+    #[test]
+    fn a_bad_hash_block_fails_only_the_reads_under_it() {
+        let blocks = 40 << PER_BLOCK_BITS;
+        let (mut area, root) = tree(blocks);
+        // Level-0 block 5 (the area's block 6) is damaged.
+        area[6 * BLOCK as usize + 100] ^= 1;
+        let area = Spans {
+            area,
+            reads: AtomicUsize::new(0),
+        };
+        let check = TreeCheck::new(blocks, b"s".to_vec(), root);
+        check.load(&area, 0, BLOCK).unwrap();
+        let under = 5 << PER_BLOCK_BITS;
+        let err = check.load(&area, under * BLOCK, BLOCK).unwrap_err();
+        assert!(
+            matches!(&err, Error::Integrity(m) if m.contains("hash block 6 (level 0)")),
+            "{err}"
+        );
+        let beside = 6 << PER_BLOCK_BITS;
+        check.load(&area, beside * BLOCK, BLOCK).unwrap();
+        let data = vec![beside as u8; BLOCK as usize];
+        assert_eq!(check.check(beside * BLOCK, &data), Checked::Good);
+    }
 }

@@ -14,13 +14,7 @@ fn concurrent_makes_share_a_store() {
         .enumerate()
         .map(|(n, (kind, v))| {
             let idx = t.path().join(format!("{n}.bcidx"));
-            let child = bin()
-                .arg("make")
-                .arg(image(kind, v))
-                .arg("--store")
-                .arg(&store)
-                .arg("--index")
-                .arg(&idx)
+            let child = make_cmd(&image(kind, v), &store, &idx)
                 .arg("-q")
                 .spawn()
                 .unwrap();

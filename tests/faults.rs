@@ -230,14 +230,34 @@ fn stalls_past_the_timeout() {
 #[test]
 fn bodies_trickled_past_the_timeout() {
     let stats = survives("erofs", Fault::Trickle, "1");
-    // The timeout covers the whole body: the client hung up on every trickle before its
-    // last byte (each would take 30 s), rather than waiting for it.
+    // A request in all gets the timeout plus its bytes at 16 KiB/s, a few seconds for a
+    // chunk file: the client hung up on every trickle before its last byte (each would
+    // take 30 s), rather than waiting for it.
     assert_eq!(stats.hostile_completed, 0, "{stats:?}");
     assert_eq!(
         stats.hostile_abandoned,
         stats.count(Fault::Trickle),
         "{stats:?}"
     );
+}
+
+#[test]
+fn a_slow_body_that_keeps_coming_outlasts_the_timeout() {
+    let site = Site::new("erofs");
+    let big = site.chunks.iter().max_by_key(|r| r.stored_size).unwrap();
+    assert!(big.stored_size > 40_000, "{}", big.stored_size);
+    // Its body takes 2 s, a byte at a time: never 1 s without progress, and within the
+    // 1 s + its bytes at 16 KiB/s a request may take in all.
+    let mut cfg = Config::new(&site.root()).rule(&chunk_path(big), Fault::Trickle, 1);
+    cfg.stall = Duration::from_secs(2);
+    let server = FaultyServer::start(cfg);
+    let out = site.out("slow");
+    ok(&mut extract_served(&server, &out, &["--timeout", "1"]));
+    assert!(is_extracted(&out, &site.img));
+    let stats = server.settled();
+    assert_eq!(stats.count(Fault::Trickle), 1, "{stats:?}");
+    assert_eq!(stats.hostile_completed, 1, "{stats:?}");
+    assert_eq!(stats.hostile_abandoned, 0, "{stats:?}");
 }
 
 #[test]

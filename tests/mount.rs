@@ -257,6 +257,50 @@ fn every_kind_mounts_from_packs_whose_chunk_files_come_many_a_request() {
 }
 
 #[test]
+fn a_store_repacked_while_mounted_is_read_through_its_new_pack_map() {
+    let dir = tempdir();
+    let www = publish_with(dir.path(), &["erofs"], &["--pack"]);
+    // The same release packed otherwise: other packs, another map of the same name.
+    let repacked = dir.path().join("repacked");
+    make_with(
+        &image("erofs", 2),
+        &repacked,
+        &dir.path().join("repacked.bcidx"),
+        &["--pack", "--pack-size", "64K"],
+    );
+    let server = Served::start(&www, &["--verbose"]);
+    // Exposed, not attached: the kernel reads nothing before the store is repacked.
+    let exposed = Mp::new(dir.path(), "exposed");
+    ok(bin()
+        .args([
+            "mount",
+            &format!("{}/erofs.bcidx", server.url),
+            "--no-attach",
+        ])
+        .arg(&exposed.path)
+        .args(["--store", &format!("{}/store", server.url), "--daemon"]));
+    for sub in ["packs", "packmaps"] {
+        fs::remove_dir_all(www.join("store").join(sub)).unwrap();
+        fs::rename(repacked.join(sub), www.join("store").join(sub)).unwrap();
+    }
+    assert!(is_extracted(
+        &exposed.path.join("image"),
+        &image("erofs", 2)
+    ));
+    let log = exposed.log();
+    assert_eq!(log.matches("reading the map again").count(), 1, "{log}");
+    exposed.umount();
+    let served = server.log();
+    let maps = served.lines().filter(|l| l.contains("/packmaps/")).count();
+    assert_eq!(maps, 2, "{served}");
+    let gone = served
+        .lines()
+        .filter(|l| l.contains("/packs/") && l.contains(" 404 "))
+        .count();
+    assert!(gone > 0, "{served}");
+}
+
+#[test]
 fn erofs_attaches_from_the_file_or_through_a_loop_device() {
     let dir = tempdir();
     let tree = source_tree(dir.path(), 2);
@@ -674,7 +718,26 @@ fn umount_leaves_alone_a_loop_device_that_now_backs_another_file() {
     let other = dir.path().join("other.img");
     fs::write(&other, vec![0u8; 1 << 20]).unwrap();
     let other = fs::canonicalize(&other).unwrap();
-    run(Command::new("losetup").arg(&device).arg(&other));
+    // The kernel lets go of a detached device a moment after losetup -d returns.
+    let began = Instant::now();
+    loop {
+        let out = Command::new("losetup")
+            .arg(&device)
+            .arg(&other)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("busy") && began.elapsed() < Duration::from_secs(30),
+            "losetup {} {}: {stderr}",
+            device.display(),
+            other.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _other_loop = LoopDevice {
         device: device.clone(),
         file: other.clone(),

@@ -275,6 +275,96 @@ fn unpack_gives_casync_the_loose_files_it_reads() {
     }
 }
 
+#[test]
+fn pack_packs_a_loose_release_and_rebuilds_a_lost_map_from_the_packs() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let [v1, v2] = [1, 2].map(|v| t.path().join(format!("v{v}.bcidx")));
+    make(&image("ext4", 1), &store, &v1);
+    make_with(
+        &image("ext4", 2),
+        &store,
+        &v2,
+        &["--delta-from", v1.to_str().unwrap()],
+    );
+    let loose = chunk_files(&store).len();
+    let pack = |index: &Path, extra: &[&str]| {
+        json(&ok(bin()
+            .arg("pack")
+            .arg(&store)
+            .arg("--index")
+            .arg(index)
+            .arg("--json")
+            .args(extra)))
+    };
+    let first = pack(&v1, &["--remove-loose"]);
+    assert!(first["packs_written"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(first["reused_objects"], 0, "{first}");
+    let second = pack(&v2, &["--remove-loose"]);
+    assert!(second["reused_objects"].as_u64().unwrap() > 0, "{second}");
+    assert!(chunk_files(&store).len() < loose);
+    for (v, index) in [(1, &v1), (2, &v2)] {
+        let planned = plan(index.to_str().unwrap(), &[store.to_str().unwrap()], &[]);
+        // From packs, many chunk files a request; loose, one each.
+        let requests = planned["fetch"]["requests"].as_u64().unwrap();
+        let chunks = planned["store"]["chunks"].as_u64().unwrap();
+        assert!(requests * 4 < chunks, "{planned}");
+        let out = t.path().join(format!("v{v}.img"));
+        extract(index, &store, &out, &[]);
+        assert!(is_extracted(&out, &image("ext4", v)), "v{v}");
+    }
+    // The maps lost: rebuilt from the packs' tables of contents, no pack written.
+    fs::remove_dir_all(store.join("packmaps")).unwrap();
+    for index in [&v1, &v2] {
+        let again = pack(index, &[]);
+        assert_eq!(again["packs_written"], 0, "{again}");
+        assert!(map_path(&store, index).exists());
+    }
+    let out = t.path().join("again.img");
+    let r = extract(
+        &v2,
+        &store,
+        &out,
+        &["--seed", image("ext4", 1).to_str().unwrap()],
+    );
+    assert!(is_extracted(&out, &image("ext4", 2)));
+    assert!(r["chunk_files_from_deltas"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn two_makes_packing_into_one_store_at_once_both_end_correct() {
+    let t = tempdir();
+    // Releases that share most chunk files, made at the same time into a new store, a few
+    // times over.
+    for round in 0..3 {
+        let store = t.path().join(format!("store-{round}"));
+        let jobs: Vec<_> = [("ext4", 1), ("ext4", 2), ("erofs", 2)]
+            .into_iter()
+            .map(|(kind, v)| {
+                let index = t.path().join(format!("{kind}-{v}-{round}.bcidx"));
+                let child = make_cmd(&image(kind, v), &store, &index)
+                    .args(["--pack", "--pack-size", "256K", "-q"])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (kind, v, index, child)
+            })
+            .collect();
+        for (kind, v, index, child) in jobs {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{kind} v{v}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let img = t.path().join(format!("{kind}-{v}-{round}.img"));
+            extract(&index, &store, &img, &[]);
+            assert!(is_extracted(&img, &image(kind, v)), "{kind} v{v}");
+        }
+        assert!(chunk_files(&store).is_empty(), "{:?}", chunk_files(&store));
+    }
+}
+
 /// A packed store of ext4 v2 and a loose one of the same image, for the bad-input tests.
 fn packed_and_loose(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (packed, loose) = (dir.join("packed"), dir.join("loose"));

@@ -77,6 +77,8 @@ struct Run<'a> {
     target: Target,
     warn: &'a (dyn Fn(&str) + Sync),
     refetched: AtomicU64,
+    /// Chunks under the guard fetched with the rest, held until the end.
+    fetched_head: Mutex<Vec<(ChunkRecord, VerifiedChunk)>>,
 }
 
 /// Writes the image `index` describes to `output`, after checking that the dm-verity root of
@@ -139,14 +141,24 @@ pub fn extract(
         target,
         warn,
         refetched: AtomicU64::new(0),
+        fetched_head: Mutex::new(Vec::new()),
     };
 
-    let head = run.head(&plan.sources)?;
+    let (head, head_to_fetch) = run.head(&plan.sources)?;
     run.target.invalidate(size)?;
     progress.start("writing", size);
     let (spilled_bytes, mut to_fetch) = run.copy_within(&plan.sources, opts, progress)?;
     run.write_from_seeds(&plan.sources, &mut to_fetch, progress)?;
+    to_fetch.extend(head_to_fetch);
     run.fetch(&to_fetch, progress)?;
+    let mut head = head;
+    head.extend(
+        run.fetched_head
+            .lock()
+            .map_err(poisoned)?
+            .drain(..)
+            .map(|(r, chunk)| (r, Some(chunk))),
+    );
     let guard = run.write_head(&head)?;
     run.target.zero(size, padded)?;
     progress.finish();
@@ -340,21 +352,27 @@ impl Run<'_> {
         self.stores.fetch(r)
     }
 
-    /// The chunks under the guard, held in memory until the end.
-    fn head(&self, sources: &[Source]) -> Result<Vec<(ChunkRecord, Option<VerifiedChunk>)>> {
+    /// The chunks under the guard, held in memory until the end: those read from the
+    /// output or seeds (before anything is written over them) and zero runs (`None`),
+    /// and the records of those to fetch with the rest (see [`Run::fetch`]).
+    fn head(&self, sources: &[Source]) -> Result<(Vec<HeadChunk>, Vec<usize>)> {
         let mut head = Vec::new();
+        let mut to_fetch = Vec::new();
         for (i, r) in self.index.records().enumerate() {
             if r.offset >= GUARD {
                 break;
             }
             let chunk = if r.is_zero() {
                 None
+            } else if sources[i] == Source::Store {
+                to_fetch.push(i);
+                continue;
             } else {
                 Some(self.obtain(&r, sources[i])?)
             };
             head.push((r, chunk));
         }
-        Ok(head)
+        Ok((head, to_fetch))
     }
 
     /// Runs the copies within the output in a safe order; returns the bytes spilled and
@@ -489,7 +507,7 @@ impl Run<'_> {
     }
 
     /// Fetches each distinct chunk once, many at a time, and writes it wherever the image
-    /// holds it as it arrives.
+    /// holds it as it arrives (under the guard: keeps it for [`Run::write_head`]).
     fn fetch(&self, records: &[usize], progress: &dyn Progress) -> Result<()> {
         let mut places: HashMap<ChunkId, Vec<usize>> = HashMap::new();
         let mut order = Vec::new();
@@ -504,7 +522,12 @@ impl Run<'_> {
         self.stores.fetch_many(order, |first, chunk| {
             for &i in &places[&first.id] {
                 let r = self.index.record(i);
-                self.target.write(r.offset, &chunk)?;
+                if r.offset < GUARD {
+                    let held = (r, chunk.clone());
+                    self.fetched_head.lock().map_err(poisoned)?.push(held);
+                } else {
+                    self.target.write(r.offset, &chunk)?;
+                }
                 progress.advance(u64::from(r.size));
             }
             Ok(())
@@ -512,7 +535,7 @@ impl Run<'_> {
     }
 
     /// Writes the head chunks past the guard and returns the guard's bytes.
-    fn write_head(&self, head: &[(ChunkRecord, Option<VerifiedChunk>)]) -> Result<Vec<u8>> {
+    fn write_head(&self, head: &[HeadChunk]) -> Result<Vec<u8>> {
         let size = self.index.header().image_size;
         let mut guard = vec![0u8; GUARD.min(size) as usize];
         for (r, chunk) in head {
@@ -533,6 +556,9 @@ impl Run<'_> {
         Ok(guard)
     }
 }
+
+/// A chunk under the guard: its record, and its bytes (`None` for a zero run).
+type HeadChunk = (ChunkRecord, Option<VerifiedChunk>);
 
 fn read_spill(spill: &File, path: &Path, r: &ChunkRecord, at: u64) -> Result<VerifiedChunk> {
     let mut data = vec![0u8; r.size as usize];

@@ -7,7 +7,9 @@ mod info;
 mod keygen;
 mod make;
 mod mount;
+mod pack;
 mod plan;
+mod push;
 mod serve;
 mod sign;
 mod umount;
@@ -60,6 +62,8 @@ enum Command {
     Mount(mount::MountArgs),
     Umount(umount::UmountArgs),
     Unpack(unpack::UnpackArgs),
+    Pack(pack::PackArgs),
+    Push(push::PushArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -79,6 +83,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Mount(a) => mount::run(a, &ui),
         Command::Umount(a) => umount::run(a, &ui),
         Command::Unpack(a) => unpack::run(a, &ui),
+        Command::Pack(a) => pack::run(a, &ui),
+        Command::Push(a) => push::run(a, &ui),
     }
 }
 
@@ -181,7 +187,7 @@ fn open_index(
     runtime: &Handle,
     ui: &Ui,
 ) -> Result<TrustedIndex> {
-    let remote = blockcast::store::http::is_url(location)
+    let remote = blockcast::store::is_remote(location)
         .then(|| RemoteFiles::new(http, runtime.clone()))
         .transpose()?;
     let warn = |m: &str| ui.warn(m);
@@ -217,9 +223,14 @@ pub struct StoreArgs {
     /// Chunks fetched at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
-    /// Seconds one HTTP request may take, body included.
+    /// Seconds an HTTP request may go without progress (connecting, or between bytes of
+    /// the answer); in all it may take this plus its bytes at 16 KiB/s.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     timeout: f64,
+    /// Pieces of a pack at most this far apart are fetched as one range, the bytes between
+    /// included (fewer ranges, more bytes).
+    #[arg(long, default_value = "8KiB", value_name = "SIZE", value_parser = parse_size)]
+    coalesce_gap: u64,
     /// Further attempts after a failed request (with backoff), per store.
     #[arg(long, default_value_t = 4)]
     retries: u32,
@@ -260,6 +271,7 @@ impl StoreArgs {
             http: self.http()?,
             concurrency: usize::from(self.concurrency),
             cache: self.cache.clone(),
+            coalesce_gap: self.coalesce_gap,
         };
         let ui = *ui;
         let warn = std::sync::Arc::new(move |m: &str| ui.warn(m));

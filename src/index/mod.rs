@@ -288,6 +288,7 @@ impl Delta {
 }
 
 /// An index read from bytes, checked in full; records are decoded on access.
+#[derive(Clone)]
 pub struct Index {
     path: PathBuf,
     bytes: Vec<u8>,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+use crate::index::format::TREE_PIECE;
 use crate::index::Index;
 use crate::store::{Stores, Warn};
 use crate::verity;
@@ -29,6 +30,10 @@ pub const RUN_DIR: &str = "/run/blockcast/mounts";
 
 /// The index's hash area as the stores hold it: the tree's chunks, fetched when read and
 /// checked against their ids.
+/// Tree pieces a lazy mount reads at once: 1 MiB of hash blocks, which cover 128 MiB of
+/// the image.
+const TREE_SPAN: u64 = 16;
+
 pub struct StoredTree<'a> {
     pub index: &'a Index,
     pub stores: &'a Stores,
@@ -51,6 +56,20 @@ impl verity::HashArea for StoredTree<'_> {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The [`TREE_SPAN`] pieces around `at`: fetched together, in one request from a
+    /// pack, and each chunk file is fetched whole anyway.
+    fn span(&self, at: u64) -> std::ops::Range<u64> {
+        let group = TREE_PIECE * TREE_SPAN;
+        let start = at / group * group;
+        let end = start
+            .saturating_add(group)
+            .min(self.index.header().verity.tree_size);
+        match end > at {
+            true => start..end,
+            false => at..at + verity::BLOCK,
+        }
     }
 
     fn describe(&self) -> String {

@@ -433,6 +433,13 @@ impl PackMap {
         self.entries.get(object).copied()
     }
 
+    /// The packs the map names, each once, in digest order.
+    pub fn packs(&self) -> Vec<[u8; 32]> {
+        let packs: std::collections::BTreeSet<[u8; 32]> =
+            self.entries.values().map(|p| p.pack).collect();
+        packs.into_iter().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -615,21 +622,21 @@ pub struct PackReport {
 /// Puts the objects a release needs that no pack holds yet into new packs of at most
 /// `cap` bytes (chunk files in image order followed by the hash tree's chunks, whose
 /// place after every chunk file keeps them out of the spans a reader of the image
-/// coalesces; then the deltas, in packs of their own), writes the release's pack map, and removes the loose files of
-/// `written` (this run's) that went into the packs. Packs are durable before the map,
-/// and the map before the caller writes the index.
+/// coalesces; then the deltas, in packs of their own), writes the release's pack map,
+/// and removes the loose files of `written` (this run's), which packs now hold (this
+/// run's, or those of another run packing into the store at the same time). Packs are
+/// durable before the map, and the map before the caller writes the index.
 pub fn pack_release(
     store: &LocalStore,
     index: &Index,
     written: &HashSet<Object>,
     cap: u64,
 ) -> Result<PackReport> {
-    let existing = catalogue(store)?;
+    let mut existing = catalogue(store)?;
     let (chunks, deltas, tree) = objects(index);
     let mut writer = PackWriter::new(store, cap);
     let mut placed = Vec::new();
     let mut report = PackReport::default();
-    let mut packed = Vec::new();
     let chunks_then_tree = chunks.into_iter().chain(tree).collect::<Vec<_>>();
     for group in [chunks_then_tree, deltas] {
         for object in group {
@@ -639,15 +646,27 @@ pub fn pack_release(
                 continue;
             }
             let name = object.loose_name();
-            let bytes = store.read_object(&name, max_stored())?.ok_or_else(|| {
-                Error::Integrity(format!(
-                    "{}: {name} is in neither the store's loose files nor its packs",
-                    store.dir().display()
-                ))
-            })?;
+            let Some(bytes) = store.read_object(&name, max_stored())? else {
+                // Another run packing into the store has packed it and removed its loose
+                // file since the packs were listed (it does so in that order): list them
+                // again.
+                existing = catalogue(store)?;
+                match existing.get(&object) {
+                    Some(place) => {
+                        placed.push((object, *place));
+                        report.reused_objects += 1;
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::Integrity(format!(
+                            "{}: {name} is in neither the store's loose files nor its packs",
+                            store.dir().display()
+                        )))
+                    }
+                }
+            };
             report.packed_bytes += bytes.len() as u64;
             writer.add(object, &bytes)?;
-            packed.push(object);
         }
         writer.close()?;
     }
@@ -660,7 +679,9 @@ pub fn pack_release(
         fs::create_dir_all(dir).at(dir)?;
     }
     crate::durable::write_file(&path, &PackMap::seal(&map)?)?;
-    for object in packed.iter().filter(|o| written.contains(o)) {
+    // This run's loose files, now in packs: packed by it, or by another run packing into
+    // the store at the same time.
+    for (object, _) in placed.iter().filter(|(o, _)| written.contains(o)) {
         if store.remove_object(&object.loose_name())? {
             report.loose_removed += 1;
         }

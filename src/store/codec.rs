@@ -129,15 +129,7 @@ mod tests {
     #[test]
     fn a_delta_rebuilds_its_chunk_from_the_same_base_only() {
         // Incompressible alone, so the delta must refer to the base.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let base: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let base: Vec<u8> = crate::testutil::noise(0x9E37_79B9_7F4A_7C15, 200_000);
         let mut data = base.clone();
         data[1000] ^= 1;
         data.extend_from_slice(b"a few new bytes");

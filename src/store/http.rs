@@ -1,6 +1,7 @@
 //! Chunk stores and indexes over HTTP and HTTPS: one client whose connections are reused
-//! (HTTP/2 where the server offers it), a timeout per request, retries with backoff on
-//! resets, timeouts, 5xx and bad bodies, and every body capped before it is read.
+//! (HTTP/2 where the server offers it), timeouts on lack of progress (and a total one that
+//! grows with the bytes asked for), retries with backoff on resets, timeouts, 5xx and bad
+//! bodies, and every body capped before it is read.
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,13 +14,16 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 
 use super::byteranges;
+use super::s3::{Method, S3Location};
 use super::{Check, Checked, ReadOptions, ReadStore, Traffic, Warn};
 use crate::error::{Error, IoContext, Result};
 
 /// How requests are made; shared by every remote store and index of a run.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
-    /// The whole of one request, from connecting to the body's last byte.
+    /// How long a request may go without progress: connecting, or waiting for the
+    /// answer's next bytes. A request as a whole may take this plus the time its bytes
+    /// take at [`MIN_RATE`].
     pub timeout: Duration,
     /// Further attempts after a failed one.
     pub retries: u32,
@@ -46,6 +50,11 @@ impl Default for HttpOptions {
 pub fn is_url(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
 }
+
+/// The slowest transfer a request is given time for, in bytes a second, beyond
+/// [`HttpOptions::timeout`]: a long range over a slow link is cut off by lack of progress,
+/// not by a total meant for a short one.
+pub const MIN_RATE: u64 = 16 << 10;
 
 /// The first backoff; it doubles with each retry up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -138,6 +147,7 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("blockcast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .read_timeout(opts.timeout)
             .tcp_nodelay(true);
         for path in &opts.ca_certs {
             let pem = fs::read(path).at(path)?;
@@ -289,7 +299,8 @@ impl Client {
                 Err(Fell::Answer(reason) | Fell::Transport(reason)) => {
                     let left = arrived.iter().filter(|a| !**a).count();
                     warn(&format!(
-                        "{url}: {reason}; asking for the {left} of {} ranges left one at a time",
+                        "{}: {reason}; asking for the {left} of {} ranges left one at a time",
+                        shown(url),
                         ranges.len()
                     ));
                 }
@@ -390,7 +401,7 @@ impl Client {
         let mut response = self
             .inner
             .get(url)
-            .timeout(self.timeout)
+            .timeout(self.deadline(bound))
             .header(reqwest::header::RANGE, header)
             .header(reqwest::header::ACCEPT_ENCODING, "identity")
             .send()
@@ -398,7 +409,7 @@ impl Client {
             .map_err(|e| Fell::Transport(describe(&e)))?;
         let answering = response.url().origin().ascii_serialization();
         let status = response.status();
-        match judge(status) {
+        match judge_range(status) {
             Ok(true) => {}
             Ok(false) => return Ok(Several::Absent),
             Err(Failure::Transient(reason) | Failure::Permanent(reason)) => {
@@ -544,8 +555,71 @@ impl Client {
         Ok(body)
     }
 
+    /// PUTs `body` at `url` (a presigned upload), with the usual retries.
+    pub async fn put(
+        &self,
+        url: &str,
+        body: bytes::Bytes,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<()> {
+        self.retrying(url, warn, || async {
+            self.traffic.request();
+            let response = self
+                .inner
+                .put(url)
+                .timeout(self.deadline(body.len() as u64))
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(describe(&e)))?;
+            match judge(response.status()) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Failure::Permanent(format!(
+                    "the server answered {}",
+                    response.status()
+                ))),
+                Err(failure) => Err(failure),
+            }
+        })
+        .await
+    }
+
+    /// The length of the file at `url` by HEAD (the `Content-Length` it announces);
+    /// `None` when the server does not have it.
+    pub async fn length(
+        &self,
+        url: &str,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<u64>> {
+        self.head(url, warn, |headers| {
+            headers
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Failure::Permanent("a HEAD answer without a Content-Length".into()))
+        })
+        .await
+    }
+
+    /// The longest a request for `bytes` may take in all.
+    fn deadline(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / MIN_RATE)
+    }
+
     /// Whether the server has `url`, by HEAD, with the same retries as [`Client::get`].
     pub async fn exists(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<bool> {
+        Ok(self.head(url, warn, |_| Ok(())).await?.is_some())
+    }
+
+    /// A HEAD of `url`, retried as [`Client::get`] is: what `read` takes from the
+    /// answer's headers, `None` when the server does not have it.
+    async fn head<T>(
+        &self,
+        url: &str,
+        warn: &(dyn Fn(&str) + Send + Sync),
+        read: impl Fn(&reqwest::header::HeaderMap) -> Result<T, Failure>,
+    ) -> Result<Option<T>> {
         self.retrying(url, warn, || async {
             self.traffic.request();
             let response = self
@@ -555,7 +629,10 @@ impl Client {
                 .send()
                 .await
                 .map_err(|e| Failure::Transient(describe(&e)))?;
-            judge(response.status())
+            match judge(response.status())? {
+                true => read(response.headers()).map(Some),
+                false => Ok(None),
+            }
         })
         .await
     }
@@ -588,7 +665,8 @@ impl Client {
                 ));
             }
             warn(&format!(
-                "{url}: {reason}; retrying in {} ms (attempt {} of {})",
+                "{}: {reason}; retrying in {} ms (attempt {} of {})",
+                shown(url),
                 backoff.as_millis(),
                 attempt + 1,
                 self.retries + 1
@@ -608,7 +686,7 @@ impl Client {
         mut sniff: Option<Sniff<'_>>,
     ) -> Result<Option<Vec<u8>>, Failure> {
         let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
-        let mut request = self.inner.get(url).timeout(self.timeout);
+        let mut request = self.inner.get(url).timeout(self.deadline(max_len));
         let expected = match range {
             Some(r) => {
                 request = request
@@ -624,7 +702,11 @@ impl Client {
         self.traffic.request();
         let mut response = request.send().await.map_err(transient)?;
         let status = response.status();
-        if !judge(status)? {
+        let found = match range {
+            Some(_) => judge_range(status)?,
+            None => judge(status)?,
+        };
+        if !found {
             return Ok(None);
         }
         if status != expected {
@@ -661,9 +743,11 @@ impl Client {
     }
 }
 
-/// A store served over HTTP(S) with a local store's layout: any static web server.
+/// A store served over HTTP(S) with a local store's layout: any static web server, or an
+/// S3 bucket whose requests are presigned.
 pub struct HttpStore {
     base: String,
+    s3: Option<S3Location>,
     client: Client,
     warn: Warn,
 }
@@ -672,19 +756,37 @@ impl HttpStore {
     pub fn new(location: &str, client: Client, warn: Warn) -> HttpStore {
         HttpStore {
             base: location.trim_end_matches('/').to_string(),
+            s3: None,
             client,
             warn,
         }
     }
 
-    fn url(&self, name: &str) -> String {
-        format!("{}/{name}", self.base)
+    /// The store under an S3 prefix.
+    pub fn s3(location: S3Location, client: Client, warn: Warn) -> HttpStore {
+        HttpStore {
+            base: location.describe(),
+            s3: Some(location),
+            client,
+            warn,
+        }
+    }
+
+    fn url(&self, method: Method, name: &str) -> String {
+        match &self.s3 {
+            Some(s3) => s3.url(method, name),
+            None => format!("{}/{name}", self.base),
+        }
     }
 }
 
 impl ReadStore for HttpStore {
     fn describe(&self) -> String {
         self.base.clone()
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 
     fn get<'a>(
@@ -696,7 +798,12 @@ impl ReadStore for HttpStore {
         Box::pin(async move {
             let open = |body: Vec<u8>| check(&body).map(|chunk| (chunk, body));
             self.client
-                .get(&self.url(name), opts.max_len, open, self.warn.as_ref())
+                .get(
+                    &self.url(Method::Get, name),
+                    opts.max_len,
+                    open,
+                    self.warn.as_ref(),
+                )
                 .await
         })
     }
@@ -709,7 +816,12 @@ impl ReadStore for HttpStore {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.client
-                .get_ranges(&self.url(name), ranges, part, self.warn.as_ref())
+                .get_ranges(
+                    &self.url(Method::Get, name),
+                    ranges,
+                    part,
+                    self.warn.as_ref(),
+                )
                 .await
         })
     }
@@ -717,7 +829,7 @@ impl ReadStore for HttpStore {
     fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.client
-                .exists(&self.url(name), self.warn.as_ref())
+                .exists(&self.url(Method::Head, name), self.warn.as_ref())
                 .await
         })
     }
@@ -729,7 +841,12 @@ impl ReadStore for HttpStore {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
         Box::pin(async move {
             self.client
-                .get(&self.url(name), max_len, Ok, self.warn.as_ref())
+                .get(
+                    &self.url(Method::Get, name),
+                    max_len,
+                    Ok,
+                    self.warn.as_ref(),
+                )
                 .await
         })
     }
@@ -753,6 +870,15 @@ fn judge(status: reqwest::StatusCode) -> Result<bool, Failure> {
     }
 }
 
+/// [`judge`] for a request of ranges: a 416 says the file is shorter than asked, so it is
+/// not the file asked for (a pack a stale pack map names, say), as a 404 would.
+fn judge_range(status: reqwest::StatusCode) -> Result<bool, Failure> {
+    match status {
+        reqwest::StatusCode::RANGE_NOT_SATISFIABLE => Ok(false),
+        status => judge(status),
+    }
+}
+
 /// `scheme://host:port` of a URL; `None` when it does not parse.
 fn origin_of(url: &str) -> Option<String> {
     reqwest::Url::parse(url)
@@ -762,9 +888,15 @@ fn origin_of(url: &str) -> Option<String> {
 
 fn remote(url: &str, reason: String) -> Error {
     Error::Remote {
-        url: url.to_string(),
+        url: shown(url).to_string(),
         reason,
     }
+}
+
+/// `url` as messages show it: without its query, which for a presigned URL holds a
+/// signature.
+pub fn shown(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 /// reqwest's message, with the causes it hides behind "error sending request".

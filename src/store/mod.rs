@@ -6,6 +6,7 @@ mod byteranges;
 pub mod codec;
 pub mod http;
 pub mod local;
+pub mod s3;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub struct StoreOptions {
     pub concurrency: usize,
     /// A local store tried first and filled with every chunk fetched elsewhere.
     pub cache: Option<PathBuf>,
+    /// Pieces of a pack at most this many bytes apart are fetched as one range, the gap
+    /// included (see [`COALESCE_GAP`]).
+    pub coalesce_gap: u64,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +58,7 @@ impl Default for StoreOptions {
             http: HttpOptions::default(),
             concurrency: 16,
             cache: None,
+            coalesce_gap: COALESCE_GAP,
         }
     }
 }
@@ -79,6 +84,11 @@ pub trait ReadStore: Send + Sync {
     /// Names the store in messages.
     fn describe(&self) -> String;
 
+    /// Whether a request to the store costs a round trip over a network.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// The object `name`, handed to `check`; `None` when the store lacks it. Never reads
     /// more than `opts.max_len` bytes.
     fn get<'a>(
@@ -89,8 +99,9 @@ pub trait ReadStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Checked>>>;
 
     /// Byte ranges of the object `name`, each handed to `part` (with its place in
-    /// `ranges`) as it arrives; false when the store lacks the object. A range past the
-    /// object's end is an error.
+    /// `ranges`) as it arrives; false when the store lacks the object, or (over HTTP,
+    /// answered 416) holds one shorter than a range asks. A local file shorter than that
+    /// is an error.
     fn get_ranges<'a>(
         &'a self,
         name: &'a str,
@@ -137,6 +148,11 @@ struct Shared {
     /// Each store's pack map for the index being read, when it has one (see
     /// [`Stores::use_pack_maps`]).
     maps: RwLock<Vec<Option<Arc<PackMap>>>>,
+    /// The index the maps are for, to read them again.
+    mapped: RwLock<Option<Arc<Index>>>,
+    /// Per store, whether its pack map was read again this run (see
+    /// [`Shared::map_again`]).
+    reread: tokio::sync::Mutex<Vec<bool>>,
     cache: Option<LocalStore>,
     warn: Warn,
     /// Gathered chunks asked for last, fetched or still in flight, so that reading their
@@ -152,6 +168,8 @@ struct Shared {
     /// Chunk files rebuilt from deltas.
     rebuilt: AtomicU64,
     traffic: Arc<Traffic>,
+    /// See [`StoreOptions::coalesce_gap`].
+    gap: u64,
 }
 
 /// What the fetches of a run cost, counted as they go: requests and bytes over HTTP, and
@@ -224,18 +242,27 @@ impl Stores {
         runtime: Handle,
     ) -> Result<Stores> {
         let traffic = Arc::new(Traffic::default());
-        let mut client = None;
+        let mut client: Option<http::Client> = None;
         let mut list: Vec<Box<dyn ReadStore>> = Vec::with_capacity(locations.len());
         for location in locations {
-            list.push(if http::is_url(location) {
+            list.push(if is_remote(location) {
                 let client = match &client {
-                    Some(c) => c,
-                    None => client.insert(http::Client::new(&opts.http, traffic.clone())?),
+                    Some(c) => c.clone(),
+                    None => client
+                        .insert(http::Client::new(&opts.http, traffic.clone())?)
+                        .clone(),
                 };
-                Box::new(http::HttpStore::new(location, client.clone(), warn.clone()))
+                match s3::is_s3(location) {
+                    true => Box::new(http::HttpStore::s3(
+                        s3::S3Location::parse(location)?,
+                        client,
+                        warn.clone(),
+                    )),
+                    false => Box::new(http::HttpStore::new(location, client, warn.clone())),
+                }
             } else if location.contains("://") {
                 return Err(Error::Invalid(format!(
-                    "store {location}: only http:// and https:// URLs and local directories are stores"
+                    "store {location}: only http://, https:// and s3:// URLs and local directories are stores"
                 )));
             } else {
                 Box::new(LocalStore::open(location.as_ref(), false)?)
@@ -248,6 +275,8 @@ impl Stores {
         Ok(Stores {
             shared: Arc::new(Shared {
                 maps: RwLock::new(list.iter().map(|_| None).collect()),
+                mapped: RwLock::new(None),
+                reread: tokio::sync::Mutex::new(vec![false; list.len()]),
                 list,
                 cache,
                 warn,
@@ -257,6 +286,7 @@ impl Stores {
                 for_mount: AtomicBool::new(false),
                 rebuilt: AtomicU64::new(0),
                 traffic,
+                gap: opts.coalesce_gap,
             }),
             concurrency: opts.concurrency.max(1),
             runtime,
@@ -302,39 +332,17 @@ impl Stores {
     /// store without one is read loose. A map that fails its checks is reported and not
     /// used, and so is one a store fails to answer for. Returns how many stores have one.
     pub fn use_pack_maps(&self, index: &Index) -> usize {
-        let name = pack::map_name(&index.digest());
-        let max_len = PackMap::max_file_len(index);
         let shared = &self.shared;
         let maps = self.runtime.block_on(async {
             let mut maps = Vec::with_capacity(shared.list.len());
             for store in &shared.list {
-                let map = match store.get_file(&name, max_len).await {
-                    Ok(Some(bytes)) => match PackMap::read(&name, &bytes, index) {
-                        Ok(map) => Some(Arc::new(map)),
-                        Err(e) => {
-                            (shared.warn)(&format!(
-                                "{e} (in store {}); reading it loose",
-                                store.describe()
-                            ));
-                            None
-                        }
-                    },
-                    Ok(None) => None,
-                    Err(e) => {
-                        (shared.warn)(&format!("{e}; reading store {} loose", store.describe()));
-                        None
-                    }
-                };
-                maps.push(map);
+                maps.push(shared.read_map(store.as_ref(), index).await);
             }
             maps
         });
         let found = maps.iter().flatten().count();
-        *self
-            .shared
-            .maps
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = maps;
+        *write(&shared.maps) = maps;
+        *write(&shared.mapped) = Some(Arc::new(index.clone()));
         found
     }
 
@@ -370,7 +378,9 @@ impl Stores {
             let mut arrivals = stream::iter(jobs)
                 .map(|job| {
                     let shared = shared.clone();
-                    Task(tokio::spawn(async move { shared.run_job(job).await }))
+                    Task(tokio::spawn(
+                        async move { shared.run_job(job, false).await },
+                    ))
                 })
                 .buffer_unordered(self.concurrency);
             while let Some(joined) = arrivals.next().await {
@@ -388,13 +398,10 @@ impl Stores {
     /// deltas: requests (one for each request's worth of pack ranges, as a server that
     /// answers several ranges at once is asked) and the bytes they ask for (the gaps a
     /// coalesced range spans included, headers not).
-    /// `kept`: gathered chunks fetched just before, which a chunk file fetched on its own
-    /// takes from those kept rather than fetch again.
     pub fn fetch_cost(
         &self,
         records: Vec<ChunkRecord>,
         by_delta: &HashMap<ChunkId, Delta>,
-        kept: &HashSet<ChunkId>,
     ) -> FetchCost {
         let delta_for = |u: &Unit| by_delta.get(&u.id).copied();
         let mut cost = FetchCost::default();
@@ -404,7 +411,6 @@ impl Stores {
                     ranges.len() as u64,
                     ranges.iter().map(|r| r.end - r.start).sum(),
                 ),
-                Job::One(r) if r.part.is_some() && kept.contains(&r.unit().id) => continue,
                 Job::One(r) => {
                     let unit = r.unit();
                     let stored = by_delta
@@ -478,12 +484,18 @@ impl Stores {
     /// Whether some store's pack map is in use: its chunk files are best fetched many at
     /// a time, with [`Stores::spawn_fetch_many`].
     pub fn reads_packs(&self) -> bool {
+        read(&self.shared.maps).iter().any(Option::is_some)
+    }
+
+    /// Whether a store with a pack map is remote: neighbours in its packs then cost no
+    /// more round trips than the chunk asked for.
+    pub fn reads_packs_remotely(&self) -> bool {
+        let maps = read(&self.shared.maps);
         self.shared
-            .maps
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .list
             .iter()
-            .any(Option::is_some)
+            .zip(maps.iter())
+            .any(|(store, map)| map.is_some() && store.remote())
     }
 
     /// Starts fetching the chunks of `items` in the background, neighbours in a pack in
@@ -521,7 +533,7 @@ impl Stores {
             let shared = self.shared.clone();
             let done = done.clone();
             self.runtime.spawn(async move {
-                for (id, unit) in shared.run_job(job).await {
+                for (id, unit) in shared.run_job(job, false).await {
                     for (r, item) in held.remove(&id).unwrap_or_default() {
                         let got = match &unit {
                             Ok(chunk) if r.part.is_none() => Ok((**chunk).clone()),
@@ -541,6 +553,52 @@ impl Stores {
 }
 
 impl Shared {
+    /// `store`'s pack map for `index`, checked; `None` (reported) when it has none, fails
+    /// to answer for it, or has one that fails its checks.
+    async fn read_map(&self, store: &dyn ReadStore, index: &Index) -> Option<Arc<PackMap>> {
+        let name = pack::map_name(&index.digest());
+        match store.get_file(&name, PackMap::max_file_len(index)).await {
+            Ok(Some(bytes)) => match PackMap::read(&name, &bytes, index) {
+                Ok(map) => Some(Arc::new(map)),
+                Err(e) => {
+                    (self.warn)(&format!(
+                        "{e} (in store {}); reading it loose",
+                        store.describe()
+                    ));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                (self.warn)(&format!("{e}; reading store {} loose", store.describe()));
+                None
+            }
+        }
+    }
+
+    /// Store `i` lacks pack `pack` as its pack map places it (a 404, or a 416 for a pack
+    /// shorter than mapped): a repack or prune may have replaced the map since it was
+    /// read, so it is read again, once a run. True when a map read again is in place (by
+    /// this call or an earlier one); the caller then looks its objects up again, once.
+    async fn map_again(&self, i: usize, pack: &[u8; 32]) -> bool {
+        let Some(index) = read(&self.mapped).clone() else {
+            return false;
+        };
+        let mut reread = self.reread.lock().await;
+        if !reread[i] {
+            reread[i] = true;
+            let store = self.list[i].as_ref();
+            (self.warn)(&format!(
+                "store {} lacks {}, which its pack map names; reading the map again",
+                store.describe(),
+                pack::pack_name(pack)
+            ));
+            let map = self.read_map(store, &index).await;
+            write(&self.maps)[i] = map;
+        }
+        true
+    }
+
     /// A record's bytes: its own chunk, or its part of a gathered chunk.
     async fn fetch_record(&self, r: ChunkRecord) -> Result<VerifiedChunk> {
         match r.part {
@@ -728,7 +786,7 @@ impl Shared {
         let mut requests: Vec<Job> = packed
             .into_iter()
             .flat_map(|((store, pack), entries)| {
-                pack_requests(entries)
+                pack_requests(entries, self.gap)
                     .into_iter()
                     .map(move |(ranges, entries)| Job::Ranges {
                         store,
@@ -750,8 +808,9 @@ impl Shared {
     /// Runs a job: the chunk files it holds, by unit id, each checked as its range
     /// arrives (a delta is kept, then applied to its base once the request has ended); a
     /// range that cannot be read, or whose piece fails its check, leaves those files to
-    /// the store chain.
-    async fn run_job(&self, job: Job) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
+    /// the store chain. When the store lacks the pack, the files are fetched where its
+    /// pack map read again places them (`again`: this job was planned so already).
+    async fn run_job(&self, job: Job, again: bool) -> Vec<(ChunkId, Result<Arc<VerifiedChunk>>)> {
         let (store, pack, ranges, entries) = match job {
             Job::One(r) => return vec![(r.unit().id, self.fetch_unit(&r).await)],
             Job::Ranges {
@@ -786,11 +845,17 @@ impl Shared {
                 Ok(())
             })
             .await;
+        let lacking = matches!(read, Ok(false)) && !again && self.map_again(store, &pack).await;
         let mut out = Vec::with_capacity(entries.len());
+        let mut replan = Vec::new();
         for (((r, place, delta), mut checked), stored) in
             entries.into_iter().zip(checked).zip(delta_bytes)
         {
             let unit = r.unit();
+            if lacking && checked.is_none() && stored.is_none() {
+                replan.push(r);
+                continue;
+            }
             if let (Some(d), Some(stored)) = (delta, stored) {
                 checked = Some(self.apply_delta(unit, d, stored).await);
             }
@@ -811,6 +876,9 @@ impl Shared {
             };
             out.push((unit.id, chunk));
         }
+        for job in self.plan_jobs(replan, &self.deltas_at_hand()) {
+            out.extend(self.run_job_again(job).await);
+        }
         if let Err(e) = read {
             (self.warn)(&format!(
                 "{e} (reading {} of store {}); fetching its chunk files one by one",
@@ -819,6 +887,11 @@ impl Shared {
             ));
         }
         out
+    }
+
+    /// [`Shared::run_job`] of a job planned after the pack map was read again.
+    fn run_job_again(&self, job: Job) -> BoxFuture<'_, Vec<(ChunkId, Result<Arc<VerifiedChunk>>)>> {
+        Box::pin(self.run_job(job, true))
     }
 
     /// The bases of deltas at hand, if any.
@@ -875,26 +948,39 @@ impl Shared {
         check: Check,
     ) -> Result<Option<Checked>> {
         let store = self.list[i].as_ref();
-        let Some(place) = self.packed(i, object) else {
+        let Some(mut place) = self.packed(i, object) else {
             return store.get(name, opts, check).await;
         };
-        let failure = match get_packed(store, &place, check.clone()).await {
-            Ok(Some(found)) => return Ok(Some(found)),
-            Ok(None) => None,
-            Err(e) => {
-                // A pack that cannot be read makes the chunk unavailable from this store.
-                let e = match e {
-                    e @ Error::BadChunk { .. } => e,
-                    e => unavailable(r, e),
-                };
-                (self.warn)(&format!(
-                    "{e} (bytes {}..{} of {} in store {}); trying its loose file",
-                    place.offset,
-                    place.range().end,
-                    pack::pack_name(&place.pack),
-                    store.describe()
-                ));
-                Some(e)
+        let mut again = false;
+        let failure = loop {
+            match get_packed(store, &place, check.clone()).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {
+                    // The pack map read again may place it elsewhere.
+                    if !again && self.map_again(i, &place.pack).await {
+                        again = true;
+                        if let Some(moved) = self.packed(i, object).filter(|p| *p != place) {
+                            place = moved;
+                            continue;
+                        }
+                    }
+                    break None;
+                }
+                Err(e) => {
+                    // A pack that cannot be read makes the chunk unavailable from this store.
+                    let e = match e {
+                        e @ Error::BadChunk { .. } => e,
+                        e => unavailable(r, e),
+                    };
+                    (self.warn)(&format!(
+                        "{e} (bytes {}..{} of {} in store {}); trying its loose file",
+                        place.offset,
+                        place.range().end,
+                        pack::pack_name(&place.pack),
+                        store.describe()
+                    ));
+                    break Some(e);
+                }
             }
         };
         match (store.get(name, opts, check).await, failure) {
@@ -905,12 +991,7 @@ impl Shared {
 
     /// Where store `i`'s pack map places `object`, if it has one.
     fn packed(&self, i: usize, object: &Object) -> Option<Place> {
-        self.maps
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(i)?
-            .as_ref()?
-            .find(object)
+        read(&self.maps).get(i)?.as_ref()?.find(object)
     }
 
     fn read_options(&self, max_len: u64) -> ReadOptions {
@@ -1024,11 +1105,14 @@ enum Job {
     },
 }
 
-/// Cuts the chunk files to fetch from one pack into requests of ranges: neighbours less
-/// than [`COALESCE_GAP`] apart share a range, a request asks for at most
+/// Cuts the chunk files to fetch from one pack into requests of ranges: neighbours at most
+/// `gap` bytes apart share a range, a request asks for at most
 /// [`COALESCE_MAX`] bytes in at most [`http::MAX_RANGES`] ranges, with a `Range` header
 /// of at most [`http::MAX_RANGE_HEADER`].
-fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec<Entry>)> {
+fn pack_requests(
+    mut entries: Vec<Entry>,
+    gap: u64,
+) -> Vec<(Vec<std::ops::Range<u64>>, Vec<Entry>)> {
     entries.sort_by_key(|(_, p, _)| p.offset);
     let mut requests = Vec::new();
     let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
@@ -1037,9 +1121,7 @@ fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec
         let at = p.range();
         let mut grown = ranges.clone();
         match grown.last_mut() {
-            Some(last)
-                if at.start >= last.end && at.start <= last.end.saturating_add(COALESCE_GAP) =>
-            {
+            Some(last) if at.start >= last.end && at.start <= last.end.saturating_add(gap) => {
                 last.end = at.end;
             }
             _ => grown.push(at.clone()),
@@ -1064,6 +1146,16 @@ fn pack_requests(mut entries: Vec<Entry>) -> Vec<(Vec<std::ops::Range<u64>>, Vec
         requests.push((ranges, held));
     }
     requests
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An object's stored bytes from its pack in `store`, checked; `None` when the store
@@ -1172,6 +1264,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("starting the fetch runtime: {e}")))
 }
 
+/// Whether `location` is fetched over the network: an `http://`, `https://` or `s3://`
+/// URL, not a local path.
+pub fn is_remote(location: &str) -> bool {
+    http::is_url(location) || s3::is_s3(location)
+}
+
 /// Whole files fetched before any store is opened: an index and its signature, over one
 /// client.
 pub struct RemoteFiles {
@@ -1192,7 +1290,12 @@ impl RemoteFiles {
     /// declares them): these are the bytes a signature is then checked over. The body is
     /// held to the length the index's header claims. `None` when the server does not have
     /// it.
-    pub fn index(&self, url: &str, warn: &(dyn Fn(&str) + Send + Sync)) -> Result<Option<Vec<u8>>> {
+    pub fn index(
+        &self,
+        location: &str,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<Vec<u8>>> {
+        let url = &s3::fetchable(location)?;
         let sized = |header: &[u8]| crate::index::Index::declared_len(header);
         let sniff: http::Sniff = (crate::index::format::HEADER_SIZE, &sized);
         let intact = |bytes: Vec<u8>| {
@@ -1215,18 +1318,22 @@ impl RemoteFiles {
     /// retries. `None` when the server does not have it.
     pub fn file(
         &self,
-        url: &str,
+        location: &str,
         max_len: u64,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<Vec<u8>>> {
+        let url = s3::fetchable(location)?;
         self.runtime
-            .block_on(self.client.get(url, max_len, Ok, warn))
+            .block_on(self.client.get(&url, max_len, Ok, warn))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::ChunkParams;
+    use crate::make::{make, MakeOptions};
+    use crate::progress::Silent;
 
     /// Entries of one pack at these offsets and sizes.
     fn entries(places: &[(u64, u32)]) -> Vec<Entry> {
@@ -1260,12 +1367,10 @@ mod tests {
     #[test]
     fn neighbours_share_a_range_and_the_rest_a_request() {
         let gap = COALESCE_GAP;
-        let requests = pack_requests(entries(&[
-            (1000 + 2 * gap, 10),
-            (0, 100),
-            (100, 50),
-            (150 + gap, 10),
-        ]));
+        let requests = pack_requests(
+            entries(&[(1000 + 2 * gap, 10), (0, 100), (100, 50), (150 + gap, 10)]),
+            COALESCE_GAP,
+        );
         assert_eq!(
             ranges_of(&requests),
             [vec![0..160 + gap, 1000 + 2 * gap..1010 + 2 * gap]]
@@ -1280,7 +1385,7 @@ mod tests {
         // so the header alone would let more than MAX_RANGES through.
         let step = COALESCE_GAP + 2;
         let tiny: Vec<(u64, u32)> = (0..1000).map(|i| (32 + i * step, 1)).collect();
-        let requests = pack_requests(entries(&tiny));
+        let requests = pack_requests(entries(&tiny), COALESCE_GAP);
         assert!(requests.len() > 1);
         for (ranges, held) in &requests {
             assert!(ranges.len() <= http::MAX_RANGES, "{}", ranges.len());
@@ -1288,7 +1393,10 @@ mod tests {
         }
         assert_eq!(requests[0].0.len(), http::MAX_RANGES);
         // Places at the end of the offsets a map may hold do not overflow.
-        let far = pack_requests(entries(&[(u64::MAX - 10, 1), (u64::MAX - 5, 1)]));
+        let far = pack_requests(
+            entries(&[(u64::MAX - 10, 1), (u64::MAX - 5, 1)]),
+            COALESCE_GAP,
+        );
         assert_eq!(far.len(), 1);
     }
 
@@ -1296,7 +1404,7 @@ mod tests {
     fn a_request_keeps_to_its_bytes_and_header() {
         // Chunk files of a MiB, each far from the next: 8 MiB a request.
         let big: Vec<(u64, u32)> = (0..20).map(|i| (i * (2 << 20), 1 << 20)).collect();
-        let requests = pack_requests(entries(&big));
+        let requests = pack_requests(entries(&big), COALESCE_GAP);
         assert_eq!(requests.len(), 3);
         for (ranges, held) in &requests {
             let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
@@ -1307,7 +1415,7 @@ mod tests {
         let far: Vec<(u64, u32)> = (0..1000)
             .map(|i| (10_000_000_000 + i * (1 << 20), 1))
             .collect();
-        let requests = pack_requests(entries(&far));
+        let requests = pack_requests(entries(&far), COALESCE_GAP);
         assert!(requests.len() > 1);
         for (i, (ranges, _)) in requests.iter().enumerate() {
             let header = http::range_header(ranges).len();
@@ -1318,5 +1426,69 @@ mod tests {
         }
         let held: usize = requests.iter().map(|(_, h)| h.len()).sum();
         assert_eq!(held, 1000);
+    }
+
+    /// One MiB of noise made into a store at `dir` packed in packs of at most `cap` bytes:
+    /// the image and its index.
+    fn packed_store(dir: &std::path::Path, cap: u64) -> (Vec<u8>, Index) {
+        let data: Vec<u8> = crate::testutil::noise(0x2545_f491_4f6c_dd1d, 1 << 20);
+        let image = dir.with_extension("img");
+        std::fs::write(&image, &data).unwrap();
+        let mut opts = MakeOptions::new(ChunkParams::from_avg(16 << 10).unwrap());
+        opts.filesystem_aware = false;
+        opts.pack = Some(cap);
+        let store = LocalStore::open(dir, true).unwrap();
+        let (bytes, _) = make(&image, &store, &opts, &Silent).unwrap();
+        (data, Index::from_bytes(&image, bytes).unwrap())
+    }
+
+    #[test]
+    fn a_pack_gone_since_the_map_was_read_makes_the_map_read_again_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        let (data, index) = packed_store(&old, 64 << 20);
+        let (_, repacked) = packed_store(&new, 256 << 10);
+        assert_eq!(
+            index.digest(),
+            repacked.digest(),
+            "packing leaves the index as it is"
+        );
+        let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+        let said = warnings.clone();
+        let warn: Warn = Arc::new(move |m: &str| said.lock().unwrap().push(m.to_string()));
+        let runtime = runtime().unwrap();
+        let stores = Stores::open(
+            &[old.to_string_lossy().into_owned()],
+            &StoreOptions::default(),
+            warn,
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        assert_eq!(stores.use_pack_maps(&index), 1);
+        // A repack replaces the store's packs and its map while the map is held.
+        for sub in ["packs", "packmaps"] {
+            std::fs::remove_dir_all(old.join(sub)).unwrap();
+            std::fs::rename(new.join(sub), old.join(sub)).unwrap();
+        }
+        let records: Vec<ChunkRecord> = (0..index.len()).map(|i| index.record(i)).collect();
+        let mut image = vec![0u8; data.len()];
+        stores
+            .fetch_many(records, |r, chunk| {
+                let at = r.offset as usize;
+                image[at..at + chunk.data().len()].copy_from_slice(chunk.data());
+                Ok(())
+            })
+            .unwrap();
+        assert!(image == data);
+        let warnings = warnings.lock().unwrap();
+        let again = warnings
+            .iter()
+            .filter(|w| w.contains("reading the map again"));
+        assert_eq!(again.count(), 1, "{warnings:#?}");
+        // What the map read again names is read by ranges, not loose (there is no loose file).
+        assert!(
+            warnings.iter().all(|w| !w.contains("one by one")),
+            "{warnings:#?}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod faulty;
 pub mod layout;
+pub mod moto;
 pub mod nginx;
 pub mod served;
 
@@ -73,15 +74,19 @@ pub fn make(img: &Path, store: &Path, index: &Path) -> serde_json::Value {
 
 /// `blockcast make` with extra arguments; returns its JSON report.
 pub fn make_with(img: &Path, store: &Path, index: &Path, extra: &[&str]) -> serde_json::Value {
-    json(&ok(bin()
-        .arg("make")
+    json(&ok(make_cmd(img, store, index).arg("--json").args(extra)))
+}
+
+/// The command `blockcast make IMG --store STORE --index INDEX`, to add to and run.
+pub fn make_cmd(img: &Path, store: &Path, index: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("make")
         .arg(img)
         .arg("--store")
         .arg(store)
         .arg("--index")
-        .arg(index)
-        .arg("--json")
-        .args(extra)))
+        .arg(index);
+    cmd
 }
 
 /// Makes `kind`'s v1 and v2 test images into `store`, their indexes in `dir`: returns the

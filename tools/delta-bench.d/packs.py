@@ -130,7 +130,7 @@ def summarize(meta, records):
             L["update_stored_bytes"] = plan_u["stored_bytes"]
             L["local_extract_s"] = med(pick(layout, "install", "local"), "seconds")
             for what in ("install", "update"):
-                for server in ("serve", "nginx"):
+                for server in ("serve", "serve0", "nginx"):
                     rs = pick(layout, what, server)
                     if not rs:
                         continue
@@ -175,6 +175,11 @@ def summarize(meta, records):
             limit = 1.25 * (i["requests"] * delay / 1000 / conc) + pk["local_extract_s"]
             t["install_time_serve"] = {"value": i["seconds"], "limit": round(limit, 3),
                                        "met": i["seconds"] <= limit}
+            i0 = pk.get("install_serve0")
+            if i0:
+                floor = i0["seconds"] + 3 * delay / 1000
+                t["install_floor_serve"] = {"value": ratio(i["seconds"], floor), "limit": 1.1,
+                                            "met": i["seconds"] <= 1.1 * floor}
         if "mount_local" in pk and "mount_local" in lo:
             t["mount_local"] = {
                 "value": ratio(pk["mount_local"]["seconds"], lo["mount_local"]["seconds"]),
@@ -224,7 +229,7 @@ def report(args):
                          mib(L["v3_stored_bytes"]), sec(L["local_extract_s"]), "-", "plan: stored bytes"])
             for what in ("install", "update"):
                 objects = L["v3_chunk_files"] if what == "install" else L["update_fetched"]
-                for server in ("serve", "nginx"):
+                for server in ("serve", "serve0", "nginx"):
                     f = L.get(f"{what}_{server}")
                     if not f:
                         continue
@@ -252,7 +257,7 @@ def report(args):
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     print()
     print(f"Medians of {meta['runs']} runs; serve = blockcast serve --delay {meta['delay_ms']}, "
-          f"nginx without delay; client --concurrency {meta['concurrency']}. requests and MiB "
+          f"serve0 and nginx without delay; client --concurrency {meta['concurrency']}. requests and MiB "
           "(bodies) from the server's access log, index and pack map included; objects = chunk "
           "files (install) or chunk files and deltas (update) to fetch, from plan; cost = bytes "
           f"+ {PER_REQUEST} B per request. multi = requests asking for several ranges.")

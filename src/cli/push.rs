@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use blockcast::store::{HttpOptions, LocalStore};
+use clap::Args;
+
+use super::Ui;
+
+/// Publish a packed release (its packs, pack map, signature and index) to an s3://
+/// location, sending only what the destination lacks.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The release's index; its signature INDEX.minisig goes with it when there is one.
+    index: PathBuf,
+    /// The local store holding the release in packs (`make --pack`, or `blockcast pack`).
+    #[arg(long, value_name = "DIR")]
+    store: PathBuf,
+    /// Where to: s3://BUCKET/PREFIX (endpoint, region and credentials from the AWS_*
+    /// environment variables).
+    destination: String,
+    /// Seconds a request may go without progress.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
+    /// Further attempts after a failed request (with backoff).
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        anyhow::bail!(
+            "--timeout {} is not a positive number of seconds",
+            a.timeout
+        );
+    }
+    let http = HttpOptions {
+        timeout: std::time::Duration::from_secs_f64(a.timeout),
+        retries: a.retries,
+        ..HttpOptions::default()
+    };
+    let store = LocalStore::open(&a.store, false)?;
+    let runtime = blockcast::store::runtime()?;
+    let warn = |m: &str| ui.warn(m);
+    let report = blockcast::push::push(
+        &a.index,
+        &store,
+        &a.destination,
+        &http,
+        runtime.handle(),
+        &ui.bar(),
+        &warn,
+    )
+    .with_context(|| format!("pushing {} to {}", a.index.display(), a.destination))?;
+    ui.report(a.json, &report, || {
+        format!(
+            "{}: {} packs sent, {} there already, {} bytes sent{}",
+            report.destination,
+            report.packs_uploaded,
+            report.packs_present,
+            report.bytes_uploaded,
+            if report.signed { ", signed" } else { "" }
+        )
+    })
+}

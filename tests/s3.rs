@@ -1,0 +1,181 @@
+//! Releases on an S3-compatible object store (moto's S3 server on loopback): `push`
+//! sends a packed release and then only what the bucket lacks; `extract`, `plan`,
+//! `verify` and a lazy mount read the signed index and the packs straight from
+//! `s3://`, with every request presigned.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::moto::Moto;
+use common::*;
+
+struct Release {
+    store: PathBuf,
+    indexes: [PathBuf; 2],
+    public: PathBuf,
+}
+
+/// Two signed releases of `kind` in one packed store, v2 with deltas against v1.
+fn release(dir: &Path, kind: &str) -> Release {
+    let (secret, public) = keygen(dir, "release");
+    let store = dir.join("store");
+    let indexes = [1, 2].map(|v| dir.join(format!("v{v}.bcidx")));
+    for (v, index) in [1, 2].into_iter().zip(&indexes) {
+        let mut args = vec!["--pack", "--sign", secret.to_str().unwrap()];
+        let previous = indexes[0].to_str().unwrap();
+        if v == 2 {
+            args.extend(["--delta-from", previous]);
+        }
+        make_with(&image(kind, v), &store, index, &args);
+    }
+    Release {
+        store,
+        indexes,
+        public,
+    }
+}
+
+fn push(moto: &Moto, release: &Release, v: usize, dest: &str) -> serde_json::Value {
+    json(&ok(moto
+        .env(&mut bin())
+        .arg("push")
+        .arg(&release.indexes[v - 1])
+        .arg("--store")
+        .arg(&release.store)
+        .arg(dest)
+        .arg("--json")))
+}
+
+fn count(value: &serde_json::Value, key: &str) -> u64 {
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key}: {value}"))
+}
+
+#[test]
+fn a_release_pushed_to_s3_is_read_from_there_and_pushed_again_for_nothing() {
+    let t = tempdir();
+    let moto = Moto::start("releases");
+    let rel = release(t.path(), "erofs");
+    let dest = "s3://releases/app/stable";
+
+    let first = push(&moto, &rel, 1, dest);
+    assert!(count(&first, "packs_uploaded") > 0, "{first}");
+    assert_eq!(first["signed"], true, "{first}");
+    // Again: every pack is there; only the map, signature and index go again.
+    let again = push(&moto, &rel, 1, dest);
+    assert_eq!(count(&again, "packs_uploaded"), 0, "{again}");
+    assert_eq!(
+        count(&again, "packs_present"),
+        count(&first, "packs_uploaded")
+    );
+    // v2 reuses v1's packs: they are not sent again.
+    let second = push(&moto, &rel, 2, dest);
+    assert!(count(&second, "packs_present") > 0, "{second}");
+    assert!(count(&second, "packs_uploaded") > 0, "{second}");
+
+    let index = format!("{dest}/v2.bcidx");
+    let trusted = ["--trusted-key", rel.public.to_str().unwrap()];
+    let out = t.path().join("v2.img");
+    let report = json(&ok(moto
+        .env(&mut bin())
+        .args(["extract", &index, "--store", dest, "--json", "-o"])
+        .arg(&out)
+        .args(trusted)));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    let fetched = count(&report["plan"]["store"], "chunks");
+    assert!(
+        count(&report["traffic"], "requests") * 4 < fetched,
+        "{report}"
+    );
+
+    // An update from v1 takes v2's deltas from the bucket.
+    let seeded = t.path().join("seeded.img");
+    let seed = image("erofs", 1);
+    let report = json(&ok(moto
+        .env(&mut bin())
+        .args(["extract", &index, "--store", dest, "--json", "--seed"])
+        .arg(&seed)
+        .arg("-o")
+        .arg(&seeded)
+        .args(trusted)));
+    assert!(is_extracted(&seeded, &image("erofs", 2)));
+    assert!(count(&report, "chunk_files_from_deltas") > 0, "{report}");
+
+    let planned = json(&ok(moto
+        .env(&mut bin())
+        .args(["plan", &index, "--store", dest, "--json"])));
+    assert_eq!(count(&planned, "missing_from_stores"), 0, "{planned}");
+    ok(moto
+        .env(&mut bin())
+        .args(["verify", &index])
+        .arg(&out)
+        .args(["--store", dest])
+        .args(trusted));
+
+    // A lazy mount reads the same bytes from the bucket.
+    let exposed = t.path().join("exposed");
+    std::fs::create_dir(&exposed).unwrap();
+    ok(moto
+        .env(&mut bin())
+        .args(["mount", &index, "--no-attach"])
+        .arg(&exposed)
+        .args(["--store", dest, "--daemon"])
+        .args(trusted));
+    let served = exposed.join("image");
+    let same = is_extracted(&served, &image("erofs", 2));
+    ok(bin().arg("umount").arg(&exposed));
+    assert!(same);
+
+    // Every request but the test's own making of the bucket was signed and stayed
+    // under the prefix.
+    let log = moto.log();
+    let asked: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET ") || l.contains("\"PUT ") || l.contains("\"HEAD "))
+        .filter(|l| !l.contains("\"PUT /releases HTTP"))
+        .collect();
+    assert!(asked.len() > 10, "{log}");
+    for line in &asked {
+        assert!(line.contains("X-Amz-Signature="), "{line}");
+        assert!(line.contains(" /releases/app/stable/"), "{line}");
+    }
+}
+
+#[test]
+fn a_tampered_index_in_the_bucket_is_refused_before_any_pack_is_read() {
+    let t = tempdir();
+    let moto = Moto::start("releases");
+    let rel = release(t.path(), "ext4");
+    let dest = "s3://releases/x";
+    push(&moto, &rel, 2, dest);
+    // Someone with write access puts v1's bytes under v2's name, beside v2's signature.
+    let tampered = t.path().join("tampered");
+    std::fs::create_dir(&tampered).unwrap();
+    let forged = tampered.join("v2.bcidx");
+    std::fs::copy(&rel.indexes[0], &forged).unwrap();
+    std::fs::copy(
+        blockcast::sign::signature_path(&rel.indexes[1]),
+        blockcast::sign::signature_path(&forged),
+    )
+    .unwrap();
+    ok(moto
+        .env(&mut bin())
+        .arg("push")
+        .arg(&forged)
+        .arg("--store")
+        .arg(&rel.store)
+        .arg(dest));
+    let before = moto.log().lines().count();
+    let err = fails(
+        moto.env(&mut bin())
+            .args(["extract", "s3://releases/x/v2.bcidx", "--store", dest, "-o"])
+            .arg(t.path().join("out.img"))
+            .args(["--trusted-key", rel.public.to_str().unwrap()]),
+    );
+    assert!(err.contains("bad signature"), "{err}");
+    let log = moto.log();
+    let after: Vec<&str> = log.lines().skip(before).collect();
+    assert!(after.iter().all(|l| !l.contains("/packs/")), "{after:#?}");
+}
