@@ -179,3 +179,52 @@ fn a_tampered_index_in_the_bucket_is_refused_before_any_pack_is_read() {
     let after: Vec<&str> = log.lines().skip(before).collect();
     assert!(after.iter().all(|l| !l.contains("/packs/")), "{after:#?}");
 }
+
+#[test]
+fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
+    let t = tempdir();
+    let moto = Moto::start("releases");
+    let rel = release(t.path(), "squashfs");
+    let credentials = t.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = not-this-one\naws_secret_access_key = x\n\n\
+         [publisher]\naws_access_key_id = publisher-key\naws_secret_access_key = publisher-secret\n",
+    )
+    .unwrap();
+    let with_profile = |cmd: &mut std::process::Command| {
+        moto.env(cmd)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_PROFILE", "publisher");
+    };
+    let mut cmd = bin();
+    with_profile(&mut cmd);
+    ok(cmd
+        .arg("push")
+        .arg(&rel.indexes[1])
+        .arg("--store")
+        .arg(&rel.store)
+        .arg("s3://releases/p"));
+    let log = moto.log();
+    let puts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"PUT /releases/p/"))
+        .collect();
+    assert!(!puts.is_empty(), "{log}");
+    for line in puts {
+        assert!(line.contains("X-Amz-Credential=publisher-key/"), "{line}");
+    }
+
+    let err = fails(
+        moto.env(&mut bin())
+            .arg("push")
+            .arg(&rel.indexes[1])
+            .arg("--store")
+            .arg(&rel.store)
+            .arg("s3://no-such-bucket/p"),
+    );
+    assert!(err.contains("NoSuchBucket"), "{err}");
+    assert!(err.contains("s3://no-such-bucket/p"), "{err}");
+}

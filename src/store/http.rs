@@ -573,14 +573,13 @@ impl Client {
                 .send()
                 .await
                 .map_err(|e| Failure::Transient(describe(&e)))?;
-            match judge(response.status()) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Failure::Permanent(format!(
-                    "the server answered {}",
-                    response.status()
-                ))),
-                Err(failure) => Err(failure),
-            }
+            let refused = match judge(response.status()) {
+                Ok(true) => return Ok(()),
+                Ok(false) => format!("the server answered {}", response.status()),
+                Err(Failure::Permanent(reason)) => reason,
+                Err(transient) => return Err(transient),
+            };
+            Err(Failure::Permanent(explained(refused, response).await))
         })
         .await
     }
@@ -702,12 +701,17 @@ impl Client {
         self.traffic.request();
         let mut response = request.send().await.map_err(transient)?;
         let status = response.status();
-        let found = match range {
-            Some(_) => judge_range(status)?,
-            None => judge(status)?,
+        let judged = match range {
+            Some(_) => judge_range(status),
+            None => judge(status),
         };
-        if !found {
-            return Ok(None);
+        match judged {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(Failure::Permanent(reason)) => {
+                return Err(Failure::Permanent(explained(reason, response).await))
+            }
+            Err(transient) => return Err(transient),
         }
         if status != expected {
             return Err(Failure::Permanent(format!(
@@ -867,6 +871,30 @@ fn judge(status: reqwest::StatusCode) -> Result<bool, Failure> {
         Ok(true)
     } else {
         Err(Failure::Permanent(format!("the server answered {status}")))
+    }
+}
+
+/// `reason`, with the error code an S3-style XML body gives (`<Code>AccessDenied</Code>`,
+/// `NoSuchBucket`, `SignatureDoesNotMatch`), read from at most its first 4 KiB.
+async fn explained(reason: String, mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < 4096 {
+        match response.chunk().await {
+            Ok(Some(piece)) => body.extend_from_slice(&piece),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.trim())
+        .filter(|c| {
+            !c.is_empty() && c.len() < 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric())
+        });
+    match code {
+        Some(code) => format!("{reason} ({code})"),
+        None => reason,
     }
 }
 

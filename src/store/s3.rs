@@ -9,9 +9,12 @@
 //! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (a MinIO, Ceph RGW or other endpoint,
 //! addressed path-style), else `https://s3.<region>.amazonaws.com` (virtual-hosted);
 //! `AWS_REGION` or `AWS_DEFAULT_REGION` (default `us-east-1`); `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (without them, requests go unsigned,
-//! as a public bucket takes them).
+//! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, else the profile `AWS_PROFILE`
+//! (default `default`) of the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, or
+//! `~/.aws/credentials`); without either, requests go unsigned, as a public bucket takes
+//! them. Instance-metadata and web-identity credentials are not read.
 
+use std::path::Path;
 use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -72,7 +75,7 @@ impl S3Location {
             .map_err(|e| invalid(&format!("bucket {name}: {e}")))?;
         Ok(S3Location {
             bucket,
-            credentials: Credentials::from_env(),
+            credentials: Credentials::from_env().or_else(profile_credentials),
             prefix: prefix.trim_matches('/').to_string(),
         })
     }
@@ -112,6 +115,37 @@ impl S3Location {
             false => format!("s3://{}/{}", self.bucket.name(), self.prefix),
         }
     }
+}
+
+/// The keys of profile `AWS_PROFILE` (default `default`) in the shared credentials file,
+/// an INI file of `[profile]` sections with `aws_access_key_id`, `aws_secret_access_key`
+/// and `aws_session_token` entries.
+fn profile_credentials() -> Option<Credentials> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let file = var("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".aws/credentials")))?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let wanted = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let (mut key, mut secret, mut token) = (None, None, None);
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section.trim() == wanted;
+        } else if let Some((name, value)) = line.split_once('=').filter(|_| inside) {
+            let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+            match name.trim() {
+                "aws_access_key_id" => key = value,
+                "aws_secret_access_key" => secret = value,
+                "aws_session_token" => token = value,
+                _ => {}
+            }
+        }
+    }
+    Some(match token {
+        Some(token) => Credentials::new_with_token(key?, secret?, token),
+        None => Credentials::new(key?, secret?),
+    })
 }
 
 /// A presigned GET URL for the object at `location` (`s3://BUCKET/KEY`, an index or its
