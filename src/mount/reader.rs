@@ -514,9 +514,10 @@ impl LazyImage {
         if !sequential {
             return;
         }
-        // From packs, read ahead further and in batches: a request for many neighbouring
-        // chunk files costs what one costs.
-        let packs = self.stores.reads_packs();
+        // From a remote store's packs, read ahead further and in batches: a request for
+        // many neighbouring chunk files costs what one costs. (Local packs are read as
+        // loose files are: a reader waits for a batch's last chunk to be checked.)
+        let packs = self.stores.reads_packs_remotely();
         let ahead = match packs {
             true => first..self.within(first, 2 * PACKED_SPAN),
             false => first..(first + self.readahead).min(index.len()),
