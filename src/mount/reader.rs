@@ -29,6 +29,10 @@ use crate::verity::{TreeCheck, BLOCK};
 /// 200 MiB/s busy.
 const PACKED_SPAN: u64 = 4 << 20;
 
+/// From a local store's packs, a sequential read runs this many `readahead` windows
+/// ahead, a window's worth of chunk files at a time.
+const LOCAL_PACKED_WINDOWS: usize = 4;
+
 pub struct ReaderOptions {
     /// Chunks fetched ahead of the last one read.
     pub readahead: usize,
@@ -514,13 +518,19 @@ impl LazyImage {
         if !sequential {
             return;
         }
-        // From a remote store's packs, read ahead further and in batches: a request for
-        // many neighbouring chunk files costs what one costs. (Local packs are read as
-        // loose files are: a reader waits for a batch's last chunk to be checked.)
-        let packs = self.stores.reads_packs_remotely();
-        let ahead = match packs {
-            true => first..self.within(first, 2 * PACKED_SPAN),
-            false => first..(first + self.readahead).min(index.len()),
+        // From packs, read ahead further and in batches: a request for many neighbouring
+        // chunk files costs what one costs, over a network (a span of bytes at a time)
+        // and locally (a few windows of chunk files at a time).
+        let (packs, remote) = (
+            self.stores.reads_packs(),
+            self.stores.reads_packs_remotely(),
+        );
+        let ahead = match (packs, remote) {
+            (_, true) => first..self.within(first, 2 * PACKED_SPAN),
+            (true, false) => {
+                first..(first + self.readahead * LOCAL_PACKED_WINDOWS).min(index.len())
+            }
+            (false, false) => first..(first + self.readahead).min(index.len()),
         };
         if let Some(last) = ahead.clone().last() {
             // The fetches check whole blocks against the tree when it is loaded for them
@@ -548,7 +558,11 @@ impl LazyImage {
                 .iter()
                 .map(|&i| u64::from(index.record(i).size))
                 .sum();
-            if wanted.is_empty() || (packs && bytes < PACKED_SPAN && !near) {
+            let small = match remote {
+                true => bytes < PACKED_SPAN,
+                false => wanted.len() < self.readahead,
+            };
+            if wanted.is_empty() || (packs && small && !near) {
                 return;
             }
             self.claim(&mut pending, wanted)

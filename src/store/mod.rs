@@ -481,6 +481,12 @@ impl Stores {
             .spawn(async move { done(shared.fetch_record(record).await) });
     }
 
+    /// Whether some store's pack map is in use: its chunk files are best fetched many at
+    /// a time, with [`Stores::spawn_fetch_many`].
+    pub fn reads_packs(&self) -> bool {
+        read(&self.shared.maps).iter().any(Option::is_some)
+    }
+
     /// Whether a store with a pack map is remote: neighbours in its packs then cost no
     /// more round trips than the chunk asked for.
     pub fn reads_packs_remotely(&self) -> bool {
