@@ -509,7 +509,35 @@ impl Stores {
     ) {
         let done = Arc::new(done);
         let (firsts, mut by_unit) = by_unit(items, |(r, _)| *r);
-        for job in self.shared.plan_jobs(firsts, &self.shared.deltas_at_hand()) {
+        let jobs = self.shared.plan_jobs(firsts, &self.shared.deltas_at_hand());
+        // From a local pack, a request's chunk files are split into a few jobs that run
+        // at once: reading costs little there, checking them is the work.
+        let jobs = jobs.into_iter().flat_map(|job| match job {
+            Job::Ranges {
+                store,
+                pack,
+                entries,
+                ..
+            } if !self.shared.list[store].remote() => {
+                let mut entries = entries;
+                let mut parts = Vec::new();
+                while !entries.is_empty() {
+                    let rest = entries.split_off(entries.len().min(LOCAL_JOB_ENTRIES));
+                    let part = std::mem::replace(&mut entries, rest);
+                    parts.extend(pack_requests(part, self.shared.gap).into_iter().map(
+                        |(ranges, entries)| Job::Ranges {
+                            store,
+                            pack,
+                            ranges,
+                            entries,
+                        },
+                    ));
+                }
+                parts
+            }
+            job => vec![job],
+        });
+        for job in jobs {
             let units: Vec<ChunkId> = match &job {
                 // One at a time, as [`Stores::spawn_fetch`] fetches: checked against the
                 // tree where it is loaded, which then need not check them again.
@@ -1083,6 +1111,9 @@ pub struct FetchCost {
 /// gap holds is mostly chunk files the run does not want (those an update rebuilds from
 /// deltas, or has already); at 64 KiB an update's gaps were 12% of its bytes.
 pub const COALESCE_GAP: u64 = 8 << 10;
+/// Chunk files a job of [`Stores::spawn_fetch_many`] takes from a local pack.
+const LOCAL_JOB_ENTRIES: usize = 4;
+
 /// The most bytes one request for ranges of a pack asks for.
 pub const COALESCE_MAX: u64 = 8 << 20;
 
