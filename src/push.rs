@@ -23,8 +23,10 @@ use crate::store::http::{Client, HttpOptions};
 use crate::store::s3::{self, Method, S3Location};
 use crate::store::LocalStore;
 
-/// Packs uploaded at once.
-const PACKS_AT_ONCE: usize = 4;
+/// Packs uploaded at once, at most.
+const PACKS_AT_ONCE: u64 = 4;
+/// Bytes of packs held in memory to be sent, at most (one pack alone when larger).
+const PACK_MEMORY: u64 = 256 << 20;
 
 #[derive(Debug, Default, Serialize)]
 pub struct PushReport {
@@ -95,6 +97,8 @@ pub fn push(
             Ok(std::fs::metadata(&path).at(&path)?.len())
         })
         .collect::<Result<Vec<u64>>>()?;
+    let biggest = sizes.iter().copied().max().unwrap_or(0).max(1);
+    let at_once = (PACK_MEMORY / biggest).clamp(1, PACKS_AT_ONCE) as usize;
     progress.start("pushing", sizes.iter().sum());
     let uploaded = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
@@ -117,7 +121,7 @@ pub fn push(
                     Ok::<(), Error>(())
                 }
             })
-            .buffer_unordered(PACKS_AT_ONCE);
+            .buffer_unordered(at_once);
         while let Some(done) = results.next().await {
             done?;
         }
