@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::pack::{self, PackMap};
 use crate::progress::Progress;
@@ -77,8 +77,8 @@ pub fn push(
         })?;
     let map = PackMap::read(&map_name, &map_bytes, &release)?;
     let signature_path = sign::signature_path(index);
-    let signature = match std::fs::read(&signature_path) {
-        Ok(s) => Some(s),
+    let signature = match sign::read_small(&signature_path) {
+        Ok(text) => Some(text.into_bytes()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(Error::Io {
@@ -93,8 +93,9 @@ pub fn push(
     let sizes = packs
         .iter()
         .map(|p| {
-            let path = store.dir().join(pack::pack_name(p));
-            Ok(std::fs::metadata(&path).at(&path)?.len())
+            store
+                .object_len(&pack::pack_name(p))?
+                .ok_or_else(|| missing(store, p))
         })
         .collect::<Result<Vec<u64>>>()?;
     let biggest = sizes.iter().copied().max().unwrap_or(0).max(1);
@@ -110,7 +111,7 @@ pub fn push(
                     let name = pack::pack_name(digest);
                     let there = client.length(&dest.url(Method::Head, &name), warn).await?;
                     if there != Some(size) {
-                        let body = read_pack(store, digest)?;
+                        let body = read_pack(store, digest, size)?;
                         client
                             .put(&dest.url(Method::Put, &name), body.into(), warn)
                             .await?;
@@ -152,17 +153,27 @@ pub fn push(
     })
 }
 
-/// A pack's bytes, checked against its name: a pack damaged on the publisher's disk is
-/// not published.
-fn read_pack(store: &LocalStore, digest: &[u8; 32]) -> Result<Vec<u8>> {
+/// A pack's bytes (at most `size`, its length when listed), checked against its name: a
+/// pack damaged on the publisher's disk is not published.
+fn read_pack(store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<Vec<u8>> {
     let name = pack::pack_name(digest);
-    let path = store.dir().join(&name);
-    let bytes = std::fs::read(&path).at(&path)?;
+    let bytes = store
+        .read_object(&name, size)?
+        .ok_or_else(|| missing(store, digest))?;
     if Sha256::digest(&bytes)[..] != digest[..] {
         return Err(Error::Integrity(format!(
             "{}: the pack's bytes do not hash to its name",
-            path.display()
+            store.dir().join(&name).display()
         )));
     }
     Ok(bytes)
+}
+
+/// A pack the release's map names that the store does not hold.
+fn missing(store: &LocalStore, digest: &[u8; 32]) -> Error {
+    Error::Integrity(format!(
+        "{}: {}, which the release's pack map names, is missing",
+        store.dir().display(),
+        pack::pack_name(digest)
+    ))
 }

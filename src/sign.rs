@@ -471,7 +471,8 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 }
 
 /// Reads a key or signature file, refusing one too large to be either.
-fn read_small(path: &Path) -> std::io::Result<String> {
+/// A key or signature file: a regular file of at most `FILE_MAX` bytes, as text.
+pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
     crate::image::open_readable(path, false)?
         .take(FILE_MAX + 1)

@@ -424,8 +424,7 @@ pub fn check_area(
         for j in 0..count {
             let digest = salted(salt, blocks.block(first + j, limit)?);
             let parent = parents.block(parent_first + (j >> PER_BLOCK_BITS), limit)?;
-            let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
-            if parent[at..at + DIGEST] != digest {
+            if entry(parent, j) != digest {
                 return Ok(Some(first + j));
             }
         }
@@ -457,11 +456,16 @@ impl<'a> Leaves<'a> {
         let hash_block = self
             .reader
             .block(first + (block >> PER_BLOCK_BITS), self.geometry.hash_blocks)?;
-        let at = (block as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
-        let mut d = [0u8; 32];
-        d.copy_from_slice(&hash_block[at..at + DIGEST]);
-        Ok(d)
+        Ok(entry(hash_block, block))
     }
+}
+
+/// The digest a hash block holds for its `j`th child (counted along the child's level).
+fn entry(block: &[u8], j: u64) -> [u8; 32] {
+    let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
+    let mut d = [0u8; 32];
+    d.copy_from_slice(&block[at..at + DIGEST]);
+    d
 }
 
 /// A hash tree checked lazily against its root, for a lazy mount: a hash block is read
@@ -536,14 +540,16 @@ impl TreeCheck {
             let Some((at_level, (from, _))) = self.geometry.level_of(m) else {
                 continue;
             };
-            let expected = self.expected(area, at_level, m - from);
             if m != n {
-                if expected.is_ok_and(|d| d == salted(&self.salt, block)) {
+                // A neighbour is kept when its parent is at hand (earlier in the span, or
+                // loaded before); nothing is read for it.
+                let known = self.read_loaded().contains_key(&m);
+                if !known && self.known(at_level, m - from) == Some(salted(&self.salt, block)) {
                     self.keep(m, block);
                 }
                 continue;
             }
-            if expected? != salted(&self.salt, block) {
+            if self.expected(area, at_level, m - from)? != salted(&self.salt, block) {
                 return Err(Error::Integrity(format!(
                     "{}: hash block {n} (level {level}) does not hash to {}",
                     area.describe(),
@@ -569,16 +575,23 @@ impl TreeCheck {
         block
     }
 
-    /// The digest block `j` of `level` must have: the root's, or its entry in its parent.
+    /// The digest block `j` of `level` must have: the root's, or its entry in its parent,
+    /// read if need be.
     fn expected(&self, area: &dyn HashArea, level: usize, j: u64) -> Result<[u8; 32]> {
         if level + 1 == self.geometry.levels.len() {
             return Ok(self.root);
         }
         let parent = self.hash_block(area, level + 1, j >> PER_BLOCK_BITS)?;
-        let at = (j as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
-        let mut d = [0u8; 32];
-        d.copy_from_slice(&parent[at..at + DIGEST]);
-        Ok(d)
+        Ok(entry(&parent, j))
+    }
+
+    /// [`TreeCheck::expected`], when the parent is loaded already.
+    fn known(&self, level: usize, j: u64) -> Option<[u8; 32]> {
+        let Some(&(first, _)) = self.geometry.levels.get(level + 1) else {
+            return Some(self.root);
+        };
+        let loaded = self.read_loaded();
+        Some(entry(loaded.get(&(first + (j >> PER_BLOCK_BITS)))?, j))
     }
 
     fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<[u8]>>> {
@@ -596,10 +609,7 @@ impl TreeCheck {
             return Some(self.root);
         };
         let hash_block = loaded.get(&(first + (block >> PER_BLOCK_BITS)))?;
-        let at = (block as usize % (1 << PER_BLOCK_BITS)) * DIGEST;
-        let mut d = [0u8; 32];
-        d.copy_from_slice(&hash_block[at..at + DIGEST]);
-        Some(d)
+        Some(entry(hash_block, block))
     }
 }
 

@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::moto::Moto;
 use common::*;
@@ -36,15 +37,23 @@ fn release(dir: &Path, kind: &str) -> Release {
     }
 }
 
-fn push(moto: &Moto, release: &Release, v: usize, dest: &str) -> serde_json::Value {
-    json(&ok(moto
-        .env(&mut bin())
+/// `blockcast push INDEX --store STORE DEST` against `moto`.
+fn push_cmd(moto: &Moto, index: &Path, store: &Path, dest: &str) -> Command {
+    let mut cmd = bin();
+    moto.env(&mut cmd)
         .arg("push")
-        .arg(&release.indexes[v - 1])
+        .arg(index)
         .arg("--store")
-        .arg(&release.store)
-        .arg(dest)
-        .arg("--json")))
+        .arg(store)
+        .arg(dest);
+    cmd
+}
+
+fn push(moto: &Moto, release: &Release, v: usize, dest: &str) -> serde_json::Value {
+    let index = &release.indexes[v - 1];
+    json(&ok(
+        push_cmd(moto, index, &release.store, dest).arg("--json")
+    ))
 }
 
 fn count(value: &serde_json::Value, key: &str) -> u64 {
@@ -160,13 +169,7 @@ fn a_tampered_index_in_the_bucket_is_refused_before_any_pack_is_read() {
         blockcast::sign::signature_path(&forged),
     )
     .unwrap();
-    ok(moto
-        .env(&mut bin())
-        .arg("push")
-        .arg(&forged)
-        .arg("--store")
-        .arg(&rel.store)
-        .arg(dest));
+    ok(&mut push_cmd(&moto, &forged, &rel.store, dest));
     let before = moto.log().lines().count();
     let err = fails(
         moto.env(&mut bin())
@@ -192,21 +195,13 @@ fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
          [publisher]\naws_access_key_id = publisher-key\naws_secret_access_key = publisher-secret\n",
     )
     .unwrap();
-    let with_profile = |cmd: &mut std::process::Command| {
-        moto.env(cmd)
+    ok(
+        push_cmd(&moto, &rel.indexes[1], &rel.store, "s3://releases/p")
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
-            .env("AWS_PROFILE", "publisher");
-    };
-    let mut cmd = bin();
-    with_profile(&mut cmd);
-    ok(cmd
-        .arg("push")
-        .arg(&rel.indexes[1])
-        .arg("--store")
-        .arg(&rel.store)
-        .arg("s3://releases/p"));
+            .env("AWS_PROFILE", "publisher"),
+    );
     let log = moto.log();
     let puts: Vec<&str> = log
         .lines()
@@ -217,14 +212,55 @@ fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
         assert!(line.contains("X-Amz-Credential=publisher-key/"), "{line}");
     }
 
-    let err = fails(
-        moto.env(&mut bin())
-            .arg("push")
-            .arg(&rel.indexes[1])
-            .arg("--store")
-            .arg(&rel.store)
-            .arg("s3://no-such-bucket/p"),
-    );
+    let err = fails(&mut push_cmd(
+        &moto,
+        &rel.indexes[1],
+        &rel.store,
+        "s3://no-such-bucket/p",
+    ));
     assert!(err.contains("NoSuchBucket"), "{err}");
     assert!(err.contains("s3://no-such-bucket/p"), "{err}");
+}
+
+#[test]
+fn push_refuses_a_fifo_a_link_out_of_the_store_and_a_pack_that_lies() {
+    let t = tempdir();
+    let moto = Moto::start("releases");
+    let rel = release(t.path(), "ext4");
+    let dest = "s3://releases/h";
+    let v2 = &rel.indexes[1];
+    let pushed = |what: &str| {
+        let out = within(&mut push_cmd(&moto, v2, &rel.store, dest), 60);
+        assert!(!out.status.success(), "{what}: the push succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A FIFO where the signature goes: refused, not waited on.
+    let signature = blockcast::sign::signature_path(v2);
+    std::fs::remove_file(&signature).unwrap();
+    mkfifo(&signature);
+    let err = pushed("a FIFO signature");
+    assert!(err.contains(&signature.display().to_string()), "{err}");
+    std::fs::remove_file(&signature).unwrap();
+    // A pack v2's map names (all the store's packs) that is a symbolic link out of the
+    // store.
+    let packs = rel.store.join("packs");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let outside = t.path().join("outside.bcpack");
+    std::fs::rename(&names[0], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &names[0]).unwrap();
+    let err = pushed("a pack linked out of the store");
+    assert!(err.contains("out of the store"), "{err}");
+    // A pack whose bytes are not what its name says (one byte changed).
+    std::fs::remove_file(&names[0]).unwrap();
+    let mut bytes = std::fs::read(&outside).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&names[0], &bytes).unwrap();
+    let err = pushed("a pack that does not hash to its name");
+    assert!(err.contains("do not hash to its name"), "{err}");
+    // Nothing was sent: every refusal came before the first PUT.
+    assert!(!moto.log().contains("\"PUT /releases/h/"), "{}", moto.log());
 }

@@ -144,14 +144,13 @@ pub fn extract(
         fetched_head: Mutex::new(Vec::new()),
     };
 
-    let (head, head_to_fetch) = run.head(&plan.sources)?;
+    let (mut head, head_to_fetch) = run.head(&plan.sources)?;
     run.target.invalidate(size)?;
     progress.start("writing", size);
     let (spilled_bytes, mut to_fetch) = run.copy_within(&plan.sources, opts, progress)?;
     run.write_from_seeds(&plan.sources, &mut to_fetch, progress)?;
     to_fetch.extend(head_to_fetch);
     run.fetch(&to_fetch, progress)?;
-    let mut head = head;
     head.extend(
         run.fetched_head
             .lock()

@@ -247,14 +247,8 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn http(&self) -> Result<HttpOptions> {
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            bail!(
-                "--timeout {} is not a positive number of seconds",
-                self.timeout
-            );
-        }
         Ok(HttpOptions {
-            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            timeout: timeout(self.timeout)?,
             retries: self.retries,
             ca_certs: self.ca_cert.clone(),
             client_cert: self.client_cert.clone(),
@@ -277,6 +271,14 @@ impl StoreArgs {
         let warn = std::sync::Arc::new(move |m: &str| ui.warn(m));
         Stores::open(&self.store, &opts, warn, runtime.clone()).context("opening the stores")
     }
+}
+
+/// `--timeout SECONDS` as a duration: a positive number of seconds.
+pub fn timeout(seconds: f64) -> Result<std::time::Duration> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--timeout {seconds} is not a positive number of seconds");
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Parses sizes such as `65536`, `64K`, `64KiB`, `1M`.

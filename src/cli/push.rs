@@ -30,14 +30,8 @@ pub struct PushArgs {
 }
 
 pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
-    if !(a.timeout.is_finite() && a.timeout > 0.0) {
-        anyhow::bail!(
-            "--timeout {} is not a positive number of seconds",
-            a.timeout
-        );
-    }
     let http = HttpOptions {
-        timeout: std::time::Duration::from_secs_f64(a.timeout),
+        timeout: super::timeout(a.timeout)?,
         retries: a.retries,
         ..HttpOptions::default()
     };

@@ -28,12 +28,12 @@ use reader::LazyImage;
 /// Where mounts keep their records.
 pub const RUN_DIR: &str = "/run/blockcast/mounts";
 
-/// The index's hash area as the stores hold it: the tree's chunks, fetched when read and
-/// checked against their ids.
 /// Tree pieces a lazy mount reads at once: 1 MiB of hash blocks, which cover 128 MiB of
 /// the image.
 const TREE_SPAN: u64 = 16;
 
+/// The index's hash area as the stores hold it: the tree's chunks, fetched when read and
+/// checked against their ids.
 pub struct StoredTree<'a> {
     pub index: &'a Index,
     pub stores: &'a Stores,

@@ -21,12 +21,12 @@ use crate::store::{Stores, TrafficReport, Warn};
 use crate::trust::TrustedIndex;
 use crate::verity::{TreeCheck, BLOCK};
 
-/// From packs, chunks are fetched this many bytes of the image at a time: a read that
-/// misses a remote store's packs fetches the chunks after it too, in the same requests (a
-/// range costs its round trip whatever its length, and a reader of small files or
-/// metadata next to each other wants them soon), and a sequential read runs up to twice
-/// this far ahead, fetching a span's worth at a time. Over a link of 20 ms a request, 4 MiB keeps a reader at
-/// 200 MiB/s busy.
+/// From a remote store's packs, chunks are fetched this many bytes of the image at a
+/// time: a read that misses fetches the chunks after it too, in the same requests (a range
+/// costs its round trip whatever its length, and a reader of small files or metadata next
+/// to each other wants them soon), and a sequential read runs up to twice this far ahead,
+/// fetching a span's worth at a time. Over a link of 20 ms a request, 4 MiB keeps a reader
+/// at 200 MiB/s busy.
 const PACKED_SPAN: u64 = 4 << 20;
 
 /// From a local store's packs, a sequential read runs this many `readahead` windows
@@ -446,19 +446,17 @@ impl LazyImage {
         pending: &mut HashMap<usize, Arc<Pending>>,
         wanted: Vec<usize>,
     ) -> Vec<(ChunkRecord, Settle)> {
-        let wanted: Vec<usize> = wanted
-            .into_iter()
-            .filter(|i| !pending.contains_key(i))
-            .collect();
-        wanted
-            .into_iter()
-            .map(|i| {
-                let r = self.state.index.record(i);
-                let p = Arc::new(Pending::default());
-                pending.insert(i, p.clone());
-                (r, Settle::new(&self.state, i, r, p))
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(wanted.len());
+        for i in wanted {
+            if pending.contains_key(&i) {
+                continue;
+            }
+            let r = self.state.index.record(i);
+            let p = Arc::new(Pending::default());
+            pending.insert(i, p.clone());
+            claimed.push((r, Settle::new(&self.state, i, r, p)));
+        }
+        claimed
     }
 
     /// Fetches `batch` in the background, neighbours in a pack in one request; each

@@ -923,7 +923,7 @@ fn remote(url: &str, reason: String) -> Error {
 
 /// `url` as messages show it: without its query, which for a presigned URL holds a
 /// signature.
-pub fn shown(url: &str) -> &str {
+fn shown(url: &str) -> &str {
     url.split_once('?').map_or(url, |(path, _)| path)
 }
 

@@ -333,14 +333,9 @@ impl LocalStore {
 
     /// Reads byte ranges of the object `name`; `None` when the store lacks it.
     fn read_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Option<Vec<Vec<u8>>>> {
-        let path = self.object_path(name)?;
-        let file = match self.open_object(name) {
-            Ok(fd) => File::from(fd),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { path, err: e }),
+        let Some((file, path, size)) = self.open_regular(name)? else {
+            return Ok(None);
         };
-        crate::image::readable_file(&file, false).at(&path)?;
-        let size = file.metadata().at(&path)?.len();
         let mut parts = Vec::with_capacity(ranges.len());
         for r in ranges {
             if r.start > r.end || r.end > size {
@@ -360,6 +355,26 @@ impl LocalStore {
             parts.push(part);
         }
         Ok(Some(parts))
+    }
+
+    /// The length of the object `name`, a regular file inside the store; `None` when the
+    /// store lacks it.
+    pub fn object_len(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.open_regular(name)?.map(|(_, _, len)| len))
+    }
+
+    /// The object `name` opened for reading (a regular file reached inside the store),
+    /// with its path and length; `None` when the store lacks it.
+    fn open_regular(&self, name: &str) -> Result<Option<(File, PathBuf, u64)>> {
+        let path = self.object_path(name)?;
+        let file = match self.open_object(name) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { path, err: e }),
+        };
+        crate::image::readable_file(&file, false).at(&path)?;
+        let len = file.metadata().at(&path)?.len();
+        Ok(Some((file, path, len)))
     }
 
     fn open_object(&self, name: &str) -> std::io::Result<OwnedFd> {

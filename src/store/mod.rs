@@ -518,23 +518,10 @@ impl Stores {
                 pack,
                 entries,
                 ..
-            } if !self.shared.list[store].remote() => {
-                let mut entries = entries;
-                let mut parts = Vec::new();
-                while !entries.is_empty() {
-                    let rest = entries.split_off(entries.len().min(LOCAL_JOB_ENTRIES));
-                    let part = std::mem::replace(&mut entries, rest);
-                    parts.extend(pack_requests(part, self.shared.gap).into_iter().map(
-                        |(ranges, entries)| Job::Ranges {
-                            store,
-                            pack,
-                            ranges,
-                            entries,
-                        },
-                    ));
-                }
-                parts
-            }
+            } if !self.shared.list[store].remote() => entries
+                .chunks(LOCAL_JOB_ENTRIES)
+                .flat_map(|part| self.shared.range_jobs(store, pack, part.to_vec()))
+                .collect(),
             job => vec![job],
         });
         for job in jobs {
@@ -813,16 +800,7 @@ impl Shared {
         }
         let mut requests: Vec<Job> = packed
             .into_iter()
-            .flat_map(|((store, pack), entries)| {
-                pack_requests(entries, self.gap)
-                    .into_iter()
-                    .map(move |(ranges, entries)| Job::Ranges {
-                        store,
-                        pack,
-                        ranges,
-                        entries,
-                    })
-            })
+            .flat_map(|((store, pack), entries)| self.range_jobs(store, pack, entries))
             .collect();
         // Requests in pack and offset order, ahead of the single files.
         requests.sort_by_key(|j| match j {
@@ -831,6 +809,19 @@ impl Shared {
         });
         requests.extend(jobs);
         requests
+    }
+
+    /// The requests for `entries` of one pack of store `store` (see [`pack_requests`]).
+    fn range_jobs(&self, store: usize, pack: [u8; 32], entries: Vec<Entry>) -> Vec<Job> {
+        pack_requests(entries, self.gap)
+            .into_iter()
+            .map(|(ranges, entries)| Job::Ranges {
+                store,
+                pack,
+                ranges,
+                entries,
+            })
+            .collect()
     }
 
     /// Runs a job: the chunk files it holds, by unit id, each checked as its range

@@ -14,6 +14,7 @@
 //! `~/.aws/credentials`); without either, requests go unsigned, as a public bucket takes
 //! them. Instance-metadata and web-identity credentials are not read.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ use crate::error::{Error, Result};
 /// How long a presigned URL stays good. URLs are signed as requests are made, so this
 /// only has to outlast one request and its retries.
 const PRESIGNED_FOR: Duration = Duration::from_secs(3600);
+
+/// The most of a shared credentials file read.
+const CREDENTIALS_MAX: u64 = 1 << 20;
 
 pub fn is_s3(location: &str) -> bool {
     location.starts_with("s3://")
@@ -125,7 +129,13 @@ fn profile_credentials() -> Option<Credentials> {
     let file = var("AWS_SHARED_CREDENTIALS_FILE")
         .map(std::path::PathBuf::from)
         .or_else(|| var("HOME").map(|home| Path::new(&home).join(".aws/credentials")))?;
-    let text = std::fs::read_to_string(file).ok()?;
+    // A regular file of a sane size: a FIFO or a huge file is no credentials file.
+    let mut text = String::new();
+    crate::image::open_readable(&file, false)
+        .ok()?
+        .take(CREDENTIALS_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
     let wanted = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
     let (mut key, mut secret, mut token) = (None, None, None);
     let mut inside = false;
