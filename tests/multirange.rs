@@ -131,7 +131,7 @@ fn a_packed_store_from_nginx_comes_in_fewer_requests_than_ranges() {
         .filter(|l| l.contains("/store/packs/"))
         .collect();
     assert_eq!(pack_requests.len(), 1, "{log}");
-    assert!(pack_requests[0].starts_with("206 "), "{log}");
+    assert!(pack_requests[0].starts_with("GET 206 "), "{log}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 16; }}
 http {{
-    log_format counted '$status $body_bytes_sent $request_uri';
+    log_format counted '$request_method $status $body_bytes_sent $request_uri';
     access_log {prefix}/logs/access.log counted;
     default_type application/octet-stream;
     server {{ listen 127.0.0.1:{port}; root {www}; }}
@@ -74,7 +74,7 @@ http {{
 }
 
 impl Nginx {
-    /// The access log so far: a line per request answered, `STATUS BYTES_SENT URI`.
+    /// The access log so far: a line per request answered, `METHOD STATUS BYTES_SENT URI`.
     pub fn access_log(&self) -> String {
         fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
     }
