@@ -20,6 +20,7 @@ pub mod index;
 pub mod layout;
 pub mod make;
 pub mod mount;
+pub mod oci;
 pub mod pack;
 pub mod plan;
 pub mod progress;

@@ -54,17 +54,12 @@ impl TrustedIndex {
         }
         let bytes = read(location, remote, warn)?;
         let checked = match remote.filter(|_| is_remote(location)) {
-            Some(files) => {
-                let url = format!("{location}.minisig");
-                match files.file(&url, MAX_SIGNATURE_SIZE, warn)? {
-                    Some(text) => {
-                        sign::verify(&bytes, &String::from_utf8_lossy(&text), &policy.keys)
-                    }
-                    None => Err(Error::Untrusted(format!(
-                        "signature {url} is missing: the index is not signed"
-                    ))),
-                }
-            }
+            Some(files) => match files.signature(location, MAX_SIGNATURE_SIZE, warn)? {
+                Some(text) => sign::verify(&bytes, &String::from_utf8_lossy(&text), &policy.keys),
+                None => Err(Error::Untrusted(format!(
+                    "the signature of {location} is missing: the index is not signed"
+                ))),
+            },
             None => sign::verify_file(
                 &bytes,
                 &sign::signature_path(Path::new(location)),

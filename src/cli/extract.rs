@@ -33,7 +33,8 @@ pub struct ExtractArgs {
     json: bool,
 }
 
-pub fn run(a: ExtractArgs, ui: &Ui) -> Result<()> {
+pub fn run(mut a: ExtractArgs, ui: &Ui) -> Result<()> {
+    a.sources.stores.default_for(&a.index)?;
     if a.sources.stores.is_empty() && a.sources.seed.is_empty() {
         bail!("give at least one --store (or --seed) to take chunks from");
     }

@@ -213,8 +213,9 @@ fn open_index(
 /// read stores.
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// Chunk store: a directory, or an http:// or https:// URL; repeat to try several in
-    /// order for each chunk.
+    /// Chunk store: a directory, an http:// or https:// URL, s3://BUCKET/PREFIX or
+    /// oci://HOST/REPO; repeat to try several in order for each chunk. With an oci://
+    /// index and no store, the index's repository.
     #[arg(long, value_name = "DIR|URL")]
     store: Vec<String>,
     /// Keep fetched chunks in this local store, and take chunks from it first.
@@ -243,6 +244,10 @@ pub struct StoreArgs {
     /// PEM key of --client-cert.
     #[arg(long, value_name = "PEM", requires = "client_cert")]
     client_key: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) reached over plain HTTP; those on loopback always are.
+    /// Repeatable.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
 }
 
 impl StoreArgs {
@@ -253,7 +258,17 @@ impl StoreArgs {
             ca_certs: self.ca_cert.clone(),
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
+            insecure_registries: self.insecure_registry.clone(),
         })
+    }
+
+    /// With no store given, the repository of an `oci://` index is the store.
+    pub fn default_for(&mut self, index: &str) -> Result<()> {
+        if self.store.is_empty() && blockcast::oci::is_oci(index) {
+            let reference = blockcast::oci::Reference::parse(index)?;
+            self.store.push(reference.repository_location());
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -65,7 +65,8 @@ enum Attach {
     File,
 }
 
-pub fn run(a: MountArgs, ui: &Ui) -> Result<()> {
+pub fn run(mut a: MountArgs, ui: &Ui) -> Result<()> {
+    a.sources.stores.default_for(&a.index)?;
     if a.sources.stores.is_empty() && a.sources.seed.is_empty() && a.cache_image.is_none() {
         bail!("give at least one --store (or --seed, or --cache-image) to read chunks from");
     }

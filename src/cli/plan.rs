@@ -27,7 +27,8 @@ struct Output {
     fetch: blockcast::store::FetchCost,
 }
 
-pub fn run(a: PlanArgs, ui: &Ui) -> Result<()> {
+pub fn run(mut a: PlanArgs, ui: &Ui) -> Result<()> {
+    a.sources.stores.default_for(&a.index)?;
     if a.sources.stores.is_empty() {
         bail!("give at least one --store to plan against");
     }

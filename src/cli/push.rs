@@ -7,7 +7,7 @@ use clap::Args;
 use super::Ui;
 
 /// Publish a packed release (its packs, pack map, signature and index) to an s3://
-/// location, sending only what the destination lacks.
+/// location or an OCI registry, sending only what the destination lacks.
 #[derive(Args)]
 pub struct PushArgs {
     /// The release's index; its signature INDEX.minisig goes with it when there is one.
@@ -16,7 +16,8 @@ pub struct PushArgs {
     #[arg(long, value_name = "DIR")]
     store: PathBuf,
     /// Where to: s3://BUCKET/PREFIX (endpoint, region and credentials from the AWS_*
-    /// environment variables).
+    /// environment variables), or oci://HOST[:PORT]/REPO[:TAG] (a login from the
+    /// container tools' auth files or BLOCKCAST_REGISTRY_USERNAME/PASSWORD).
     destination: String,
     /// Seconds a request may go without progress.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -24,6 +25,9 @@ pub struct PushArgs {
     /// Further attempts after a failed request (with backoff).
     #[arg(long, default_value_t = 4)]
     retries: u32,
+    /// A registry (HOST[:PORT]) reached over plain HTTP; those on loopback always are.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -33,6 +37,7 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
     let http = HttpOptions {
         timeout: super::timeout(a.timeout)?,
         retries: a.retries,
+        insecure_registries: a.insecure_registry,
         ..HttpOptions::default()
     };
     let store = LocalStore::open(&a.store, false)?;
@@ -50,12 +55,16 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
     .with_context(|| format!("pushing {} to {}", a.index.display(), a.destination))?;
     ui.report(a.json, &report, || {
         format!(
-            "{}: {} packs sent, {} there already, {} bytes sent{}",
+            "{}: {} packs sent, {} there already, {} bytes sent{}{}",
             report.destination,
             report.packs_uploaded,
             report.packs_present,
             report.bytes_uploaded,
-            if report.signed { ", signed" } else { "" }
+            if report.signed { ", signed" } else { "" },
+            match &report.manifest {
+                Some(digest) => format!("; manifest {digest} tagged {}", report.tags.join(", ")),
+                None => String::new(),
+            }
         )
     })
 }

@@ -337,8 +337,17 @@ impl Index {
     /// Whether `bytes` are whole as written: their length is the declared one and their
     /// digest matches. Cheap enough to decide whether a download must be retried.
     pub fn is_intact(bytes: &[u8]) -> bool {
-        Index::declared_len(bytes).is_ok_and(|n| n == bytes.len() as u64)
-            && digest(bytes) == slice(&bytes[..HEADER_SIZE], &H_DIGEST)
+        Index::intact_digest(bytes).is_some()
+    }
+
+    /// The digest an intact index (see [`Index::is_intact`]) records; `None` when the
+    /// bytes are not one.
+    pub fn intact_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+        if !Index::declared_len(bytes).is_ok_and(|n| n == bytes.len() as u64) {
+            return None;
+        }
+        let d = digest(bytes);
+        (d == slice(&bytes[..HEADER_SIZE], &H_DIGEST)).then_some(d)
     }
 
     /// `path` only names the index in errors.

@@ -77,7 +77,7 @@ impl Place {
     }
 }
 
-fn hex(d: &[u8; 32]) -> String {
+pub(crate) fn hex(d: &[u8; 32]) -> String {
     ChunkId(*d).to_hex()
 }
 

@@ -17,6 +17,7 @@ use super::byteranges;
 use super::s3::{Method, S3Location};
 use super::{Check, Checked, ReadOptions, ReadStore, Traffic, Warn};
 use crate::error::{Error, IoContext, Result};
+use crate::oci::auth::Auth;
 
 /// How requests are made; shared by every remote store and index of a run.
 #[derive(Clone, Debug)]
@@ -32,6 +33,8 @@ pub struct HttpOptions {
     /// PEM certificate and key presented to servers that ask for one (mutual TLS).
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    /// Registries (`HOST[:PORT]`) reached over plain HTTP; those on loopback always are.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -42,6 +45,7 @@ impl Default for HttpOptions {
             ca_certs: Vec::new(),
             client_cert: None,
             client_key: None,
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -97,6 +101,11 @@ pub fn range_spec(range: &Range<u64>) -> String {
 #[derive(Clone)]
 pub struct Client {
     inner: reqwest::Client,
+    /// Follows no redirect, for [`Client::send`]: a registry answers an upload with a
+    /// place to send it to, and a HEAD of a blob on object storage with a redirect.
+    direct: reqwest::Client,
+    /// A registry's login: requests to its origin carry it (see [`Client::with_auth`]).
+    auth: Option<Arc<Auth>>,
     timeout: Duration,
     retries: u32,
     origins: Arc<Mutex<Origins>>,
@@ -139,11 +148,53 @@ enum Fell {
 enum Failure {
     Transient(String),
     Permanent(String),
+    /// A `401`: the registry's challenge, and the `Authorization` the request carried.
+    Unauthorized {
+        challenge: Option<String>,
+        sent: Option<String>,
+    },
+}
+
+/// How many times one request logs in again after a `401`.
+const LOGINS_PER_REQUEST: u32 = 3;
+
+/// A registry's answer that [`Client::send`] hands back whatever its status.
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl Client {
     /// A client that counts its requests and the bytes they brought in `traffic`.
     pub fn new(opts: &HttpOptions, traffic: Arc<Traffic>) -> Result<Client> {
+        let build = |builder: reqwest::ClientBuilder| {
+            builder
+                .build()
+                .map_err(|e| Error::Internal(format!("setting up the HTTP client: {e}")))
+        };
+        Ok(Client {
+            inner: build(Self::builder(opts)?)?,
+            direct: build(Self::builder(opts)?.redirect(reqwest::redirect::Policy::none()))?,
+            auth: None,
+            timeout: opts.timeout,
+            retries: opts.retries,
+            origins: Arc::default(),
+            probing: Arc::default(),
+            traffic,
+        })
+    }
+
+    /// This client (sharing its connections and what it learnt) sending `auth`'s
+    /// credentials to its registry's origin, and nowhere else.
+    pub fn with_auth(&self, auth: Arc<Auth>) -> Client {
+        Client {
+            auth: Some(auth),
+            ..self.clone()
+        }
+    }
+
+    fn builder(opts: &HttpOptions) -> Result<reqwest::ClientBuilder> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("blockcast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
@@ -184,16 +235,44 @@ impl Client {
                 ))
             }
         }
-        let inner = builder
-            .build()
-            .map_err(|e| Error::Internal(format!("setting up the HTTP client: {e}")))?;
-        Ok(Client {
-            inner,
-            timeout: opts.timeout,
-            retries: opts.retries,
-            origins: Arc::default(),
-            probing: Arc::default(),
-            traffic,
+        Ok(builder)
+    }
+
+    /// `request` with the registry's credentials when `url` is on its origin; the
+    /// `Authorization` sent, if any.
+    async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(reqwest::RequestBuilder, Option<String>), Failure> {
+        let Some(auth) = self
+            .auth
+            .as_ref()
+            .filter(|a| reqwest::Url::parse(url).is_ok_and(|u| a.covers(&u)))
+        else {
+            return Ok((request, None));
+        };
+        match auth.header(&self.inner).await.map_err(Failure::Permanent)? {
+            Some(header) => Ok((
+                request.header(reqwest::header::AUTHORIZATION, &header),
+                Some(header),
+            )),
+            None => Ok((request, None)),
+        }
+    }
+
+    /// A `401` from the registry, as a [`Failure`] that logs in again; `None` for any
+    /// other answer.
+    fn challenged(&self, response: &reqwest::Response, sent: &Option<String>) -> Option<Failure> {
+        (response.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.is_some()).then(|| {
+            Failure::Unauthorized {
+                challenge: response
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from),
+                sent: sent.clone(),
+            }
         })
     }
 
@@ -397,16 +476,25 @@ impl Client {
         let asked = origin_of(url).unwrap_or_default();
         let wanted: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         let bound = wanted + PART_OVERHEAD * (ranges.len() as u64 + 1);
-        self.traffic.request();
-        let mut response = self
+        let request = self
             .inner
             .get(url)
             .timeout(self.deadline(bound))
             .header(reqwest::header::RANGE, header)
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
+        let (request, sent) = self
+            .authorized(request, url)
+            .await
+            .map_err(|_| Fell::Transport("no login for the registry".into()))?;
+        self.traffic.request();
+        let mut response = request
             .send()
             .await
             .map_err(|e| Fell::Transport(describe(&e)))?;
+        if self.challenged(&response, &sent).is_some() {
+            // Asked one at a time, the ranges log in again.
+            return Err(Fell::Transport("the registry asked for a login".into()));
+        }
         let answering = response.url().origin().ascii_serialization();
         let status = response.status();
         match judge_range(status) {
@@ -415,6 +503,9 @@ impl Client {
             Err(Failure::Transient(reason) | Failure::Permanent(reason)) => {
                 self.learn(&asked, &answering, None);
                 return Err(Fell::Answer(reason));
+            }
+            Err(Failure::Unauthorized { .. }) => {
+                return Err(Fell::Transport("the server answered 401".into()))
             }
         }
         let boundary = response
@@ -563,21 +654,26 @@ impl Client {
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<()> {
         self.retrying(url, warn, || async {
-            self.traffic.request();
-            let response = self
+            let request = self
                 .inner
                 .put(url)
                 .timeout(self.deadline(body.len() as u64))
                 .header(reqwest::header::CONTENT_LENGTH, body.len())
-                .body(body.clone())
+                .body(body.clone());
+            let (request, sent) = self.authorized(request, url).await?;
+            self.traffic.request();
+            let response = request
                 .send()
                 .await
                 .map_err(|e| Failure::Transient(describe(&e)))?;
+            if let Some(f) = self.challenged(&response, &sent) {
+                return Err(f);
+            }
             let refused = match judge(response.status()) {
                 Ok(true) => return Ok(()),
                 Ok(false) => format!("the server answered {}", response.status()),
                 Err(Failure::Permanent(reason)) => reason,
-                Err(transient) => return Err(transient),
+                Err(other) => return Err(other),
             };
             Err(Failure::Permanent(explained(refused, response).await))
         })
@@ -620,18 +716,81 @@ impl Client {
         read: impl Fn(&reqwest::header::HeaderMap) -> Result<T, Failure>,
     ) -> Result<Option<T>> {
         self.retrying(url, warn, || async {
+            let request = self.inner.head(url).timeout(self.timeout);
+            let (request, sent) = self.authorized(request, url).await?;
             self.traffic.request();
-            let response = self
-                .inner
-                .head(url)
-                .timeout(self.timeout)
+            let response = request
                 .send()
                 .await
                 .map_err(|e| Failure::Transient(describe(&e)))?;
+            if let Some(f) = self.challenged(&response, &sent) {
+                return Err(f);
+            }
             match judge(response.status())? {
                 true => read(response.headers()).map(Some),
                 false => Ok(None),
             }
+        })
+        .await
+    }
+
+    /// A request to a registry, retried on transient failures and logged in again on a
+    /// `401`: its answer whatever its status, the body read to at most `max_len` bytes.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(reqwest::header::HeaderName, &str)],
+        body: Option<bytes::Bytes>,
+        max_len: u64,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Reply> {
+        let size = body.as_ref().map_or(0, |b| b.len() as u64);
+        self.retrying(url, warn, || async {
+            let mut request = self
+                .direct
+                .request(method.clone(), url)
+                .timeout(self.deadline(size.max(max_len)));
+            for (name, value) in headers {
+                request = request.header(name, *value);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(body.clone());
+            }
+            let (request, sent) = self.authorized(request, url).await?;
+            self.traffic.request();
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(describe(&e)))?;
+            if let Some(f) = self.challenged(&response, &sent) {
+                return Err(f);
+            }
+            let status = response.status();
+            if let Err(Failure::Transient(reason)) = judge(status) {
+                return Err(Failure::Transient(reason));
+            }
+            let mut body = Vec::new();
+            while let Some(piece) = response
+                .chunk()
+                .await
+                .map_err(|e| Failure::Transient(describe(&e)))?
+            {
+                self.traffic.body(piece.len());
+                if (body.len() + piece.len()) as u64 > max_len {
+                    return Err(Failure::Permanent(format!(
+                        "the answer ({status}) is larger than {max_len} bytes"
+                    )));
+                }
+                body.extend_from_slice(&piece);
+            }
+            Ok(Reply {
+                status,
+                headers: response.headers().clone(),
+                body,
+            })
         })
         .await
     }
@@ -650,12 +809,25 @@ impl Client {
     {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
+        let mut logins = 0;
         loop {
             attempt += 1;
             let reason = match once().await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Permanent(reason)) => return Err(remote(url, reason)),
                 Err(Failure::Transient(reason)) => reason,
+                Err(Failure::Unauthorized { challenge, sent }) => {
+                    let auth = self.auth.as_ref().filter(|_| logins < LOGINS_PER_REQUEST);
+                    let Some(auth) = auth else {
+                        return Err(remote(url, "the registry answered 401 Unauthorized".into()));
+                    };
+                    logins += 1;
+                    auth.answer(challenge.as_deref(), sent.as_deref(), &self.inner)
+                        .await
+                        .map_err(|reason| remote(url, format!("401 Unauthorized: {reason}")))?;
+                    attempt -= 1;
+                    continue;
+                }
             };
             if attempt > self.retries {
                 return Err(remote(
@@ -698,8 +870,12 @@ impl Client {
             }
             None => reqwest::StatusCode::OK,
         };
+        let (request, sent) = self.authorized(request, url).await?;
         self.traffic.request();
         let mut response = request.send().await.map_err(transient)?;
+        if let Some(f) = self.challenged(&response, &sent) {
+            return Err(f);
+        }
         let status = response.status();
         let judged = match range {
             Some(_) => judge_range(status),
@@ -711,7 +887,7 @@ impl Client {
             Err(Failure::Permanent(reason)) => {
                 return Err(Failure::Permanent(explained(reason, response).await))
             }
-            Err(transient) => return Err(transient),
+            Err(other) => return Err(other),
         }
         if status != expected {
             return Err(Failure::Permanent(format!(

@@ -22,6 +22,7 @@ use crate::chunk::{BlockCheck, ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
 use crate::index::{stored_size_bound, ChunkRecord, Delta, Index, Unit};
+use crate::oci;
 use crate::pack::{self, Object, PackMap, Place};
 
 pub use http::HttpOptions;
@@ -252,17 +253,25 @@ impl Stores {
                         .insert(http::Client::new(&opts.http, traffic.clone())?)
                         .clone(),
                 };
-                match s3::is_s3(location) {
-                    true => Box::new(http::HttpStore::s3(
+                if s3::is_s3(location) {
+                    Box::new(http::HttpStore::s3(
                         s3::S3Location::parse(location)?,
                         client,
                         warn.clone(),
-                    )),
-                    false => Box::new(http::HttpStore::new(location, client, warn.clone())),
+                    ))
+                } else if oci::is_oci(location) {
+                    Box::new(oci::registry::RegistryStore::new(
+                        &oci::Reference::parse(location)?,
+                        &client,
+                        &opts.http,
+                        warn.clone(),
+                    ))
+                } else {
+                    Box::new(http::HttpStore::new(location, client, warn.clone()))
                 }
             } else if location.contains("://") {
                 return Err(Error::Invalid(format!(
-                    "store {location}: only http://, https:// and s3:// URLs and local directories are stores"
+                    "store {location}: only http://, https://, s3:// and oci:// locations and local directories are stores"
                 )));
             } else {
                 Box::new(LocalStore::open(location.as_ref(), false)?)
@@ -1286,17 +1295,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("starting the fetch runtime: {e}")))
 }
 
-/// Whether `location` is fetched over the network: an `http://`, `https://` or `s3://`
-/// URL, not a local path.
+/// Whether `location` is fetched over the network: an `http://`, `https://`, `s3://` or
+/// `oci://` location, not a local path.
 pub fn is_remote(location: &str) -> bool {
-    http::is_url(location) || s3::is_s3(location)
+    http::is_url(location) || s3::is_s3(location) || oci::is_oci(location)
 }
 
 /// Whole files fetched before any store is opened: an index and its signature, over one
 /// client.
 pub struct RemoteFiles {
     client: http::Client,
+    opts: HttpOptions,
     runtime: Handle,
+    /// The release each `oci://` location named when first read: its index and its
+    /// signatures come from that one manifest, even if the tag moves meanwhile.
+    releases: Mutex<HashMap<String, (oci::registry::Registry, oci::ReleaseManifest)>>,
 }
 
 impl RemoteFiles {
@@ -1304,8 +1317,72 @@ impl RemoteFiles {
     pub fn new(opts: &HttpOptions, runtime: Handle) -> Result<RemoteFiles> {
         Ok(RemoteFiles {
             client: http::Client::new(opts, Arc::default())?,
+            opts: opts.clone(),
             runtime,
+            releases: Mutex::default(),
         })
+    }
+
+    /// The release `location` (`oci://HOST/REPO:TAG` or `@sha256:…`) names, read once.
+    fn release(
+        &self,
+        location: &str,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(oci::registry::Registry, oci::ReleaseManifest)> {
+        if let Some(known) = self
+            .releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(location)
+        {
+            return Ok(known.clone());
+        }
+        let reference = oci::Reference::parse(location)?;
+        let manifest = reference.manifest().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{location}: names no release (add :TAG or @sha256:DIGEST)"
+            ))
+        })?;
+        let registry = oci::registry::Registry::new(&reference, &self.client, &self.opts);
+        let release = self
+            .runtime
+            .block_on(registry.release(manifest, warn))?
+            .ok_or_else(|| Error::Remote {
+                url: location.to_string(),
+                reason: "the registry has no such manifest".into(),
+            })?;
+        let known = (registry, release);
+        self.releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(location.to_string(), known.clone());
+        Ok(known)
+    }
+
+    /// The signature of `kind` (`minisign`) of the index at `location`: for a registry,
+    /// the release's layer of that kind; elsewhere the file `<location>.minisig`. `None`
+    /// when there is none.
+    pub fn signature(
+        &self,
+        location: &str,
+        max_len: u64,
+        warn: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Option<Vec<u8>>> {
+        if !oci::is_oci(location) {
+            return self.file(&format!("{location}.minisig"), max_len, warn);
+        }
+        let (registry, release) = self.release(location, warn)?;
+        match release.signature(oci::MINISIGN) {
+            Some(blob) if blob.size <= max_len => self.runtime.block_on(registry.blob(blob, warn)),
+            Some(blob) => Err(Error::Remote {
+                url: location.to_string(),
+                reason: format!(
+                    "its signature layer has {} bytes, more than {max_len}",
+                    blob.size
+                ),
+            }),
+            None => Ok(None),
+        }
     }
 
     /// GETs an index, retried until it arrives intact (its length and digest as it
@@ -1317,6 +1394,29 @@ impl RemoteFiles {
         location: &str,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<Vec<u8>>> {
+        if oci::is_oci(location) {
+            let (registry, release) = self.release(location, warn)?;
+            if release.index.size > MAX_INDEX_SIZE {
+                return Err(Error::Remote {
+                    url: location.to_string(),
+                    reason: format!(
+                        "its index layer has {} bytes, more than an index may",
+                        release.index.size
+                    ),
+                });
+            }
+            let bytes = self.runtime.block_on(registry.blob(&release.index, warn))?;
+            return match bytes {
+                Some(bytes) if Index::intact_digest(&bytes) == Some(release.index_digest) => {
+                    Ok(Some(bytes))
+                }
+                Some(_) => Err(Error::Remote {
+                    url: location.to_string(),
+                    reason: "the index layer is not the intact index the manifest names".into(),
+                }),
+                None => Ok(None),
+            };
+        }
         let url = &s3::fetchable(location)?;
         let sized = |header: &[u8]| crate::index::Index::declared_len(header);
         let sniff: http::Sniff = (crate::index::format::HEADER_SIZE, &sized);
