@@ -383,6 +383,29 @@ fn pack_constants_match() {
     }
 }
 
+#[test]
+fn release_manifest_constants_match() {
+    use blockcast::oci as o;
+    let rows = table(&doc(), "#### Release manifest constants (checked)");
+    let code: Vec<(&str, String)> = vec![
+        ("ARTIFACT_TYPE", o::ARTIFACT_TYPE.into()),
+        ("INDEX_TYPE", o::INDEX_TYPE.into()),
+        ("PACK_MAP_TYPE", o::PACK_MAP_TYPE.into()),
+        ("PACK_TYPE", o::PACK_TYPE.into()),
+        ("SIGNATURE_TYPE_PREFIX", o::SIGNATURE_TYPE_PREFIX.into()),
+        ("MINISIGN", o::MINISIGN.into()),
+        ("INDEX_DIGEST_ANNOTATION", o::INDEX_DIGEST_ANNOTATION.into()),
+        ("MANIFEST_TYPE", o::MANIFEST_TYPE.into()),
+        ("MAX_MANIFEST", o::MAX_MANIFEST.to_string()),
+        ("MAX_PACKS", o::MAX_PACKS.to_string()),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (row, (name, value)) in rows.iter().zip(code) {
+        assert_eq!(row[0], name);
+        assert_eq!(row[1], value, "{name}");
+    }
+}
+
 /// The names, sizes and order the document gives are those `make --pack` writes: a pack
 /// header and table of contents as the tables say, named by its SHA-256, and a map named
 /// by the index digest whose trailer is the SHA-256 of the rest.

@@ -6,7 +6,9 @@ pub mod faulty;
 pub mod layout;
 pub mod moto;
 pub mod nginx;
+pub mod registry;
 pub mod served;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
