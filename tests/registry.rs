@@ -2,7 +2,8 @@
 //! registry, on loopback): `push` sends a packed, signed release as one manifest and then
 //! only what the repository lacks; `extract`, `plan` and a lazy mount read the signed
 //! index and ranges of the pack blobs from `oci://`; `skopeo copy` copies a release that
-//! still extracts; logins by htpasswd (Basic) and by token; bad manifests and blobs.
+//! still extracts; logins by htpasswd (Basic) and by token; a registry on object storage
+//! (moto's S3 server) that redirects blob reads; bad manifests and blobs.
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
-use common::registry::{Access, Registry};
+use common::moto::Moto;
+use common::proxy::{Proxy, Seen};
+use common::registry::{Access, Registry, Storage};
 use common::token::{self, TokenServer};
 use common::*;
 use sha2::{Digest, Sha256};
@@ -390,7 +393,10 @@ fn token_logins_ask_the_realm_and_anonymous_pulls_get_a_token_too() {
     let asked = tokens.asked();
     assert!(
         asked.iter().any(|a| a.user == Some(("ci".into(), true))
-            && a.scopes.iter().any(|s| s == "repository:team/os:pull,push")),
+            && a.scopes.iter().any(|s| {
+                let actions = s.strip_prefix("repository:team/os:").unwrap_or("");
+                actions.contains("push") && actions.contains("pull")
+            })),
         "{asked:?}"
     );
     // Anyone may pull: the anonymous token is enough.
@@ -549,4 +555,98 @@ fn bad_references_manifests_and_blobs_end_in_errors_naming_them() {
         .filter(|(m, p, _)| m == "GET" && packs.iter().any(|d| p.ends_with(d.as_str())))
         .count();
     assert_eq!(read_packs, 0, "a pack was read for a bad manifest");
+}
+
+/// Whether `seen` is a GET of a presigned URL (a redirect's target, not the registry's
+/// own header-signed requests to the bucket).
+fn presigned_get(seen: &Seen) -> bool {
+    seen.method == "GET" && seen.target.contains("X-Amz-Signature=")
+}
+
+#[test]
+fn a_registry_on_object_storage_is_asked_once_a_blob_and_again_when_its_redirect_is_refused() {
+    let t = tempdir();
+    let moto = Moto::start("blobs");
+    // The bucket refuses the second presigned GET of each object, once, as an expired
+    // URL would be refused.
+    let bucket = Proxy::start(
+        moto.url.trim_start_matches("http://"),
+        Box::new(|before, this| {
+            let path = |s: &Seen| s.target.split('?').next().unwrap_or("").to_string();
+            let earlier = before
+                .iter()
+                .filter(|s| presigned_get(s) && path(s) == path(this))
+                .count();
+            (presigned_get(this) && earlier == 1).then_some(403)
+        }),
+    );
+    let registry = Registry::start_on(
+        &t.path().join("registry"),
+        Access::Open,
+        Storage::S3 {
+            endpoint: format!("http://{}", bucket.host),
+            bucket: "blobs".into(),
+        },
+    );
+    let rel = release(t.path(), "erofs");
+    ok(&mut push_cmd(
+        t.path(),
+        &rel,
+        2,
+        &registry.oci("os/root:v2"),
+    ));
+    let before = registry.requests().len();
+    let out = t.path().join("out.img");
+    ok(&mut extract_cmd(
+        t.path(),
+        &rel,
+        &registry.oci("os/root:v2"),
+        &out,
+    ));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+
+    // The blobs (by digest) whose kept redirect the bucket refused.
+    let refused: BTreeSet<String> = bucket
+        .seen()
+        .iter()
+        .filter(|s| s.answered == Some(403))
+        .filter_map(|s| {
+            s.target
+                .split('?')
+                .next()?
+                .split('/')
+                .rev()
+                .nth(1)
+                .map(String::from)
+        })
+        .collect();
+    assert!(!refused.is_empty(), "no kept redirect was used twice");
+    // The registry answered every blob GET with a redirect: each blob once, and a blob
+    // whose redirect was refused once more, or a few times for the requests in flight
+    // then (4 at most).
+    let blob_gets: Vec<_> = registry
+        .requests_after(before, |_| true)
+        .into_iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/sha256:"))
+        .collect();
+    assert!(blob_gets.iter().all(|(_, _, s)| *s == 307), "{blob_gets:?}");
+    let blobs: BTreeSet<String> = blob_gets
+        .iter()
+        .map(|(_, p, _)| p.rsplit(':').next().unwrap().to_string())
+        .collect();
+    for blob in &blobs {
+        let asked = blob_gets
+            .iter()
+            .filter(|(_, p, _)| p.ends_with(blob.as_str()))
+            .count();
+        match refused.contains(blob) {
+            true => assert!((2..=5).contains(&asked), "{blob}: {asked}"),
+            false => assert_eq!(asked, 1, "{blob}"),
+        }
+    }
+    let presigned = bucket.seen().iter().filter(|s| presigned_get(s)).count();
+    assert!(
+        presigned > blob_gets.len(),
+        "ranges went to the bucket straight away"
+    );
 }

@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 
 use super::byteranges;
+use super::redirects::Redirects;
 use super::s3::{Method, S3Location};
 use super::{Check, Checked, ReadOptions, ReadStore, Traffic, Warn};
 use crate::error::{Error, IoContext, Result};
@@ -106,6 +107,9 @@ pub struct Client {
     direct: reqwest::Client,
     /// A registry's login: requests to its origin carry it (see [`Client::with_auth`]).
     auth: Option<Arc<Auth>>,
+    /// Where GETs were redirected to another origin; a registry's client sends its
+    /// blobs' later GETs there.
+    redirects: Redirects,
     timeout: Duration,
     retries: u32,
     origins: Arc<Mutex<Origins>>,
@@ -153,6 +157,8 @@ enum Failure {
         challenge: Option<String>,
         sent: Option<String>,
     },
+    /// A kept redirect target refused the request: ask where it redirects again.
+    Stale(String),
 }
 
 /// How many times one request logs in again after a `401`.
@@ -173,10 +179,12 @@ impl Client {
                 .build()
                 .map_err(|e| Error::Internal(format!("setting up the HTTP client: {e}")))
         };
+        let redirects = Redirects::default();
         Ok(Client {
-            inner: build(Self::builder(opts)?)?,
+            inner: build(Self::builder(opts)?.redirect(redirects.policy()))?,
             direct: build(Self::builder(opts)?.redirect(reqwest::redirect::Policy::none()))?,
             auth: None,
+            redirects,
             timeout: opts.timeout,
             retries: opts.retries,
             origins: Arc::default(),
@@ -259,6 +267,30 @@ impl Client {
             )),
             None => Ok((request, None)),
         }
+    }
+
+    /// Where to send a GET of `url`: for a registry's client, the target its last
+    /// redirect to another origin named, while that is good (and whether it is one).
+    fn target(&self, url: &str) -> (String, bool) {
+        match self.auth.as_ref().and_then(|_| self.redirects.target(url)) {
+            Some(target) => (target, true),
+            None => (url.to_string(), false),
+        }
+    }
+
+    /// A kept target's refusal (a presigned URL expired or revoked): forgets it, so the
+    /// next request asks the registry again.
+    fn stale(&self, url: &str, kept: bool, status: reqwest::StatusCode) -> Option<Failure> {
+        use reqwest::StatusCode;
+        let refused = [
+            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+        ];
+        (kept && refused.contains(&status)).then(|| {
+            self.redirects.forget(url);
+            Failure::Stale(format!("the redirect's target answered {status}"))
+        })
     }
 
     /// A `401` from the registry, as a [`Failure`] that logs in again; `None` for any
@@ -476,14 +508,15 @@ impl Client {
         let asked = origin_of(url).unwrap_or_default();
         let wanted: u64 = ranges.iter().map(|r| r.end - r.start).sum();
         let bound = wanted + PART_OVERHEAD * (ranges.len() as u64 + 1);
+        let (target, kept) = self.target(url);
         let request = self
             .inner
-            .get(url)
+            .get(&target)
             .timeout(self.deadline(bound))
             .header(reqwest::header::RANGE, header)
             .header(reqwest::header::ACCEPT_ENCODING, "identity");
         let (request, sent) = self
-            .authorized(request, url)
+            .authorized(request, &target)
             .await
             .map_err(|_| Fell::Transport("no login for the registry".into()))?;
         self.traffic.request();
@@ -495,6 +528,10 @@ impl Client {
             // Asked one at a time, the ranges log in again.
             return Err(Fell::Transport("the registry asked for a login".into()));
         }
+        if let Some(Failure::Stale(reason)) = self.stale(url, kept, response.status()) {
+            // Asked one at a time, the ranges go to the registry again.
+            return Err(Fell::Transport(reason));
+        }
         let answering = response.url().origin().ascii_serialization();
         let status = response.status();
         match judge_range(status) {
@@ -504,8 +541,8 @@ impl Client {
                 self.learn(&asked, &answering, None);
                 return Err(Fell::Answer(reason));
             }
-            Err(Failure::Unauthorized { .. }) => {
-                return Err(Fell::Transport("the server answered 401".into()))
+            Err(Failure::Unauthorized { .. } | Failure::Stale(_)) => {
+                return Err(Fell::Transport(format!("the server answered {status}")))
             }
         }
         let boundary = response
@@ -828,6 +865,16 @@ impl Client {
                     attempt -= 1;
                     continue;
                 }
+                Err(Failure::Stale(reason)) if logins < LOGINS_PER_REQUEST => {
+                    logins += 1;
+                    warn(&format!(
+                        "{}: {reason}; asking the registry again",
+                        shown(url)
+                    ));
+                    attempt -= 1;
+                    continue;
+                }
+                Err(Failure::Stale(reason)) => reason,
             };
             if attempt > self.retries {
                 return Err(remote(
@@ -857,7 +904,8 @@ impl Client {
         mut sniff: Option<Sniff<'_>>,
     ) -> Result<Option<Vec<u8>>, Failure> {
         let transient = |e: reqwest::Error| Failure::Transient(describe(&e));
-        let mut request = self.inner.get(url).timeout(self.deadline(max_len));
+        let (target, kept) = self.target(url);
+        let mut request = self.inner.get(&target).timeout(self.deadline(max_len));
         let expected = match range {
             Some(r) => {
                 request = request
@@ -870,13 +918,16 @@ impl Client {
             }
             None => reqwest::StatusCode::OK,
         };
-        let (request, sent) = self.authorized(request, url).await?;
+        let (request, sent) = self.authorized(request, &target).await?;
         self.traffic.request();
         let mut response = request.send().await.map_err(transient)?;
         if let Some(f) = self.challenged(&response, &sent) {
             return Err(f);
         }
         let status = response.status();
+        if let Some(f) = self.stale(url, kept, status) {
+            return Err(f);
+        }
         let judged = match range {
             Some(_) => judge_range(status),
             None => judge(status),

@@ -6,6 +6,7 @@ mod byteranges;
 pub mod codec;
 pub mod http;
 pub mod local;
+mod redirects;
 pub mod s3;
 
 use std::collections::{HashMap, HashSet, VecDeque};

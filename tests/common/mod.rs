@@ -6,6 +6,7 @@ pub mod faulty;
 pub mod layout;
 pub mod moto;
 pub mod nginx;
+pub mod proxy;
 pub mod registry;
 pub mod served;
 pub mod token;

@@ -1,6 +1,6 @@
 //! The CNCF distribution registry (Debian's `docker-registry`) for a test: started on a
-//! free loopback port with its storage in a temporary directory, without auth, with
-//! htpasswd Basic auth or with token auth, killed when dropped.
+//! free loopback port with its storage in a temporary directory or an S3 bucket, without
+//! auth, with htpasswd Basic auth or with token auth, killed when dropped.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -35,9 +35,21 @@ pub struct Registry {
     pub host: String,
 }
 
+/// Where the registry keeps blobs: a directory, or a bucket of an S3 endpoint
+/// (`http://HOST:PORT`), whose presigned URLs it redirects blob reads to.
+pub enum Storage {
+    Directory,
+    S3 { endpoint: String, bucket: String },
+}
+
 impl Registry {
     /// A registry keeping its blobs under `dir`.
     pub fn start(dir: &Path, access: Access) -> Registry {
+        Registry::start_on(dir, access, Storage::Directory)
+    }
+
+    /// A registry keeping its blobs in `storage`, its configuration and log in `dir`.
+    pub fn start_on(dir: &Path, access: Access, storage: Storage) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -64,12 +76,20 @@ impl Registry {
                 certificate.display()
             ),
         };
+        let storage = match storage {
+            Storage::Directory => format!(
+                "  filesystem:\n    rootdirectory: {}\n",
+                dir.join("data").display()
+            ),
+            Storage::S3 { endpoint, bucket } => format!(
+                "  s3:\n    region: us-east-1\n    regionendpoint: {endpoint}\n    bucket: {bucket}\n    accesskey: blockcast-test\n    secretkey: blockcast-test-secret\n    secure: false\n    v4auth: true\n  redirect:\n    disable: false\n"
+            ),
+        };
         let config = dir.join("config.yml");
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-                dir.join("data").display()
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
             ),
         )
         .unwrap();

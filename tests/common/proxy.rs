@@ -1,0 +1,171 @@
+//! A forwarding HTTP proxy for a test, in front of one upstream on loopback: one request
+//! per connection (it asks the upstream to close after answering), each passed on as it
+//! is unless a rule answers it instead. Bounded in requests and time; stopped when
+//! dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const LIFETIME: Duration = Duration::from_secs(600);
+const MAX_REQUESTS: usize = 20_000;
+const MAX_HEAD: usize = 64 << 10;
+
+/// A request as the proxy saw it: method and target (path and query).
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// The status the proxy answered itself, if it did.
+    pub answered: Option<u16>,
+}
+
+/// Decides, from the requests seen before and this one, whether the proxy answers it
+/// with a status of its own.
+pub type Rule = Box<dyn Fn(&[Seen], &Seen) -> Option<u16> + Send>;
+
+pub struct Proxy {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`127.0.0.1:PORT`) applying `rule`.
+    pub fn start(upstream: &str, rule: Rule) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.to_string();
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                let mut handled = 0;
+                while !stop.load(Ordering::Relaxed)
+                    && began.elapsed() < LIFETIME
+                    && handled < MAX_REQUESTS
+                {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            handled += 1;
+                            let (seen, upstream) = (seen.clone(), upstream.clone());
+                            let rule = &rule;
+                            // One at a time keeps the rule's view of the order exact.
+                            let _ = pass(client, &upstream, &seen, rule);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        Proxy {
+            host,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a request head and its body (by `Content-Length`) from `stream`.
+fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 16 << 10];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let n = stream.read(&mut piece).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&piece[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut piece).ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&piece[..n]);
+    }
+    Some((head, body))
+}
+
+fn pass(mut client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, rule: &Rule) -> Option<()> {
+    client.set_nonblocking(false).ok()?;
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let (head, body) = read_request(&mut client)?;
+    let mut words = head.lines().next()?.split_whitespace();
+    let mut this = Seen {
+        method: words.next()?.to_string(),
+        target: words.next()?.to_string(),
+        answered: None,
+    };
+    let status = {
+        let before = seen.lock().unwrap();
+        rule(&before, &this)
+    };
+    this.answered = status;
+    seen.lock().unwrap().push(this);
+    if let Some(status) = status {
+        let body = format!("<Error><Code>Injected{status}</Code></Error>");
+        let reply = format!(
+            "HTTP/1.1 {status} Injected\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return client.write_all(reply.as_bytes()).ok();
+    }
+    // The same request, asking the upstream to close once it has answered.
+    let mut forwarded = String::new();
+    for (i, line) in head.trim_end().split("\r\n").enumerate() {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if i > 0 && name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        forwarded.push_str(line);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    let mut up = TcpStream::connect(upstream).ok()?;
+    up.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    up.write_all(forwarded.as_bytes()).ok()?;
+    up.write_all(&body).ok()?;
+    std::io::copy(&mut up, &mut client).ok()?;
+    Some(())
+}
