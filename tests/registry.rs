@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
+use common::faulty::{Config, Fault, FaultyServer, Ranges};
 use common::moto::Moto;
 use common::proxy::{Proxy, Seen};
 use common::registry::{Access, Registry, Storage};
@@ -649,4 +650,118 @@ fn a_registry_on_object_storage_is_asked_once_a_blob_and_again_when_its_redirect
         presigned > blob_gets.len(),
         "ranges went to the bucket straight away"
     );
+}
+
+/// The read side of a registry holding v`v` of `rel` as `os/app:v2`, as plain files for a
+/// faulty server: `v2/os/app/manifests/v2` and `v2/os/app/blobs/sha256:HEX`. Returns the
+/// hex digests of the index blob and of the release's packs.
+fn static_registry(root: &Path, rel: &Release, v: usize) -> (String, BTreeSet<String>) {
+    use blockcast::oci::{Blob, ReleaseManifest};
+    let app = root.join("v2/os/app");
+    fs::create_dir_all(app.join("manifests")).unwrap();
+    fs::create_dir_all(app.join("blobs")).unwrap();
+    let put = |bytes: &[u8]| {
+        let blob = Blob::of(bytes);
+        fs::write(app.join("blobs").join(&blob.digest), bytes).unwrap();
+        blob
+    };
+    let index_path = &rel.indexes[v - 1];
+    let index = blockcast::index::Index::open(index_path).unwrap();
+    put(blockcast::oci::EMPTY_DATA);
+    let map = put(&fs::read(rel.store.join(blockcast::pack::map_name(&index.digest()))).unwrap());
+    let signature = put(&fs::read(blockcast::sign::signature_path(index_path)).unwrap());
+    let index_blob = put(&fs::read(index_path).unwrap());
+    let packs = packs_of(rel, v);
+    let pack_blobs = packs
+        .iter()
+        .map(|hex| put(&fs::read(rel.store.join(format!("packs/{hex}.bcpack"))).unwrap()))
+        .collect();
+    let manifest = ReleaseManifest {
+        index_digest: index.digest(),
+        index: index_blob.clone(),
+        pack_map: Some(map),
+        packs: pack_blobs,
+        signatures: vec![(blockcast::oci::MINISIGN.into(), signature)],
+    };
+    fs::write(app.join("manifests/v2"), manifest.to_json().unwrap()).unwrap();
+    (
+        index_blob.digest.trim_start_matches("sha256:").to_string(),
+        packs,
+    )
+}
+
+#[test]
+fn registry_faults_end_byte_identical_or_in_errors_naming_the_reference_and_blob() {
+    let t = tempdir();
+    let rel = release(t.path(), "erofs");
+    let root = t.path().join("static");
+    let (index_blob, packs) = static_registry(&root, &rel, 2);
+    let pack = packs.iter().next().unwrap().clone();
+    let manifest = "/v2/os/app/manifests/v2";
+    let out = t.path().join("out.img");
+    let run = |cfg: Config| {
+        let server = FaultyServer::start(cfg.ranges(Ranges::Multipart));
+        let reference = format!(
+            "oci://{}/os/app:v2",
+            server.url().trim_start_matches("http://")
+        );
+        let _ = fs::remove_file(&out);
+        let output = extract_cmd(t.path(), &rel, &reference, &out)
+            .args(["--retries", "2"])
+            .output()
+            .unwrap();
+        (output, server.settled())
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // Asked to wait, the client waits and gets every byte.
+    let (o, _) = run(Config::new(&root).rule(manifest, Fault::Status429, 1));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("429") && stderr(&o).contains("wait 1 s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    let (o, _) = run(Config::new(&root).rule(&pack, Fault::Status503, 2));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+
+    // Failures that do not pass: named, and no pack read for a bad index.
+    let cases = [
+        (
+            manifest,
+            Fault::Status401,
+            vec!["without a WWW-Authenticate challenge", "os/app"],
+        ),
+        (
+            manifest,
+            Fault::Status500,
+            vec!["500", "os/app", "manifests/v2"],
+        ),
+        (
+            index_blob.as_str(),
+            Fault::RedirectToSelf,
+            vec!["redirect", &index_blob],
+        ),
+        (
+            index_blob.as_str(),
+            Fault::FlipBytes,
+            vec!["do not hash", &index_blob],
+        ),
+        (index_blob.as_str(), Fault::NotFound, vec!["os/app:v2"]),
+    ];
+    for (path, fault, wanted) in cases {
+        let (o, stats) = run(Config::new(&root).always(path, fault));
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{fault:?}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{fault:?}: {w:?} not in {err}");
+        }
+        let read: u32 = packs
+            .iter()
+            .filter_map(|p| stats.per_path.get(&format!("/v2/os/app/blobs/sha256:{p}")))
+            .sum();
+        assert_eq!(read, 0, "{fault:?}: packs read");
+    }
 }

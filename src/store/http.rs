@@ -159,6 +159,28 @@ enum Failure {
     },
     /// A kept redirect target refused the request: ask where it redirects again.
     Stale(String),
+    /// Worth asking again after the time the server gave (`Retry-After`).
+    Later(String, Duration),
+}
+
+/// The longest `Retry-After` waited for; a longer one is waited this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// `failure`, waiting as long as `response`'s `Retry-After` (in seconds) asks when it is
+/// a transient one.
+fn with_retry_after(failure: Failure, response: &reqwest::Response) -> Failure {
+    let after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (failure, after) {
+        (Failure::Transient(reason), Some(secs)) => Failure::Later(
+            format!("{reason}, asking to wait {secs} s"),
+            Duration::from_secs(secs).min(MAX_RETRY_AFTER),
+        ),
+        (failure, _) => failure,
+    }
 }
 
 /// How many times one request logs in again after a `401`.
@@ -541,7 +563,7 @@ impl Client {
                 self.learn(&asked, &answering, None);
                 return Err(Fell::Answer(reason));
             }
-            Err(Failure::Unauthorized { .. } | Failure::Stale(_)) => {
+            Err(Failure::Unauthorized { .. } | Failure::Stale(_) | Failure::Later(..)) => {
                 return Err(Fell::Transport(format!("the server answered {status}")))
             }
         }
@@ -807,7 +829,7 @@ impl Client {
             }
             let status = response.status();
             if let Err(Failure::Transient(reason)) = judge(status) {
-                return Err(Failure::Transient(reason));
+                return Err(with_retry_after(Failure::Transient(reason), &response));
             }
             let mut body = Vec::new();
             while let Some(piece) = response
@@ -849,6 +871,7 @@ impl Client {
         let mut logins = 0;
         loop {
             attempt += 1;
+            let mut at_least = Duration::ZERO;
             let reason = match once().await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Permanent(reason)) => return Err(remote(url, reason)),
@@ -875,6 +898,10 @@ impl Client {
                     continue;
                 }
                 Err(Failure::Stale(reason)) => reason,
+                Err(Failure::Later(reason, wait)) => {
+                    at_least = wait;
+                    reason
+                }
             };
             if attempt > self.retries {
                 return Err(remote(
@@ -882,14 +909,15 @@ impl Client {
                     format!("{reason} (gave up after {attempt} attempts)"),
                 ));
             }
+            let wait = jittered(backoff).max(at_least);
             warn(&format!(
                 "{}: {reason}; retrying in {} ms (attempt {} of {})",
                 shown(url),
-                backoff.as_millis(),
+                wait.as_millis(),
                 attempt + 1,
                 self.retries + 1
             ));
-            tokio::time::sleep(jittered(backoff)).await;
+            tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -938,7 +966,7 @@ impl Client {
             Err(Failure::Permanent(reason)) => {
                 return Err(Failure::Permanent(explained(reason, response).await))
             }
-            Err(other) => return Err(other),
+            Err(other) => return Err(with_retry_after(other, &response)),
         }
         if status != expected {
             return Err(Failure::Permanent(format!(

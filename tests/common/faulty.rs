@@ -67,6 +67,12 @@ pub enum Fault {
     MultipartTruncated,
     /// The right parts with one byte of one changed.
     MultipartFlipByte,
+    /// `401 Unauthorized` without a `WWW-Authenticate` challenge.
+    Status401,
+    /// `429 Too Many Requests` with `Retry-After: 1`.
+    Status429,
+    /// `307` to the path asked: a redirect loop.
+    RedirectToSelf,
 }
 
 impl Fault {
@@ -683,6 +689,18 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
         Fault::Status500 => respond(stream, 500, b"injected fault\n", false, head),
         Fault::Status503 => respond(stream, 503, b"injected fault\n", false, head),
         Fault::NotFound => respond(stream, 404, b"injected fault\n", false, head),
+        Fault::Status401 => respond(stream, 401, b"injected fault\n", false, head),
+        Fault::Status429 => {
+            let body = b"injected fault\n";
+            let len = Some(body.len() as u64);
+            write_head_with(stream, 429, len, false, "text/plain", "Retry-After: 1\r\n")
+                .and_then(|()| if head { Ok(()) } else { stream.write_all(body) })
+                .is_ok()
+        }
+        Fault::RedirectToSelf => {
+            let location = format!("Location: {}\r\n", req.path);
+            write_head_with(stream, 307, Some(0), false, "text/plain", &location).is_ok()
+        }
         Fault::Stall => {
             shared.stall(stream);
             false
@@ -879,7 +897,10 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         400 => "Bad Request",
+        307 => "Temporary Redirect",
+        401 => "Unauthorized",
         404 => "Not Found",
+        429 => "Too Many Requests",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
