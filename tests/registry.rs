@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
@@ -24,32 +24,9 @@ use sha2::{Digest, Sha256};
 /// Kinds pushed and pulled in full (erofs-lz4hc reads as erofs does).
 const PUSHED: [&str; 3] = ["erofs", "squashfs", "ext4"];
 
-struct Release {
-    store: PathBuf,
-    indexes: [PathBuf; 2],
-    public: PathBuf,
-}
-
-/// Two signed releases of `kind` in one packed store, v2 with deltas against v1.
-fn release(dir: &Path, kind: &str) -> Release {
-    let dir = dir.join(kind);
-    fs::create_dir_all(&dir).unwrap();
-    let (secret, public) = keygen(&dir, "release");
-    let store = dir.join("store");
-    let indexes = [1, 2].map(|v| dir.join(format!("v{v}.bcidx")));
-    for (v, index) in [1, 2].into_iter().zip(&indexes) {
-        let mut args = vec!["--pack", "--sign", secret.to_str().unwrap()];
-        let previous = indexes[0].to_str().unwrap();
-        if v == 2 {
-            args.extend(["--delta-from", previous]);
-        }
-        make_with(&image(kind, v), &store, index, &args);
-    }
-    Release {
-        store,
-        indexes,
-        public,
-    }
+/// Two signed releases of `kind` in one packed store (in `dir/kind`).
+fn release(dir: &Path, kind: &str) -> SignedReleases {
+    signed_releases(&dir.join(kind), kind)
 }
 
 /// blockcast with no login but what the test gives: `home` holds no auth file.
@@ -64,7 +41,7 @@ fn cmd(home: &Path) -> Command {
     c
 }
 
-fn push_cmd(home: &Path, rel: &Release, v: usize, dest: &str) -> Command {
+fn push_cmd(home: &Path, rel: &SignedReleases, v: usize, dest: &str) -> Command {
     let mut c = cmd(home);
     c.arg("push")
         .arg(&rel.indexes[v - 1])
@@ -75,7 +52,7 @@ fn push_cmd(home: &Path, rel: &Release, v: usize, dest: &str) -> Command {
     c
 }
 
-fn extract_cmd(home: &Path, rel: &Release, reference: &str, out: &Path) -> Command {
+fn extract_cmd(home: &Path, rel: &SignedReleases, reference: &str, out: &Path) -> Command {
     let mut c = cmd(home);
     c.args(["extract", reference, "--json", "--trusted-key"])
         .arg(&rel.public)
@@ -92,7 +69,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The packs (by hex digest) v of a release's pack map names, read from the store.
-fn packs_of(rel: &Release, v: usize) -> BTreeSet<String> {
+fn packs_of(rel: &SignedReleases, v: usize) -> BTreeSet<String> {
     let index = blockcast::index::Index::open(&rel.indexes[v - 1]).unwrap();
     let name = blockcast::pack::map_name(&index.digest());
     let bytes = fs::read(rel.store.join(&name)).unwrap();
@@ -238,7 +215,7 @@ fn every_kind_pushes_and_extracts_and_a_second_release_sends_only_what_is_new() 
 
 /// The release's v2 from `reference` mounted lazily, its image compared with the
 /// original.
-fn mounted_image_is(home: &Path, rel: &Release, reference: &str, dir: &Path, kind: &str) {
+fn mounted_image_is(home: &Path, rel: &SignedReleases, reference: &str, dir: &Path, kind: &str) {
     let exposed = dir.join(format!("exposed-{kind}"));
     fs::create_dir_all(&exposed).unwrap();
     ok(cmd(home)
@@ -655,7 +632,7 @@ fn a_registry_on_object_storage_is_asked_once_a_blob_and_again_when_its_redirect
 /// The read side of a registry holding v`v` of `rel` as `os/app:v2`, as plain files for a
 /// faulty server: `v2/os/app/manifests/v2` and `v2/os/app/blobs/sha256:HEX`. Returns the
 /// hex digests of the index blob and of the release's packs.
-fn static_registry(root: &Path, rel: &Release, v: usize) -> (String, BTreeSet<String>) {
+fn static_registry(root: &Path, rel: &SignedReleases, v: usize) -> (String, BTreeSet<String>) {
     use blockcast::oci::{Blob, ReleaseManifest};
     let app = root.join("v2/os/app");
     fs::create_dir_all(app.join("manifests")).unwrap();

@@ -11,32 +11,6 @@ use std::process::Command;
 use common::moto::Moto;
 use common::*;
 
-struct Release {
-    store: PathBuf,
-    indexes: [PathBuf; 2],
-    public: PathBuf,
-}
-
-/// Two signed releases of `kind` in one packed store, v2 with deltas against v1.
-fn release(dir: &Path, kind: &str) -> Release {
-    let (secret, public) = keygen(dir, "release");
-    let store = dir.join("store");
-    let indexes = [1, 2].map(|v| dir.join(format!("v{v}.bcidx")));
-    for (v, index) in [1, 2].into_iter().zip(&indexes) {
-        let mut args = vec!["--pack", "--sign", secret.to_str().unwrap()];
-        let previous = indexes[0].to_str().unwrap();
-        if v == 2 {
-            args.extend(["--delta-from", previous]);
-        }
-        make_with(&image(kind, v), &store, index, &args);
-    }
-    Release {
-        store,
-        indexes,
-        public,
-    }
-}
-
 /// `blockcast push INDEX --store STORE DEST` against `moto`.
 fn push_cmd(moto: &Moto, index: &Path, store: &Path, dest: &str) -> Command {
     let mut cmd = bin();
@@ -49,7 +23,7 @@ fn push_cmd(moto: &Moto, index: &Path, store: &Path, dest: &str) -> Command {
     cmd
 }
 
-fn push(moto: &Moto, release: &Release, v: usize, dest: &str) -> serde_json::Value {
+fn push(moto: &Moto, release: &SignedReleases, v: usize, dest: &str) -> serde_json::Value {
     let index = &release.indexes[v - 1];
     json(&ok(
         push_cmd(moto, index, &release.store, dest).arg("--json")
@@ -66,7 +40,7 @@ fn count(value: &serde_json::Value, key: &str) -> u64 {
 fn a_release_pushed_to_s3_is_read_from_there_and_pushed_again_for_nothing() {
     let t = tempdir();
     let moto = Moto::start("releases");
-    let rel = release(t.path(), "erofs");
+    let rel = signed_releases(t.path(), "erofs");
     let dest = "s3://releases/app/stable";
 
     let first = push(&moto, &rel, 1, dest);
@@ -156,7 +130,7 @@ fn a_release_pushed_to_s3_is_read_from_there_and_pushed_again_for_nothing() {
 fn a_tampered_index_in_the_bucket_is_refused_before_any_pack_is_read() {
     let t = tempdir();
     let moto = Moto::start("releases");
-    let rel = release(t.path(), "ext4");
+    let rel = signed_releases(t.path(), "ext4");
     let dest = "s3://releases/x";
     push(&moto, &rel, 2, dest);
     // Someone with write access puts v1's bytes under v2's name, beside v2's signature.
@@ -187,7 +161,7 @@ fn a_tampered_index_in_the_bucket_is_refused_before_any_pack_is_read() {
 fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
     let t = tempdir();
     let moto = Moto::start("releases");
-    let rel = release(t.path(), "squashfs");
+    let rel = signed_releases(t.path(), "squashfs");
     let credentials = t.path().join("credentials");
     std::fs::write(
         &credentials,
@@ -226,7 +200,7 @@ fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
 fn push_refuses_a_fifo_a_link_out_of_the_store_and_a_pack_that_lies() {
     let t = tempdir();
     let moto = Moto::start("releases");
-    let rel = release(t.path(), "ext4");
+    let rel = signed_releases(t.path(), "ext4");
     let dest = "s3://releases/h";
     let v2 = &rel.indexes[1];
     let pushed = |what: &str| {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod acceptor;
 pub mod faulty;
 pub mod layout;
 pub mod moto;
@@ -172,6 +173,35 @@ pub fn chunk_files(store: &Path) -> Vec<PathBuf> {
     }
     files.sort();
     files
+}
+
+/// Two signed releases of one kind in one packed store: their indexes (v1, v2) and the
+/// public key that checks them.
+pub struct SignedReleases {
+    pub store: PathBuf,
+    pub indexes: [PathBuf; 2],
+    pub public: PathBuf,
+}
+
+/// v1 and v2 of `kind` made in `dir` with `make --pack --sign`, v2 with deltas against v1.
+pub fn signed_releases(dir: &Path, kind: &str) -> SignedReleases {
+    std::fs::create_dir_all(dir).unwrap();
+    let (secret, public) = keygen(dir, "release");
+    let store = dir.join("store");
+    let indexes = [1, 2].map(|v| dir.join(format!("v{v}.bcidx")));
+    for (v, index) in [1, 2].into_iter().zip(&indexes) {
+        let mut args = vec!["--pack", "--sign", secret.to_str().unwrap()];
+        let previous = indexes[0].to_str().unwrap();
+        if v == 2 {
+            args.extend(["--delta-from", previous]);
+        }
+        make_with(&image(kind, v), &store, index, &args);
+    }
+    SignedReleases {
+        store,
+        indexes,
+        public,
+    }
 }
 
 /// A minisign key pair `DIR/NAME.key` and `DIR/NAME.pub`, made by `blockcast keygen`.

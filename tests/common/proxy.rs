@@ -5,10 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::acceptor::Acceptor;
 
 const LIFETIME: Duration = Duration::from_secs(600);
 const MAX_REQUESTS: usize = 20_000;
@@ -31,60 +31,30 @@ pub struct Proxy {
     /// `127.0.0.1:PORT`.
     pub host: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl Proxy {
-    /// A proxy to `upstream` (`127.0.0.1:PORT`) applying `rule`.
+    /// A proxy to `upstream` (`127.0.0.1:PORT`) applying `rule`. Requests are handled
+    /// one at a time, which keeps the rule's view of their order exact.
     pub fn start(upstream: &str, rule: Rule) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let upstream = upstream.to_string();
-        let thread = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let began = Instant::now();
-                let mut handled = 0;
-                while !stop.load(Ordering::Relaxed)
-                    && began.elapsed() < LIFETIME
-                    && handled < MAX_REQUESTS
-                {
-                    match listener.accept() {
-                        Ok((client, _)) => {
-                            handled += 1;
-                            let (seen, upstream) = (seen.clone(), upstream.clone());
-                            let rule = &rule;
-                            // One at a time keeps the rule's view of the order exact.
-                            let _ = pass(client, &upstream, &seen, rule);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                    }
-                }
-            })
-        };
+        let noted = seen.clone();
+        let acceptor = Acceptor::start(listener, LIFETIME, MAX_REQUESTS, move |client| {
+            let _ = pass(client, &upstream, &noted, &rule);
+        });
         Proxy {
             host,
             seen,
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

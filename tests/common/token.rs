@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+
+use super::acceptor::Acceptor;
 
 /// How long the server runs at most, and how many requests it answers.
 const LIFETIME: Duration = Duration::from_secs(600);
@@ -34,8 +34,7 @@ pub struct TokenServer {
     pub realm: String,
     pub certificate: PathBuf,
     asked: Arc<Mutex<Vec<Asked>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 struct Grants {
@@ -92,50 +91,23 @@ impl TokenServer {
             certificate_der: der.stdout,
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let realm = format!("http://{}/token", listener.local_addr().unwrap());
         let asked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (asked, stop) = (asked.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let began = Instant::now();
-                let mut served = 0;
-                while !stop.load(Ordering::Relaxed)
-                    && began.elapsed() < LIFETIME
-                    && served < MAX_REQUESTS
-                {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            served += 1;
-                            answer(stream, &grants, &asked);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
+        let noted = asked.clone();
+        let acceptor = Acceptor::start(listener, LIFETIME, MAX_REQUESTS, move |stream| {
+            answer(stream, &grants, &noted);
+        });
         TokenServer {
             realm,
             certificate,
             asked,
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         }
     }
 
     /// The token requests so far.
     pub fn asked(&self) -> Vec<Asked> {
         self.asked.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -169,7 +141,6 @@ fn percent_decoded(s: &str) -> String {
 
 /// Answers one request, noting in `asked` what it asked before answering.
 fn answer(mut stream: TcpStream, grants: &Grants, asked: &Mutex<Vec<Asked>>) -> Option<()> {
-    stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
