@@ -33,6 +33,29 @@ use crate::store::LocalStore;
 const PACKS_AT_ONCE: u64 = 4;
 /// Bytes of packs held in memory to be sent, at most (one pack alone when larger).
 const PACK_MEMORY: u64 = 256 << 20;
+/// The size of the parts a pack larger than one is sent to S3 in, by default.
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// S3 takes parts of at least 5 MiB (but the last) and at most 10,000 of them.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+const MAX_PARTS: u64 = 10_000;
+
+/// How a release is pushed.
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    pub http: HttpOptions,
+    /// On S3, a pack larger than this goes in parts of this size (a multipart upload
+    /// that a later push resumes from the parts already there).
+    pub part_size: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            http: HttpOptions::default(),
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+}
 
 #[derive(Debug, Default, Serialize)]
 pub struct PushReport {
@@ -45,6 +68,9 @@ pub struct PushReport {
     pub bytes_uploaded: u64,
     /// Whether a signature went with the index.
     pub signed: bool,
+    /// Parts of packs sent to S3 in parts, and parts an earlier push had sent already.
+    pub parts_uploaded: u64,
+    pub parts_present: u64,
     /// On a registry: the manifest's digest, and the tags it was put under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
@@ -122,11 +148,17 @@ trait Destination: Sync {
     fn describe(&self) -> String;
     /// Whether the destination holds the pack `digest` of `size` bytes.
     fn has_pack<'a>(&'a self, digest: &'a [u8; 32], size: u64) -> BoxFuture<'a, Result<bool>>;
+    /// Sends the pack `digest` of `size` bytes from `store`.
     fn put_pack<'a>(
         &'a self,
+        store: &'a LocalStore,
         digest: &'a [u8; 32],
-        body: bytes::Bytes,
+        size: u64,
     ) -> BoxFuture<'a, Result<()>>;
+    /// The most bytes of a pack of `size` bytes held in memory while it is sent.
+    fn held(&self, size: u64) -> u64 {
+        size
+    }
     /// Once every pack is there: what names them, the index last. Returns the bytes sent.
     fn finish<'a>(&'a self, release: &'a Release) -> BoxFuture<'a, Result<u64>>;
 }
@@ -137,6 +169,113 @@ struct S3<'a> {
     location: S3Location,
     client: Client,
     warn: WarnRef<'a>,
+    part_size: u64,
+    parts_uploaded: AtomicU64,
+    parts_present: AtomicU64,
+}
+
+impl S3<'_> {
+    /// Sends a pack in parts of `part_size`: into the multipart upload of its key already
+    /// in progress (the parts it lists with the right size are not sent again), or a new
+    /// one; then completes it. The whole pack is checked against its name first.
+    async fn put_in_parts(&self, store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<()> {
+        let name = pack::pack_name(digest);
+        check_pack(store, digest, size)?;
+        let warn = self.warn;
+        let failed = |what: &str, reply: &crate::store::http::Reply| Error::Remote {
+            url: format!("{}/{name}", self.location.describe()),
+            reason: format!(
+                "{what}: the server answered {} ({})",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+        };
+        let xml =
+            |reply: &crate::store::http::Reply| String::from_utf8_lossy(&reply.body).into_owned();
+        let get = |url: String, body: Option<bytes::Bytes>, method: reqwest::Method| {
+            let client = &self.client;
+            async move { client.send(method, &url, &[], body, 1 << 20, warn).await }
+        };
+        let listed = get(
+            self.location.list_uploads_url(&name),
+            None,
+            reqwest::Method::GET,
+        )
+        .await?;
+        if !listed.status.is_success() {
+            return Err(failed("listing uploads in progress", &listed));
+        }
+        let upload = match s3::upload_of(&xml(&listed), &self.location.key(&name)) {
+            Some(upload) => upload,
+            None => {
+                let url = self.location.create_upload_url(&name);
+                let created = get(url, Some(bytes::Bytes::new()), reqwest::Method::POST).await?;
+                if !created.status.is_success() {
+                    return Err(failed("starting a multipart upload", &created));
+                }
+                s3::created_upload(&xml(&created)).map_err(|e| Error::Remote {
+                    url: format!("{}/{name}", self.location.describe()),
+                    reason: e,
+                })?
+            }
+        };
+        let mut there = std::collections::HashMap::new();
+        let mut after = 0;
+        loop {
+            let url = self.location.list_parts_url(&name, &upload, after);
+            let reply = get(url, None, reqwest::Method::GET).await?;
+            if !reply.status.is_success() {
+                return Err(failed("listing the upload's parts", &reply));
+            }
+            let (parts, next) = s3::parts_of(&xml(&reply)).map_err(|e| Error::Remote {
+                url: format!("{}/{name}", self.location.describe()),
+                reason: e,
+            })?;
+            there.extend(parts.into_iter().map(|p| (p.number, (p.etag, p.size))));
+            match next.filter(|n| *n > after) {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        let mut etags = Vec::new();
+        for (i, start) in (0..size).step_by(self.part_size as usize).enumerate() {
+            let number = u16::try_from(i + 1)
+                .map_err(|_| Error::Invalid(format!("{name}: more than {MAX_PARTS} parts")))?;
+            let range = start..(start + self.part_size).min(size);
+            if let Some((etag, _)) = there
+                .get(&number)
+                .filter(|(_, len)| *len == range.end - range.start)
+            {
+                etags.push(etag.clone());
+                self.parts_present.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let bytes = store
+                .read_ranges(&name, std::slice::from_ref(&range))?
+                .and_then(|mut parts| parts.pop())
+                .ok_or_else(|| missing(store, digest))?;
+            let url = self.location.upload_part_url(&name, number, &upload);
+            let reply = get(url, Some(bytes.into()), reqwest::Method::PUT).await?;
+            let etag = reply
+                .headers
+                .get(reqwest::header::ETAG)
+                .and_then(|e| e.to_str().ok())
+                .filter(|_| reply.status.is_success())
+                .ok_or_else(|| failed(&format!("sending part {number}"), &reply))?;
+            etags.push(etag.to_string());
+            self.parts_uploaded.fetch_add(1, Ordering::Relaxed);
+        }
+        let (url, body) = self.location.complete_upload(&name, &upload, &etags);
+        let done = get(url, Some(body.into()), reqwest::Method::POST).await?;
+        // S3 may answer 200 and tell of an error in the body.
+        if !done.status.is_success() || xml(&done).contains("<Error>") {
+            return Err(failed("completing the multipart upload", &done));
+        }
+        Ok(())
+    }
 }
 
 impl Destination for S3<'_> {
@@ -153,13 +292,22 @@ impl Destination for S3<'_> {
 
     fn put_pack<'a>(
         &'a self,
+        store: &'a LocalStore,
         digest: &'a [u8; 32],
-        body: bytes::Bytes,
+        size: u64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if size > self.part_size {
+                return self.put_in_parts(store, digest, size).await;
+            }
+            let body = read_pack(store, digest, size)?;
             let url = self.location.url(Method::Put, &pack::pack_name(digest));
-            self.client.put(&url, body, self.warn).await
+            self.client.put(&url, body.into(), self.warn).await
         })
+    }
+
+    fn held(&self, size: u64) -> u64 {
+        size.min(self.part_size)
     }
 
     fn finish<'a>(&'a self, release: &'a Release) -> BoxFuture<'a, Result<u64>> {
@@ -203,12 +351,14 @@ impl Destination for Oci<'_> {
 
     fn put_pack<'a>(
         &'a self,
+        store: &'a LocalStore,
         digest: &'a [u8; 32],
-        body: bytes::Bytes,
+        size: u64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let blob = Blob::pack(digest, body.len() as u64);
-            self.registry.upload(&blob, body, self.warn).await
+            let body = read_pack(store, digest, size)?;
+            let blob = Blob::pack(digest, size);
+            self.registry.upload(&blob, body.into(), self.warn).await
         })
     }
 
@@ -271,20 +421,34 @@ pub fn push(
     index: &Path,
     store: &LocalStore,
     destination: &str,
-    http: &HttpOptions,
+    opts: &PushOptions,
     runtime: &Handle,
     progress: &dyn Progress,
     warn: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<PushReport> {
     let release = Release::read(index, store)?;
+    let http = &opts.http;
     let client = Client::new(http, Arc::default())?;
     if s3::is_s3(destination) {
+        let biggest = release.packs.iter().map(|p| p.1).max().unwrap_or(0);
+        if opts.part_size < MIN_PART_SIZE || biggest.div_ceil(opts.part_size) > MAX_PARTS {
+            return Err(Error::Invalid(format!(
+                "a part size of {} bytes: S3 takes parts of at least {MIN_PART_SIZE} bytes, and at most {MAX_PARTS} of them (the largest pack has {biggest} bytes)",
+                opts.part_size
+            )));
+        }
         let dest = S3 {
             location: S3Location::parse(destination)?,
             client,
             warn,
+            part_size: opts.part_size,
+            parts_uploaded: AtomicU64::new(0),
+            parts_present: AtomicU64::new(0),
         };
-        return send(&release, store, &dest, runtime, progress);
+        let mut report = send(&release, store, &dest, runtime, progress)?;
+        report.parts_uploaded = dest.parts_uploaded.into_inner();
+        report.parts_present = dest.parts_present.into_inner();
+        return Ok(report);
     }
     if !oci::is_oci(destination) {
         return Err(Error::Unsupported(format!(
@@ -317,7 +481,13 @@ fn send(
     runtime: &Handle,
     progress: &dyn Progress,
 ) -> Result<PushReport> {
-    let biggest = release.packs.iter().map(|p| p.1).max().unwrap_or(0).max(1);
+    let biggest = release
+        .packs
+        .iter()
+        .map(|p| dest.held(p.1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let at_once = (PACK_MEMORY / biggest).clamp(1, PACKS_AT_ONCE) as usize;
     progress.start("pushing", release.packs.iter().map(|p| p.1).sum());
     let uploaded = AtomicU64::new(0);
@@ -328,8 +498,7 @@ fn send(
                 let (uploaded, sent) = (&uploaded, &sent);
                 async move {
                     if !dest.has_pack(digest, *size).await? {
-                        let body = read_pack(store, digest, *size)?;
-                        dest.put_pack(digest, body.into()).await?;
+                        dest.put_pack(store, digest, *size).await?;
                         uploaded.fetch_add(1, Ordering::Relaxed);
                         sent.fetch_add(*size, Ordering::Relaxed);
                     }
@@ -352,6 +521,8 @@ fn send(
         packs_present: release.packs.len() as u64 - packs_uploaded,
         bytes_uploaded: sent.into_inner(),
         signed: release.signature.is_some(),
+        parts_uploaded: 0,
+        parts_present: 0,
         manifest: None,
         tags: Vec::new(),
     })
@@ -371,6 +542,29 @@ fn read_pack(store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<Vec<u8>
         )));
     }
     Ok(bytes)
+}
+
+/// Checks the pack `digest` of `size` bytes against its name, reading it a piece at a
+/// time.
+fn check_pack(store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<()> {
+    const PIECE: u64 = 8 << 20;
+    let name = pack::pack_name(digest);
+    let mut hash = Sha256::new();
+    for start in (0..size).step_by(PIECE as usize) {
+        let range = start..(start + PIECE).min(size);
+        let piece = store
+            .read_ranges(&name, std::slice::from_ref(&range))?
+            .and_then(|mut parts| parts.pop())
+            .ok_or_else(|| missing(store, digest))?;
+        hash.update(&piece);
+    }
+    if hash.finalize()[..] != digest[..] {
+        return Err(Error::Integrity(format!(
+            "{}: the pack's bytes do not hash to its name",
+            store.dir().join(&name).display()
+        )));
+    }
+    Ok(())
 }
 
 /// A pack the release's map names that the store does not hold.

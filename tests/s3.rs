@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::moto::Moto;
+use common::proxy::Proxy;
 use common::*;
 
 /// `blockcast push INDEX --store STORE DEST` against `moto`.
@@ -237,4 +238,72 @@ fn push_refuses_a_fifo_a_link_out_of_the_store_and_a_pack_that_lies() {
     assert!(err.contains("do not hash to its name"), "{err}");
     // Nothing was sent: every refusal came before the first PUT.
     assert!(!moto.log().contains("\"PUT /releases/h/"), "{}", moto.log());
+}
+
+/// A pack larger than a part goes up in parts; a push cut short after its first part is
+/// resumed from the parts the bucket lists, and what it sends extracts.
+#[test]
+fn a_large_pack_goes_up_in_parts_and_a_push_cut_short_resumes_from_them() {
+    let t = tempdir();
+    let moto = Moto::start("releases");
+    // An erofs image of 12 MiB of noise: one pack of about 12 MiB, three 5 MiB parts.
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("noise.bin"), noise(7, 12 << 20)).unwrap();
+    let img = t.path().join("big.img");
+    ok(Command::new("mkfs.erofs")
+        .args(["--quiet", "-T0", "--all-root"])
+        .arg(&img)
+        .arg(&tree));
+    let (store, index) = (t.path().join("store"), t.path().join("big.bcidx"));
+    make_with(&img, &store, &index, &["--pack"]);
+
+    // The bucket refuses the second part once, as a link that drops would.
+    let bucket = Proxy::start(
+        moto.url.trim_start_matches("http://"),
+        Box::new(|before, this| {
+            let second = this.method == "PUT" && this.target.contains("partNumber=2&");
+            let refused = before.iter().any(|s| s.answered.is_some());
+            (second && !refused).then_some(403)
+        }),
+    );
+    let proxied = format!("http://{}", bucket.host);
+    let push = || {
+        let mut cmd = bin();
+        moto.env(&mut cmd)
+            .env("AWS_ENDPOINT_URL", &proxied)
+            .arg("push")
+            .arg(&index)
+            .arg("--store")
+            .arg(&store)
+            .args(["s3://releases/big", "--part-size", "5MiB", "--json"]);
+        cmd
+    };
+    let err = fails(&mut push());
+    assert!(
+        err.contains("sending part 2") && err.contains("403"),
+        "{err}"
+    );
+    let report = json(&ok(&mut push()));
+    assert_eq!(report["parts_present"], 1, "{report}");
+    assert_eq!(report["parts_uploaded"], 2, "{report}");
+    let first_parts = bucket
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PUT" && s.target.contains("partNumber=1&"))
+        .count();
+    assert_eq!(first_parts, 1, "part 1 was sent again");
+
+    let out = t.path().join("out.img");
+    ok(moto
+        .env(&mut bin())
+        .args([
+            "extract",
+            "s3://releases/big/big.bcidx",
+            "--store",
+            "s3://releases/big",
+            "-o",
+        ])
+        .arg(&out));
+    assert!(is_extracted(&out, &img));
 }

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use blockcast::push::PushOptions;
 use blockcast::store::{HttpOptions, LocalStore};
 use clap::Args;
 
@@ -25,6 +26,10 @@ pub struct PushArgs {
     /// Further attempts after a failed request (with backoff).
     #[arg(long, default_value_t = 4)]
     retries: u32,
+    /// On S3, a pack larger than this is sent in parts of this size (at least 5 MiB); a
+    /// push cut short resumes from the parts already there.
+    #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = super::parse_size)]
+    part_size: u64,
     /// A registry (HOST[:PORT]) reached over plain HTTP; those on loopback always are.
     #[arg(long, value_name = "HOST")]
     insecure_registry: Vec<String>,
@@ -34,11 +39,14 @@ pub struct PushArgs {
 }
 
 pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
-    let http = HttpOptions {
-        timeout: super::timeout(a.timeout)?,
-        retries: a.retries,
-        insecure_registries: a.insecure_registry,
-        ..HttpOptions::default()
+    let opts = PushOptions {
+        http: HttpOptions {
+            timeout: super::timeout(a.timeout)?,
+            retries: a.retries,
+            insecure_registries: a.insecure_registry,
+            ..HttpOptions::default()
+        },
+        part_size: a.part_size,
     };
     let store = LocalStore::open(&a.store, false)?;
     let runtime = blockcast::store::runtime()?;
@@ -47,7 +55,7 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
         &a.index,
         &store,
         &a.destination,
-        &http,
+        &opts,
         runtime.handle(),
         &ui.bar(),
         &warn,

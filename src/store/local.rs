@@ -332,7 +332,11 @@ impl LocalStore {
     }
 
     /// Reads byte ranges of the object `name`; `None` when the store lacks it.
-    fn read_ranges(&self, name: &str, ranges: &[Range<u64>]) -> Result<Option<Vec<Vec<u8>>>> {
+    pub(crate) fn read_ranges(
+        &self,
+        name: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
         let Some((file, path, size)) = self.open_regular(name)? else {
             return Ok(None);
         };

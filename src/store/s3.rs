@@ -18,6 +18,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::error::{Error, Result};
@@ -113,12 +114,155 @@ impl S3Location {
         url.to_string()
     }
 
+    /// A URL that starts a multipart upload of `name` (`POST`).
+    pub fn create_upload_url(&self, name: &str) -> String {
+        let key = self.key(name);
+        CreateMultipartUpload::new(&self.bucket, self.credentials.as_ref(), &key)
+            .sign(PRESIGNED_FOR)
+            .to_string()
+    }
+
+    /// A URL that uploads part `part` of the multipart upload `upload` of `name` (`PUT`).
+    pub fn upload_part_url(&self, name: &str, part: u16, upload: &str) -> String {
+        let key = self.key(name);
+        self.bucket
+            .upload_part(self.credentials.as_ref(), &key, part, upload)
+            .sign(PRESIGNED_FOR)
+            .to_string()
+    }
+
+    /// A URL that lists the parts of upload `upload` of `name` after part `after` (`GET`).
+    pub fn list_parts_url(&self, name: &str, upload: &str, after: u16) -> String {
+        let key = self.key(name);
+        let mut action = ListParts::new(&self.bucket, self.credentials.as_ref(), &key, upload);
+        if after > 0 {
+            action.set_part_number_marker(after);
+        }
+        action.sign(PRESIGNED_FOR).to_string()
+    }
+
+    /// A URL that completes upload `upload` of `name` (`POST`), and the body it takes.
+    pub fn complete_upload(&self, name: &str, upload: &str, etags: &[String]) -> (String, String) {
+        let key = self.key(name);
+        let action = CompleteMultipartUpload::new(
+            &self.bucket,
+            self.credentials.as_ref(),
+            &key,
+            upload,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(PRESIGNED_FOR).to_string();
+        (url, action.body())
+    }
+
+    /// A URL that lists the multipart uploads in progress whose keys start with `name`'s
+    /// (`GET ?uploads&prefix=`; rusty-s3 has no such action, so it is signed here with the
+    /// crate's own SigV4 signing).
+    pub fn list_uploads_url(&self, name: &str) -> String {
+        let key = self.key(name);
+        let url = self.bucket.base_url().clone();
+        let query = [("prefix", key.as_str()), ("uploads", "")];
+        match &self.credentials {
+            Some(c) => rusty_s3::signing::sign(
+                &jiff::Timestamp::now(),
+                rusty_s3::Method::Get,
+                url,
+                c.key(),
+                c.secret(),
+                c.token(),
+                self.bucket.region(),
+                PRESIGNED_FOR.as_secs(),
+                query.into_iter(),
+                std::iter::empty(),
+            )
+            .to_string(),
+            None => {
+                let mut url = url;
+                url.query_pairs_mut()
+                    .append_pair("prefix", &key)
+                    .append_pair("uploads", "");
+                url.to_string()
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self.prefix.is_empty() {
             true => format!("s3://{}", self.bucket.name()),
             false => format!("s3://{}/{}", self.bucket.name(), self.prefix),
         }
     }
+}
+
+/// The text of the first element `<name>` in `xml`, unescaped.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let (_, rest) = xml.split_once(&format!("<{name}>"))?;
+    let (value, _) = rest.split_once(&format!("</{name}>"))?;
+    Some(unescaped(value))
+}
+
+/// The id of the newest upload of `key` that a ListMultipartUploads answer lists.
+pub fn upload_of(xml: &str, key: &str) -> Option<String> {
+    let mut found = None;
+    for upload in xml.split("<Upload>").skip(1) {
+        if element(upload, "Key").as_deref() == Some(key) {
+            found = element(upload, "UploadId").or(found);
+        }
+    }
+    found
+}
+
+/// A part of a multipart upload, as ListParts lists it.
+pub struct Part {
+    pub number: u16,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// The parts a ListParts answer lists, and the marker of the next page, when the list
+/// is truncated. Read leniently (S3-compatible servers differ in the root element's
+/// name).
+pub fn parts_of(xml: &str) -> Result<(Vec<Part>, Option<u16>), String> {
+    let bad = || {
+        format!(
+            "a ListParts answer that does not parse: {}",
+            xml.chars().take(200).collect::<String>()
+        )
+    };
+    let mut parts = Vec::new();
+    for part in xml.split("<Part>").skip(1) {
+        let number = element(part, "PartNumber").and_then(|n| n.trim().parse().ok());
+        let size = element(part, "Size").and_then(|n| n.trim().parse().ok());
+        match (number, element(part, "ETag"), size) {
+            (Some(number), Some(etag), Some(size)) => parts.push(Part { number, etag, size }),
+            _ => return Err(bad()),
+        }
+    }
+    let truncated = element(xml, "IsTruncated").is_some_and(|t| t.trim() == "true");
+    let next = match truncated {
+        true => Some(
+            element(xml, "NextPartNumberMarker")
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(bad)?,
+        ),
+        false => None,
+    };
+    Ok((parts, next))
+}
+
+/// The upload id of a CreateMultipartUpload answer.
+pub fn created_upload(xml: &str) -> Result<String, String> {
+    CreateMultipartUpload::parse_response(xml)
+        .map(|r| r.upload_id().to_string())
+        .map_err(|e| format!("a CreateMultipartUpload answer that does not parse: {e}"))
+}
+
+fn unescaped(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 /// The keys of profile `AWS_PROFILE` (default `default`) in the shared credentials file,
@@ -169,4 +313,39 @@ pub fn fetchable(location: &str) -> Result<String> {
         .filter(|(dir, name)| dir.len() > "s3:/".len() && !name.is_empty())
         .ok_or_else(|| Error::Invalid(format!("{location}: names no object")))?;
     Ok(S3Location::parse(dir)?.url(Method::Get, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_and_parts_are_read_from_s3_answers_and_moto_ones() {
+        let uploads = "<ListMultipartUploadsResult><Upload><Key>p/packs/a&amp;b</Key><UploadId>one</UploadId></Upload>\
+            <Upload><Key>p/packs/other</Key><UploadId>two</UploadId></Upload>\
+            <Upload><Key>p/packs/a&amp;b</Key><UploadId>three</UploadId></Upload></ListMultipartUploadsResult>";
+        assert_eq!(upload_of(uploads, "p/packs/a&b").as_deref(), Some("three"));
+        assert_eq!(upload_of(uploads, "p/packs/none"), None);
+
+        for root in ["ListPartsResult", "ListPartsResponse"] {
+            let xml = format!(
+                "<{root}><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker>\
+                 <Part><PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag><Size>5242880</Size></Part>\
+                 <Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag><Size>7</Size></Part></{root}>"
+            );
+            let (parts, next) = parts_of(&xml).unwrap();
+            assert_eq!(next, Some(2));
+            let read: Vec<(u16, &str, u64)> = parts
+                .iter()
+                .map(|p| (p.number, p.etag.as_str(), p.size))
+                .collect();
+            assert_eq!(read, [(1, "\"e1\"", 5_242_880), (2, "\"e2\"", 7)]);
+        }
+        let (parts, next) =
+            parts_of("<ListPartsResult><IsTruncated>false</IsTruncated></ListPartsResult>")
+                .unwrap();
+        assert!(parts.is_empty() && next.is_none());
+        assert!(parts_of("<Part><PartNumber>x</PartNumber></Part>").is_err());
+        assert!(parts_of("<IsTruncated>true</IsTruncated>").is_err());
+    }
 }
