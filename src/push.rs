@@ -46,6 +46,9 @@ pub struct PushOptions {
     /// On S3, a pack larger than this goes in parts of this size (a multipart upload
     /// that a later push resumes from the parts already there).
     pub part_size: u64,
+    /// On a registry, repositories of the same registry whose blobs a pack the
+    /// destination lacks is mounted from before it is sent.
+    pub mount_from: Vec<String>,
 }
 
 impl Default for PushOptions {
@@ -53,6 +56,7 @@ impl Default for PushOptions {
         PushOptions {
             http: HttpOptions::default(),
             part_size: DEFAULT_PART_SIZE,
+            mount_from: Vec::new(),
         }
     }
 }
@@ -61,9 +65,11 @@ impl Default for PushOptions {
 pub struct PushReport {
     /// Where the release went.
     pub destination: String,
-    /// Packs sent, and packs the destination held already.
+    /// Packs sent, packs the destination held already, and packs a registry mounted
+    /// from another repository.
     pub packs_uploaded: u64,
     pub packs_present: u64,
+    pub packs_mounted: u64,
     /// Bytes sent: packs, the pack map, the signature and the index.
     pub bytes_uploaded: u64,
     /// Whether a signature went with the index.
@@ -148,13 +154,14 @@ trait Destination: Sync {
     fn describe(&self) -> String;
     /// Whether the destination holds the pack `digest` of `size` bytes.
     fn has_pack<'a>(&'a self, digest: &'a [u8; 32], size: u64) -> BoxFuture<'a, Result<bool>>;
-    /// Sends the pack `digest` of `size` bytes from `store`.
+    /// Puts the pack `digest` of `size` bytes from `store` there: true when its bytes
+    /// were sent, false when the destination had another way (a registry's mount).
     fn put_pack<'a>(
         &'a self,
         store: &'a LocalStore,
         digest: &'a [u8; 32],
         size: u64,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<bool>>;
     /// The most bytes of a pack of `size` bytes held in memory while it is sent.
     fn held(&self, size: u64) -> u64 {
         size
@@ -295,14 +302,16 @@ impl Destination for S3<'_> {
         store: &'a LocalStore,
         digest: &'a [u8; 32],
         size: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             if size > self.part_size {
-                return self.put_in_parts(store, digest, size).await;
+                self.put_in_parts(store, digest, size).await?;
+                return Ok(true);
             }
             let body = read_pack(store, digest, size)?;
             let url = self.location.url(Method::Put, &pack::pack_name(digest));
-            self.client.put(&url, body.into(), self.warn).await
+            self.client.put(&url, body.into(), self.warn).await?;
+            Ok(true)
         })
     }
 
@@ -333,6 +342,7 @@ impl Destination for S3<'_> {
 struct Oci<'a> {
     registry: Registry,
     warn: WarnRef<'a>,
+    mount_from: Vec<String>,
     /// Filled by `finish`.
     pushed: std::sync::Mutex<(String, Vec<String>)>,
 }
@@ -354,11 +364,17 @@ impl Destination for Oci<'_> {
         store: &'a LocalStore,
         digest: &'a [u8; 32],
         size: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let body = read_pack(store, digest, size)?;
             let blob = Blob::pack(digest, size);
-            self.registry.upload(&blob, body.into(), self.warn).await
+            for from in &self.mount_from {
+                if self.registry.mount(&blob.digest, from, self.warn).await? {
+                    return Ok(false);
+                }
+            }
+            let body = read_pack(store, digest, size)?;
+            self.registry.upload(&blob, body.into(), self.warn).await?;
+            Ok(true)
         })
     }
 
@@ -464,6 +480,7 @@ pub fn push(
     let dest = Oci {
         registry: Registry::new(&reference, &client, http),
         warn,
+        mount_from: opts.mount_from.clone(),
         pushed: Default::default(),
     };
     let mut report = send(&release, store, &dest, runtime, progress)?;
@@ -491,16 +508,20 @@ fn send(
     let at_once = (PACK_MEMORY / biggest).clamp(1, PACKS_AT_ONCE) as usize;
     progress.start("pushing", release.packs.iter().map(|p| p.1).sum());
     let uploaded = AtomicU64::new(0);
+    let mounted = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     runtime.block_on(async {
         let mut results = stream::iter(&release.packs)
             .map(|(digest, size)| {
-                let (uploaded, sent) = (&uploaded, &sent);
+                let (uploaded, mounted, sent) = (&uploaded, &mounted, &sent);
                 async move {
                     if !dest.has_pack(digest, *size).await? {
-                        dest.put_pack(store, digest, *size).await?;
-                        uploaded.fetch_add(1, Ordering::Relaxed);
-                        sent.fetch_add(*size, Ordering::Relaxed);
+                        if dest.put_pack(store, digest, *size).await? {
+                            uploaded.fetch_add(1, Ordering::Relaxed);
+                            sent.fetch_add(*size, Ordering::Relaxed);
+                        } else {
+                            mounted.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     progress.advance(*size);
                     Ok::<(), Error>(())
@@ -515,10 +536,12 @@ fn send(
     })?;
     progress.finish();
     let packs_uploaded = uploaded.into_inner();
+    let packs_mounted = mounted.into_inner();
     Ok(PushReport {
         destination: dest.describe(),
         packs_uploaded,
-        packs_present: release.packs.len() as u64 - packs_uploaded,
+        packs_present: release.packs.len() as u64 - packs_uploaded - packs_mounted,
+        packs_mounted,
         bytes_uploaded: sent.into_inner(),
         signed: release.signature.is_some(),
         parts_uploaded: 0,

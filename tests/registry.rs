@@ -377,6 +377,39 @@ fn token_logins_ask_the_realm_and_anonymous_pulls_get_a_token_too() {
             })),
         "{asked:?}"
     );
+    // Another repository gets the packs by mounts: a token for both repositories.
+    let report = json(&ok(push_cmd(
+        &home,
+        &rel,
+        2,
+        &registry.oci("team/mirror:v2"),
+    )
+    .args(["--mount-from", "team/os"])));
+    assert_eq!(
+        report["packs_mounted"],
+        packs_of(&rel, 2).len() as u64,
+        "{report}"
+    );
+    assert_eq!(report["packs_uploaded"], 0, "{report}");
+    let mount = |(m, p, _): &&(String, String, u16)| {
+        m == "POST" && p.contains("mount=") && p.contains("from=team%2Fos")
+    };
+    let packs = packs_of(&rel, 2).len();
+    let mounts = registry.requests_after(0, |r| {
+        r.iter().filter(mount).filter(|r| r.2 == 201).count() >= packs
+    });
+    let mounts: Vec<_> = mounts.iter().filter(mount).collect();
+    // Each mounted once, after the 401s that asked for a token covering team/os too.
+    let mounted = mounts.iter().filter(|r| r.2 == 201).count();
+    assert_eq!(mounted, packs, "{mounts:?}");
+    let out = t.path().join("mirror.img");
+    ok(&mut extract_cmd(
+        t.path(),
+        &rel,
+        &registry.oci("team/mirror:v2"),
+        &out,
+    ));
+    assert!(is_extracted(&out, &image("erofs", 2)));
     // Anyone may pull: the anonymous token is enough.
     let out = t.path().join("out.img");
     let before = tokens.asked().len();
@@ -542,7 +575,8 @@ fn presigned_get(seen: &Seen) -> bool {
 }
 
 #[test]
-fn a_registry_on_object_storage_is_asked_once_a_blob_and_again_when_its_redirect_is_refused() {
+fn a_registry_on_object_storage_is_asked_once_a_blob_its_login_stays_off_the_bucket_and_a_refused_redirect_is_asked_again(
+) {
     let t = tempdir();
     let moto = Moto::start("blobs");
     // The bucket refuses the second presigned GET of each object, once, as an expired
@@ -560,28 +594,34 @@ fn a_registry_on_object_storage_is_asked_once_a_blob_and_again_when_its_redirect
     );
     let registry = Registry::start_on(
         &t.path().join("registry"),
-        Access::Open,
+        Access::Htpasswd {
+            user: "ci".into(),
+            password: "s3cret".into(),
+        },
         Storage::S3 {
             endpoint: format!("http://{}", bucket.host),
             bucket: "blobs".into(),
         },
     );
+    let login = |mut c: Command| {
+        c.env("BLOCKCAST_REGISTRY_USERNAME", "ci")
+            .env("BLOCKCAST_REGISTRY_PASSWORD", "s3cret");
+        c
+    };
     let rel = release(t.path(), "erofs");
-    ok(&mut push_cmd(
-        t.path(),
-        &rel,
-        2,
-        &registry.oci("os/root:v2"),
-    ));
+    let reference = registry.oci("os/root:v2");
+    ok(&mut login(push_cmd(t.path(), &rel, 2, &reference)));
     let before = registry.requests().len();
     let out = t.path().join("out.img");
-    ok(&mut extract_cmd(
-        t.path(),
-        &rel,
-        &registry.oci("os/root:v2"),
-        &out,
-    ));
+    ok(&mut login(extract_cmd(t.path(), &rel, &reference, &out)));
     assert!(is_extracted(&out, &image("erofs", 2)));
+    // The registry's login never went to the bucket's host.
+    let leaked: Vec<Seen> = bucket
+        .seen()
+        .into_iter()
+        .filter(|s| presigned_get(s) && s.authorized)
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
 
     // The blobs (by digest) whose kept redirect the bucket refused.
     let refused: BTreeSet<String> = bucket
@@ -741,4 +781,55 @@ fn registry_faults_end_byte_identical_or_in_errors_naming_the_reference_and_blob
             .sum();
         assert_eq!(read, 0, "{fault:?}: packs read");
     }
+}
+
+#[test]
+fn tokens_that_expire_during_a_run_are_renewed_and_helpers_give_logins() {
+    let t = tempdir();
+    // Tokens good for a second: every request of a run finds its token about to expire.
+    let tokens = TokenServer::start(&t.path().join("token"), "ci", "s3cret", false, 1);
+    let registry = Registry::start(
+        &t.path().join("registry"),
+        Access::Token {
+            realm: tokens.realm.clone(),
+            service: token::SERVICE.into(),
+            issuer: token::ISSUER.into(),
+            certificate: tokens.certificate.clone(),
+        },
+    );
+    // The login comes from a credential helper the auth file names.
+    let bin_dir = t.path().join("helpers");
+    fs::create_dir_all(&bin_dir).unwrap();
+    let helper = bin_dir.join("docker-credential-blockcast-test");
+    fs::write(
+        &helper,
+        "#!/bin/sh\nread host\necho \"{\\\"ServerURL\\\":\\\"$host\\\",\\\"Username\\\":\\\"ci\\\",\\\"Secret\\\":\\\"s3cret\\\"}\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let home = t.path().join("home");
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    fs::write(
+        home.join(".docker/config.json"),
+        serde_json::json!({"credHelpers": {registry.host.clone(): "blockcast-test"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let rel = release(t.path(), "squashfs");
+    let reference = registry.oci("team/app:v2");
+    ok(push_cmd(&home, &rel, 2, &reference).env("PATH", &path));
+    let before = tokens.asked().len();
+    let out = t.path().join("out.img");
+    ok(extract_cmd(&home, &rel, &reference, &out).env("PATH", &path));
+    assert!(is_extracted(&out, &image("squashfs", 2)));
+    let renewed = tokens.asked()[before..].to_vec();
+    assert!(
+        renewed.len() >= 3 && renewed.iter().all(|a| a.user == Some(("ci".into(), true))),
+        "{renewed:?}"
+    );
 }

@@ -30,6 +30,10 @@ pub struct PushArgs {
     /// push cut short resumes from the parts already there.
     #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = super::parse_size)]
     part_size: u64,
+    /// On a registry: a repository of the same registry to mount packs from (without
+    /// sending them) when the destination lacks them; repeatable.
+    #[arg(long, value_name = "REPO")]
+    mount_from: Vec<String>,
     /// A registry (HOST[:PORT]) reached over plain HTTP; those on loopback always are.
     #[arg(long, value_name = "HOST")]
     insecure_registry: Vec<String>,
@@ -47,6 +51,7 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
             ..HttpOptions::default()
         },
         part_size: a.part_size,
+        mount_from: a.mount_from,
     };
     let store = LocalStore::open(&a.store, false)?;
     let runtime = blockcast::store::runtime()?;
@@ -63,10 +68,11 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
     .with_context(|| format!("pushing {} to {}", a.index.display(), a.destination))?;
     ui.report(a.json, &report, || {
         format!(
-            "{}: {} packs sent, {} there already, {} bytes sent{}{}",
+            "{}: {} packs sent, {} there already, {} mounted, {} bytes sent{}{}",
             report.destination,
             report.packs_uploaded,
             report.packs_present,
+            report.packs_mounted,
             report.bytes_uploaded,
             if report.signed { ", signed" } else { "" },
             match &report.manifest {

@@ -231,6 +231,34 @@ impl Registry {
         Ok(())
     }
 
+    /// Asks the registry to mount the blob `digest` from its repository `from` into this
+    /// one, without sending it: true when it did (`201`). A registry that cannot (the
+    /// blob is not there, or no pull access to `from`) opens an upload instead (`202`),
+    /// which is left to expire.
+    pub async fn mount(&self, digest: &str, from: &str, warn: WarnRef<'_>) -> Result<bool> {
+        let mut url = reqwest::Url::parse(&format!("{}/", self.url("blobs", "uploads")))
+            .map_err(|e| Error::Invalid(format!("{}: {e}", self.describe("uploads"))))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let reply = self
+            .client
+            .send(
+                Method::POST,
+                url.as_str(),
+                &[],
+                Some(bytes::Bytes::new()),
+                MAX_ERROR_BODY,
+                warn,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            _ => Err(self.refused(&format!("blob {digest}, mounting it from {from}"), &reply)),
+        }
+    }
+
     /// Puts the manifest `json` under `reference` (a tag); returns its digest.
     pub async fn put_manifest(
         &self,

@@ -21,6 +21,8 @@ pub struct Seen {
     pub target: String,
     /// The status the proxy answered itself, if it did.
     pub answered: Option<u16>,
+    /// Whether the request carried an `Authorization` header.
+    pub authorized: bool,
 }
 
 /// Decides, from the requests seen before and this one, whether the proxy answers it
@@ -106,6 +108,10 @@ fn pass(mut client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, rule: &R
         method: words.next()?.to_string(),
         target: words.next()?.to_string(),
         answered: None,
+        authorized: head.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        }),
     };
     let status = {
         let before = seen.lock().unwrap();
