@@ -293,7 +293,8 @@ impl Destination for S3<'_> {
     fn has_pack<'a>(&'a self, digest: &'a [u8; 32], size: u64) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let url = self.location.url(Method::Head, &pack::pack_name(digest));
-            Ok(self.client.length(&url, self.warn).await? == Some(size))
+            let there = self.client.length(&url, self.warn).await;
+            Ok(there.map_err(s3::explain_refusal)? == Some(size))
         })
     }
 

@@ -751,6 +751,7 @@ fn registry_faults_end_byte_identical_or_in_errors_naming_the_reference_and_blob
             Fault::Status401,
             vec!["without a WWW-Authenticate challenge", "os/app"],
         ),
+        (manifest, Fault::Status403, vec!["403 Forbidden", "os/app"]),
         (
             manifest,
             Fault::Status500,

@@ -195,6 +195,39 @@ fn credentials_come_from_a_profile_and_a_missing_bucket_is_named() {
     ));
     assert!(err.contains("NoSuchBucket"), "{err}");
     assert!(err.contains("s3://no-such-bucket/p"), "{err}");
+
+    // Credentials S3 refuses (moto checks none on presigned requests: a proxy refuses
+    // them as S3 does) end at once, naming the object and S3's code.
+    let refusing = Proxy::start(
+        moto.url.trim_start_matches("http://"),
+        Box::new(|_, _| Some(403)),
+    );
+    let err = fails(
+        push_cmd(&moto, &rel.indexes[1], &rel.store, "s3://releases/q")
+            .env("AWS_ENDPOINT_URL", format!("http://{}", refusing.host)),
+    );
+    assert!(
+        err.contains("403") && err.contains("refuses these credentials"),
+        "{err}"
+    );
+    assert!(err.contains("/releases/q/packs/"), "{err}");
+    assert!(!err.contains("retrying"), "a refusal is not retried: {err}");
+    let err = fails(
+        moto.env(&mut bin())
+            .env("AWS_ENDPOINT_URL", format!("http://{}", refusing.host))
+            .args([
+                "extract",
+                "s3://releases/p/v2.bcidx",
+                "--store",
+                "s3://releases/p",
+                "-o",
+            ])
+            .arg(t.path().join("out.img")),
+    );
+    assert!(
+        err.contains("AccessDenied") && err.contains("/releases/p/v2.bcidx"),
+        "{err}"
+    );
 }
 
 #[test]

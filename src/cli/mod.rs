@@ -235,6 +235,14 @@ pub struct StoreArgs {
     /// Further attempts after a failed request (with backoff), per store.
     #[arg(long, default_value_t = 4)]
     retries: u32,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+}
+
+/// Who a remote store or registry is reached as: TLS and plain-HTTP registries; shared
+/// by the commands that fetch and `push`.
+#[derive(clap::Args)]
+pub struct ConnectionArgs {
     /// PEM file of a certificate authority to trust besides the system's; repeatable.
     #[arg(long, value_name = "PEM")]
     ca_cert: Vec<PathBuf>,
@@ -250,16 +258,23 @@ pub struct StoreArgs {
     insecure_registry: Vec<String>,
 }
 
-impl StoreArgs {
-    pub fn http(&self) -> Result<HttpOptions> {
+impl ConnectionArgs {
+    /// The HTTP options with `timeout` and `retries`.
+    pub fn http(&self, timeout_seconds: f64, retries: u32) -> Result<HttpOptions> {
         Ok(HttpOptions {
-            timeout: timeout(self.timeout)?,
-            retries: self.retries,
+            timeout: timeout(timeout_seconds)?,
+            retries,
             ca_certs: self.ca_cert.clone(),
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
             insecure_registries: self.insecure_registry.clone(),
         })
+    }
+}
+
+impl StoreArgs {
+    pub fn http(&self) -> Result<HttpOptions> {
+        self.connection.http(self.timeout, self.retries)
     }
 
     /// With no store given, the repository of an `oci://` index is the store.

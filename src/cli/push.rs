@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use blockcast::push::PushOptions;
-use blockcast::store::{HttpOptions, LocalStore};
+use blockcast::store::LocalStore;
 use clap::Args;
 
 use super::Ui;
@@ -34,9 +34,8 @@ pub struct PushArgs {
     /// sending them) when the destination lacks them; repeatable.
     #[arg(long, value_name = "REPO")]
     mount_from: Vec<String>,
-    /// A registry (HOST[:PORT]) reached over plain HTTP; those on loopback always are.
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
+    #[command(flatten)]
+    connection: super::ConnectionArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -44,12 +43,7 @@ pub struct PushArgs {
 
 pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
     let opts = PushOptions {
-        http: HttpOptions {
-            timeout: super::timeout(a.timeout)?,
-            retries: a.retries,
-            insecure_registries: a.insecure_registry,
-            ..HttpOptions::default()
-        },
+        http: a.connection.http(a.timeout, a.retries)?,
         part_size: a.part_size,
         mount_from: a.mount_from,
     };

@@ -1087,9 +1087,14 @@ impl ReadStore for HttpStore {
 
     fn has<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            self.client
+            let there = self
+                .client
                 .exists(&self.url(Method::Head, name), self.warn.as_ref())
-                .await
+                .await;
+            match &self.s3 {
+                Some(_) => there.map_err(super::s3::explain_refusal),
+                None => there,
+            }
         })
     }
 

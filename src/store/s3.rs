@@ -302,6 +302,19 @@ fn profile_credentials() -> Option<Credentials> {
     })
 }
 
+/// `e`, saying what a `403` from S3 means where the answer had no body to tell (a HEAD).
+pub fn explain_refusal(e: Error) -> Error {
+    match e {
+        Error::Remote { url, reason } if reason.ends_with("403 Forbidden") => Error::Remote {
+            url,
+            reason: format!(
+                "{reason}: S3 refuses these credentials, or their rights to the bucket (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            ),
+        },
+        e => e,
+    }
+}
+
 /// A presigned GET URL for the object at `location` (`s3://BUCKET/KEY`, an index or its
 /// signature); other locations as they are.
 pub fn fetchable(location: &str) -> Result<String> {

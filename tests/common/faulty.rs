@@ -69,6 +69,8 @@ pub enum Fault {
     MultipartFlipByte,
     /// `401 Unauthorized` without a `WWW-Authenticate` challenge.
     Status401,
+    /// `403 Forbidden`.
+    Status403,
     /// `429 Too Many Requests` with `Retry-After: 1`.
     Status429,
     /// `307` to the path asked: a redirect loop.
@@ -690,6 +692,7 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
         Fault::Status503 => respond(stream, 503, b"injected fault\n", false, head),
         Fault::NotFound => respond(stream, 404, b"injected fault\n", false, head),
         Fault::Status401 => respond(stream, 401, b"injected fault\n", false, head),
+        Fault::Status403 => respond(stream, 403, b"injected fault\n", false, head),
         Fault::Status429 => {
             let body = b"injected fault\n";
             let len = Some(body.len() as u64);
@@ -899,6 +902,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         307 => "Temporary Redirect",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         429 => "Too Many Requests",
         405 => "Method Not Allowed",

@@ -120,7 +120,12 @@ fn pass(mut client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, rule: &R
     this.answered = status;
     seen.lock().unwrap().push(this);
     if let Some(status) = status {
-        let body = format!("<Error><Code>Injected{status}</Code></Error>");
+        // As S3 refuses: the error code in an XML body.
+        let code = match status {
+            403 => "AccessDenied",
+            _ => "InternalError",
+        };
+        let body = format!("<Error><Code>{code}</Code><Message>injected</Message></Error>");
         let reply = format!(
             "HTTP/1.1 {status} Injected\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
