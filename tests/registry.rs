@@ -21,9 +21,6 @@ use common::token::{self, TokenServer};
 use common::*;
 use sha2::{Digest, Sha256};
 
-/// Kinds pushed and pulled in full (erofs-lz4hc reads as erofs does).
-const PUSHED: [&str; 3] = ["erofs", "squashfs", "ext4"];
-
 /// Two signed releases of `kind` in one packed store (in `dir/kind`).
 fn release(dir: &Path, kind: &str) -> SignedReleases {
     signed_releases(&dir.join(kind), kind)
@@ -100,10 +97,10 @@ fn uploads_and_heads(requests: &[(String, String, u16)]) -> (BTreeSet<String>, B
 }
 
 #[test]
-fn every_kind_pushes_and_extracts_and_a_second_release_sends_only_what_is_new() {
+fn every_kind_pushes_extracts_and_mounts_and_a_second_release_sends_only_what_is_new() {
     let t = tempdir();
     let registry = Registry::start(&t.path().join("registry"), Access::Open);
-    for kind in PUSHED {
+    for kind in KINDS {
         let rel = release(t.path(), kind);
         let repo = format!("os/{kind}");
         let report = json(&ok(&mut push_cmd(
@@ -210,6 +207,9 @@ fn every_kind_pushes_and_extracts_and_a_second_release_sends_only_what_is_new() 
             "--json",
         ])));
         assert_eq!(planned["missing_from_stores"], 0, "{planned}");
+        // A lazy mount serves the same image.
+        let reference = registry.oci(&format!("{repo}:v2"));
+        mounted_image_is(t.path(), &rel, &reference, t.path(), kind);
     }
 }
 
@@ -265,11 +265,22 @@ fn a_release_mounts_from_the_registry_with_its_tree_intact() {
 }
 
 #[test]
-fn skopeo_copies_a_release_that_still_extracts_and_verifies() {
+fn a_release_extracts_by_digest_and_skopeo_copies_it_into_one_that_still_extracts_and_verifies() {
     let t = tempdir();
     let registry = Registry::start(&t.path().join("registry"), Access::Open);
     let rel = release(t.path(), "squashfs");
-    ok(&mut push_cmd(t.path(), &rel, 2, &registry.oci("os/app:v2")));
+    let report = json(&ok(&mut push_cmd(
+        t.path(),
+        &rel,
+        2,
+        &registry.oci("os/app:v2"),
+    )));
+    // The manifest by its digest, as the push reported it.
+    let digest = report["manifest"].as_str().unwrap();
+    let out = t.path().join("by-digest.img");
+    let by_digest = registry.oci(&format!("os/app@{digest}"));
+    ok(&mut extract_cmd(t.path(), &rel, &by_digest, &out));
+    assert!(is_extracted(&out, &image("squashfs", 2)));
     let copied = Command::new("skopeo")
         .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
         .arg(format!("docker://{}/os/app:v2", registry.host))
@@ -677,9 +688,15 @@ fn static_registry(root: &Path, rel: &SignedReleases, v: usize) -> (String, BTre
     let app = root.join("v2/os/app");
     fs::create_dir_all(app.join("manifests")).unwrap();
     fs::create_dir_all(app.join("blobs")).unwrap();
+    // Each blob also under /elsewhere, with its bytes reversed: what a redirect to the
+    // wrong place gives.
+    let elsewhere = root.join("elsewhere/v2/os/app/blobs");
+    fs::create_dir_all(&elsewhere).unwrap();
     let put = |bytes: &[u8]| {
         let blob = Blob::of(bytes);
         fs::write(app.join("blobs").join(&blob.digest), bytes).unwrap();
+        let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+        fs::write(elsewhere.join(format!("{}.moved", blob.digest)), reversed).unwrap();
         blob
     };
     let index_path = &rel.indexes[v - 1];
@@ -759,6 +776,11 @@ fn registry_faults_end_byte_identical_or_in_errors_naming_the_reference_and_blob
         ),
         (
             index_blob.as_str(),
+            Fault::RedirectElsewhere,
+            vec!["do not hash", &index_blob],
+        ),
+        (
+            index_blob.as_str(),
             Fault::RedirectToSelf,
             vec!["redirect", &index_blob],
         ),
@@ -782,6 +804,37 @@ fn registry_faults_end_byte_identical_or_in_errors_naming_the_reference_and_blob
             .sum();
         assert_eq!(read, 0, "{fault:?}: packs read");
     }
+    // Packs redirected to wrong bytes: their chunks fail their checks and come from the
+    // next store, byte-identical.
+    let cfg = Config::new(&root).ranges(Ranges::Multipart);
+    let server = FaultyServer::start(
+        packs
+            .iter()
+            .fold(cfg, |c, p| c.always(p, Fault::RedirectElsewhere)),
+    );
+    let reference = format!(
+        "oci://{}/os/app:v2",
+        server.url().trim_start_matches("http://")
+    );
+    let (repo, _) = reference.rsplit_once(':').unwrap();
+    let _ = fs::remove_file(&out);
+    let o = extract_cmd(t.path(), &rel, &reference, &out)
+        .args(["--store", repo, "--store"])
+        .arg(&rel.store)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    let stats = server.settled();
+    assert!(
+        stats
+            .faults
+            .get(&Fault::RedirectElsewhere)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{stats:?}"
+    );
 }
 
 #[test]

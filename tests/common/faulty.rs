@@ -75,6 +75,9 @@ pub enum Fault {
     Status429,
     /// `307` to the path asked: a redirect loop.
     RedirectToSelf,
+    /// `307` to `/elsewhere`, the path asked and `.moved`, which the test fills as it
+    /// likes.
+    RedirectElsewhere,
 }
 
 impl Fault {
@@ -702,6 +705,10 @@ fn answer(stream: &mut TcpStream, req: &Request, attempt: u32, shared: &Shared) 
         }
         Fault::RedirectToSelf => {
             let location = format!("Location: {}\r\n", req.path);
+            write_head_with(stream, 307, Some(0), false, "text/plain", &location).is_ok()
+        }
+        Fault::RedirectElsewhere => {
+            let location = format!("Location: /elsewhere{}.moved\r\n", req.path);
             write_head_with(stream, 307, Some(0), false, "text/plain", &location).is_ok()
         }
         Fault::Stall => {
