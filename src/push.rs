@@ -252,18 +252,20 @@ impl S3<'_> {
             let number = u16::try_from(i + 1)
                 .map_err(|_| Error::Invalid(format!("{name}: more than {MAX_PARTS} parts")))?;
             let range = start..(start + self.part_size).min(size);
+            let bytes = store
+                .read_ranges(&name, std::slice::from_ref(&range))?
+                .and_then(|mut parts| parts.pop())
+                .ok_or_else(|| missing(store, digest))?;
+            // A part there is kept only if it holds these very bytes (its ETag is their
+            // MD5): an upload begun with another part size holds other ranges.
             if let Some((etag, _)) = there
                 .get(&number)
-                .filter(|(_, len)| *len == range.end - range.start)
+                .filter(|(etag, len)| *len == range.end - range.start && holds(etag, &bytes))
             {
                 etags.push(etag.clone());
                 self.parts_present.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let bytes = store
-                .read_ranges(&name, std::slice::from_ref(&range))?
-                .and_then(|mut parts| parts.pop())
-                .ok_or_else(|| missing(store, digest))?;
             let url = self.location.upload_part_url(&name, number, &upload);
             let reply = get(url, Some(bytes.into()), reqwest::Method::PUT).await?;
             let etag = reply
@@ -369,8 +371,11 @@ impl Destination for Oci<'_> {
         Box::pin(async move {
             let blob = Blob::pack(digest, size);
             for from in &self.mount_from {
-                if self.registry.mount(&blob.digest, from, self.warn).await? {
-                    return Ok(false);
+                // A mount refused (no pull access to `from`, say) costs only the upload.
+                match self.registry.mount(&blob.digest, from, self.warn).await {
+                    Ok(true) => return Ok(false),
+                    Ok(false) => {}
+                    Err(e) => (self.warn)(&format!("{e}; uploading it instead")),
                 }
             }
             let body = read_pack(store, digest, size)?;
@@ -566,6 +571,18 @@ fn read_pack(store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<Vec<u8>
         )));
     }
     Ok(bytes)
+}
+
+/// Whether a part whose ETag is `etag` holds `bytes`: S3 gives a part (not encrypted
+/// with a customer or KMS key) the MD5 of its bytes as ETag. A part that does not say so
+/// is sent again.
+fn holds(etag: &str, bytes: &[u8]) -> bool {
+    use md5::Digest as _;
+    let md5: String = md5::Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    etag.trim().trim_matches('"').eq_ignore_ascii_case(&md5)
 }
 
 /// Checks the pack `digest` of `size` bytes against its name, reading it a piece at a

@@ -291,17 +291,25 @@ fn a_large_pack_goes_up_in_parts_and_a_push_cut_short_resumes_from_them() {
     let (store, index) = (t.path().join("store"), t.path().join("big.bcidx"));
     make_with(&img, &store, &index, &["--pack"]);
 
-    // The bucket refuses the second part once, as a link that drops would.
+    // The bucket refuses, once each: the second part under big/, as a link that drops
+    // would; the completion of the upload under big2/.
     let bucket = Proxy::start(
         moto.url.trim_start_matches("http://"),
         Box::new(|before, this| {
             let second = this.method == "PUT" && this.target.contains("partNumber=2&");
-            let refused = before.iter().any(|s| s.answered.is_some());
-            (second && !refused).then_some(403)
+            let completion = this.method == "POST"
+                && this.target.contains("/releases/big2/")
+                && this.target.contains("uploadId=");
+            let refused = |big2: bool| {
+                before
+                    .iter()
+                    .any(|s| s.answered.is_some() && s.target.contains("/releases/big2/") == big2)
+            };
+            ((second && !refused(false)) || (completion && !refused(true))).then_some(403)
         }),
     );
     let proxied = format!("http://{}", bucket.host);
-    let push = || {
+    let push_to = |dest: &str, part_size: &str| {
         let mut cmd = bin();
         moto.env(&mut cmd)
             .env("AWS_ENDPOINT_URL", &proxied)
@@ -309,9 +317,10 @@ fn a_large_pack_goes_up_in_parts_and_a_push_cut_short_resumes_from_them() {
             .arg(&index)
             .arg("--store")
             .arg(&store)
-            .args(["s3://releases/big", "--part-size", "5MiB", "--json"]);
+            .args([dest, "--part-size", part_size, "--json"]);
         cmd
     };
+    let push = || push_to("s3://releases/big", "5MiB");
     let err = fails(&mut push());
     assert!(
         err.contains("sending part 2") && err.contains("403"),
@@ -335,6 +344,25 @@ fn a_large_pack_goes_up_in_parts_and_a_push_cut_short_resumes_from_them() {
             "s3://releases/big/big.bcidx",
             "--store",
             "s3://releases/big",
+            "-o",
+        ])
+        .arg(&out));
+    assert!(is_extracted(&out, &img));
+
+    // An upload left with 7 MiB parts (7 + 5) is resumed with 5 MiB parts: its part 2
+    // has the right size but other bytes, and is sent again.
+    let err = fails(&mut push_to("s3://releases/big2", "7MiB"));
+    assert!(err.contains("completing"), "{err}");
+    let report = json(&ok(&mut push_to("s3://releases/big2", "5MiB")));
+    assert_eq!(report["parts_present"], 0, "{report}");
+    assert_eq!(report["parts_uploaded"], 3, "{report}");
+    ok(moto
+        .env(&mut bin())
+        .args([
+            "extract",
+            "s3://releases/big2/big.bcidx",
+            "--store",
+            "s3://releases/big2",
             "-o",
         ])
         .arg(&out));

@@ -33,8 +33,11 @@ use base64::Engine;
 const MAX_AUTH_TEXT: u64 = 1 << 20;
 /// How long a token is taken to last when its answer does not say.
 const DEFAULT_TOKEN_LIFE: Duration = Duration::from_secs(60);
-/// A token is renewed this long before it expires, so it does not expire in flight.
+/// A token is renewed this long before it expires (at most half its life), so it does
+/// not expire in flight.
 const RENEW_BEFORE: Duration = Duration::from_secs(10);
+/// How long a credential helper may take.
+const HELPER_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A user name and password for a registry.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,13 +144,14 @@ fn from_file(
         .or_else(|| json.get("credsStore"))
         .and_then(|h| h.as_str());
     match helper {
-        Some(helper) => from_helper(helper, registry).map(Some),
+        Some(helper) => from_helper(helper, registry),
         None => Ok(None),
     }
 }
 
-/// Asks `docker-credential-HELPER get` for the login of `registry`.
-fn from_helper(helper: &str, registry: &str) -> Result<Login, String> {
+/// Asks `docker-credential-HELPER get` for the login of `registry`; `None` when it has
+/// none ("credentials not found", as the helpers' protocol says it).
+fn from_helper(helper: &str, registry: &str) -> Result<Option<Login>, String> {
     if helper.is_empty()
         || !helper
             .chars()
@@ -171,16 +175,48 @@ fn from_helper(helper: &str, registry: &str) -> Result<Login, String> {
             .write_all(registry.as_bytes())
             .map_err(|e| failed(e.to_string()))?;
     }
-    let mut out = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        stdout
-            .take(MAX_AUTH_TEXT)
-            .read_to_string(&mut out)
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let status = child.wait().map_err(|e| failed(e.to_string()))?;
-    if !status.success() {
-        return Err(failed(format!("it ended with {status}")));
+    // Its answer is read on a thread of its own, so that a helper that hangs or talks
+    // too much is killed at the deadline rather than waited for.
+    let stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let read = stdout.map(|s| s.take(MAX_AUTH_TEXT + 1).read_to_end(&mut out));
+        let _ = tx.send((read.is_none_or(|r| r.is_ok()), out));
+    });
+    let answered = rx.recv_timeout(HELPER_DEADLINE);
+    // Once it has said all, it has a moment to end.
+    let ending = Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if answered.is_ok() && Instant::now() < ending => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let out = match answered {
+        Ok((true, out)) if out.len() as u64 <= MAX_AUTH_TEXT => out,
+        Ok((true, _)) => return Err(failed(format!("its answer is over {MAX_AUTH_TEXT} bytes"))),
+        Ok((false, _)) => return Err(failed("its answer could not be read".into())),
+        Err(_) => {
+            return Err(failed(format!(
+                "no answer within {} s",
+                HELPER_DEADLINE.as_secs()
+            )))
+        }
+    };
+    let out = String::from_utf8(out).map_err(|_| failed("its answer is not UTF-8".into()))?;
+    match status {
+        Some(status) if status.success() => {}
+        Some(_) if out.contains("credentials not found") => return Ok(None),
+        Some(status) => return Err(failed(format!("it ended with {status}"))),
+        None => return Err(failed("it did not end".into())),
     }
     let json: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| failed(format!("not JSON: {e}")))?;
@@ -189,7 +225,7 @@ fn from_helper(helper: &str, registry: &str) -> Result<Login, String> {
         (Some(u), _) if u == "<token>" => Err(failed(
             "it gave an identity token, which blockcast does not use".into(),
         )),
-        (Some(username), Some(password)) => Ok(Login { username, password }),
+        (Some(username), Some(password)) => Ok(Some(Login { username, password })),
         _ => Err(failed("no Username and Secret in its answer".into())),
     }
 }
@@ -269,7 +305,7 @@ pub struct Auth {
 #[derive(Default)]
 struct State {
     header: Option<String>,
-    /// When a bearer token expires; `None` for Basic.
+    /// When a bearer token is to be renewed, shortly before it expires; `None` for Basic.
     expires: Option<Instant>,
     /// The realm and service of the bearer challenge, and every scope asked for.
     realm: Option<(String, Option<String>)>,
@@ -316,9 +352,7 @@ impl Auth {
     pub async fn header(&self, http: &reqwest::Client) -> Result<Option<String>, String> {
         {
             let state = self.state();
-            let fresh = state
-                .expires
-                .is_none_or(|at| Instant::now() + RENEW_BEFORE < at);
+            let fresh = state.expires.is_none_or(|at| Instant::now() < at);
             if fresh || state.realm.is_none() {
                 return Ok(state.header.clone());
             }
@@ -326,9 +360,7 @@ impl Auth {
         let _one = self.asking.lock().await;
         let renewed = {
             let state = self.state();
-            state
-                .expires
-                .is_some_and(|at| Instant::now() + RENEW_BEFORE < at)
+            state.expires.is_some_and(|at| Instant::now() < at)
         };
         if !renewed {
             self.ask_token(http).await?;
@@ -376,6 +408,11 @@ impl Auth {
                     .get("realm")
                     .filter(|r| r.starts_with("https://") || r.starts_with("http://"))
                     .ok_or("the registry's Bearer challenge names no http(s) realm")?;
+                if self.origin.starts_with("https://") && !realm.starts_with("https://") {
+                    return Err(format!(
+                        "the registry is reached over HTTPS but names a plain-HTTP token realm ({realm}): not sending the login there"
+                    ));
+                }
                 let new_scope = {
                     let mut state = self.state();
                     state.realm = Some((realm.clone(), challenge.params.get("service").cloned()));
@@ -404,12 +441,15 @@ impl Auth {
         }
     }
 
+    /// The login, looked up once (outside the state's lock: a credential helper may take
+    /// a while; callers hold `asking`, so one looks it up).
     fn login(&self) -> Result<Option<Login>, String> {
-        let mut state = self.state();
-        if state.login.is_none() {
-            state.login = Some(Login::find(&self.registry, &self.repository)?);
+        if let Some(login) = self.state().login.clone() {
+            return Ok(login);
         }
-        Ok(state.login.clone().flatten())
+        let login = Login::find(&self.registry, &self.repository)?;
+        self.state().login = Some(login.clone());
+        Ok(login)
     }
 
     /// Asks the realm for a token covering every scope asked for so far.
@@ -473,7 +513,7 @@ impl Auth {
             .map_or(DEFAULT_TOKEN_LIFE, |s| Duration::from_secs(s.min(86_400)));
         let mut state = self.state();
         state.header = Some(format!("Bearer {token}"));
-        state.expires = Some(Instant::now() + life);
+        state.expires = Some(Instant::now() + life - RENEW_BEFORE.min(life / 2));
         Ok(())
     }
 }

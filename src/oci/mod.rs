@@ -129,7 +129,8 @@ impl Reference {
         format!("oci://{}/{}", self.registry, self.repository)
     }
 
-    /// Whether the registry is on this machine: reached over plain HTTP, as docker does.
+    /// Whether the registry is on this machine (`localhost`, an address of 127.0.0.0/8,
+    /// `[::1]`): reached over plain HTTP, as docker does.
     pub fn is_loopback(&self) -> bool {
         let host = match self.registry.rsplit_once(':') {
             Some((host, port))
@@ -139,7 +140,11 @@ impl Reference {
             }
             _ => self.registry.as_str(),
         };
-        host == "localhost" || host == "[::1]" || host.starts_with("127.")
+        host == "localhost"
+            || host == "[::1]"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -371,6 +376,17 @@ mod tests {
         assert_eq!(r.manifest(), Some(format!("sha256:{hex}").as_str()));
         assert!(!r.is_loopback());
         assert_eq!(r.repository_location(), "oci://ghcr.io/a/b");
+        for (host, loopback) in [
+            ("localhost:5000", true),
+            ("127.0.0.1", true),
+            ("127.8.9.10:80", true),
+            ("[::1]:5000", true),
+            ("127.example.com", false),
+            ("127.0.0.1.example.com:5000", false),
+        ] {
+            let r = Reference::parse(&format!("oci://{host}/repo")).unwrap();
+            assert_eq!(r.is_loopback(), loopback, "{host}");
+        }
         let r = Reference::parse("oci://localhost:5000/repo").unwrap();
         assert_eq!((r.tag, r.digest), (None, None));
         for bad in [

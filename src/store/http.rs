@@ -282,7 +282,8 @@ impl Client {
         else {
             return Ok((request, None));
         };
-        match auth.header(&self.inner).await.map_err(Failure::Permanent)? {
+        // A realm that fails now may answer the next attempt.
+        match auth.header(&self.inner).await.map_err(Failure::Transient)? {
             Some(header) => Ok((
                 request.header(reqwest::header::AUTHORIZATION, &header),
                 Some(header),
@@ -315,10 +316,12 @@ impl Client {
         })
     }
 
-    /// A `401` from the registry, as a [`Failure`] that logs in again; `None` for any
-    /// other answer.
+    /// A `401` from the registry itself, as a [`Failure`] that logs in again; `None` for
+    /// any other answer, and for a `401` from another host a redirect led to, whose
+    /// challenge must never draw the registry's login.
     fn challenged(&self, response: &reqwest::Response, sent: &Option<String>) -> Option<Failure> {
-        (response.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.is_some()).then(|| {
+        let ours = self.auth.as_ref().is_some_and(|a| a.covers(response.url()));
+        (response.status() == reqwest::StatusCode::UNAUTHORIZED && ours).then(|| {
             Failure::Unauthorized {
                 challenge: response
                     .headers()

@@ -75,7 +75,7 @@ impl Redirects {
 fn good_until(url: &reqwest::Url) -> Option<Instant> {
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
     let expires_at = match (query.get("X-Amz-Date"), query.get("X-Amz-Expires")) {
-        (Some(date), Some(secs)) => Some(amz_date(date)? + secs.parse::<u64>().ok()?),
+        (Some(date), Some(secs)) => Some(amz_date(date)?.checked_add(secs.parse().ok()?)?),
         _ => match query.get("Expires") {
             Some(epoch) => Some(epoch.parse::<u64>().ok()?),
             None => None,
@@ -98,7 +98,7 @@ fn amz_date(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
     let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    if y == 0 || !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
     // Days from the civil date (proleptic Gregorian), March-based years.
@@ -122,6 +122,8 @@ mod tests {
         assert_eq!(amz_date("20261204T131602Z"), Some(1_796_390_162));
         assert_eq!(amz_date("20261304T131602Z"), None);
         assert_eq!(amz_date("2026-12-04"), None);
+        assert_eq!(amz_date("00000101T000000Z"), None);
+        assert_eq!(amz_date("00010101T000000Z"), None, "before the epoch");
     }
 
     #[test]
@@ -138,6 +140,11 @@ mod tests {
         assert!((1160..=1170).contains(&left), "{left}");
         assert_eq!(at(now + 10), None, "within the margin");
         assert_eq!(at(now - 10), None, "expired");
+        let hostile = reqwest::Url::parse(
+            "http://s3/k?X-Amz-Date=20261204T131602Z&X-Amz-Expires=18446744073709551615",
+        )
+        .unwrap();
+        assert_eq!(good_until(&hostile), None);
         let undated = good_until(&reqwest::Url::parse("http://cdn/blob").unwrap()).unwrap();
         assert!(undated > Instant::now() + UNDATED - Duration::from_secs(5));
 

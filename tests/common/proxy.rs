@@ -40,13 +40,18 @@ impl Proxy {
     /// A proxy to `upstream` (`127.0.0.1:PORT`) applying `rule`. Requests are handled
     /// one at a time, which keeps the rule's view of their order exact.
     pub fn start(upstream: &str, rule: Rule) -> Proxy {
+        Proxy::slow(upstream, rule, Duration::ZERO)
+    }
+
+    /// [`Proxy::start`], each request passed on `delay` after it arrived: a slow link.
+    pub fn slow(upstream: &str, rule: Rule, delay: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let upstream = upstream.to_string();
         let noted = seen.clone();
         let acceptor = Acceptor::start(listener, LIFETIME, MAX_REQUESTS, move |client| {
-            let _ = pass(client, &upstream, &noted, &rule);
+            let _ = pass(client, &upstream, &noted, &rule, delay);
         });
         Proxy {
             host,
@@ -97,8 +102,13 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((head, body))
 }
 
-fn pass(mut client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, rule: &Rule) -> Option<()> {
-    client.set_nonblocking(false).ok()?;
+fn pass(
+    mut client: TcpStream,
+    upstream: &str,
+    seen: &Mutex<Vec<Seen>>,
+    rule: &Rule,
+    delay: Duration,
+) -> Option<()> {
     client
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
@@ -132,6 +142,7 @@ fn pass(mut client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, rule: &R
         );
         return client.write_all(reply.as_bytes()).ok();
     }
+    std::thread::sleep(delay);
     // The same request, asking the upstream to close once it has answered.
     let mut forwarded = String::new();
     for (i, line) in head.trim_end().split("\r\n").enumerate() {
