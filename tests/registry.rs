@@ -211,6 +211,31 @@ fn every_kind_pushes_extracts_and_mounts_and_a_second_release_sends_only_what_is
         // A lazy mount serves the same image.
         let reference = registry.oci(&format!("{repo}:v2"));
         mounted_image_is(t.path(), &rel, &reference, t.path(), kind);
+
+        // A device holding only the index finds the pack map by the bcidx- tag.
+        let before = registry.requests().len();
+        let index = rel.indexes[1].to_str().unwrap().to_string();
+        let from_file = t.path().join(format!("{kind}-from-file.img"));
+        ok(extract_cmd(t.path(), &rel, &index, &from_file).args(["--store", &registry.oci(&repo)]));
+        assert!(
+            is_extracted(&from_file, &image(kind, 2)),
+            "{kind} from its index file"
+        );
+        let tag = blockcast::oci::index_tag(
+            &blockcast::index::Index::open(&rel.indexes[1])
+                .unwrap()
+                .digest(),
+        );
+        let by_tag = registry.requests_after(before, |r| {
+            r.iter()
+                .any(|(m, p, _)| m == "GET" && p.ends_with(&format!("/manifests/{tag}")))
+        });
+        assert!(
+            by_tag.iter().any(|(m, p, s)| m == "GET"
+                && p.ends_with(&format!("/manifests/{tag}"))
+                && *s == 200),
+            "{kind}: {by_tag:?}"
+        );
     }
 }
 
