@@ -154,6 +154,24 @@ pub fn open_readable(path: &Path, block_device: bool) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// A small text file (a key, a signature, credentials): a regular file (see
+/// [`open_readable`]) of at most `max` bytes, read whole; a larger one is refused as
+/// larger than `what` is.
+pub fn read_text(path: &Path, max: u64, what: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    open_readable(path, false)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {what} ({max} bytes at most)"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Refuses anything but a regular file (or, with `block_device`, a block device): a FIFO
 /// or a socket would block a reader for ever, a directory or character device is no
 /// image. Clears `O_NONBLOCK`, with which such files are opened so that the open itself

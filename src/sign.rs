@@ -16,7 +16,6 @@
 //! only the prehashed form, which `minisign` has written by default since 0.9.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
@@ -470,18 +469,7 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(bytes)
 }
 
-/// Reads a key or signature file, refusing one too large to be either.
 /// A key or signature file: a regular file of at most `FILE_MAX` bytes, as text.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
-    crate::image::open_readable(path, false)?
-        .take(FILE_MAX + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > FILE_MAX {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than a minisign key or signature ({FILE_MAX} bytes at most)"),
-        ));
-    }
-    Ok(text)
+    crate::image::read_text(path, FILE_MAX, "a minisign key or signature")
 }

@@ -81,7 +81,7 @@ impl Login {
             home.as_ref().map(|h| h.join(".docker/config.json")),
         ];
         for file in files.into_iter().flatten() {
-            let text = match read_bounded(&file) {
+            let text = match crate::image::read_text(&file, MAX_AUTH_TEXT, "an auth file") {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(format!("auth file {}: {e}", file.display())),
@@ -228,14 +228,6 @@ fn from_helper(helper: &str, registry: &str) -> Result<Option<Login>, String> {
         (Some(username), Some(password)) => Ok(Some(Login { username, password })),
         _ => Err(failed("no Username and Secret in its answer".into())),
     }
-}
-
-fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
-    let mut text = String::new();
-    crate::image::open_readable(path, false)?
-        .take(MAX_AUTH_TEXT)
-        .read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// A `WWW-Authenticate` challenge.

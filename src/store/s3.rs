@@ -14,7 +14,6 @@
 //! `~/.aws/credentials`); without either, requests go unsigned, as a public bucket takes
 //! them. Instance-metadata and web-identity credentials are not read.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -195,7 +194,7 @@ impl S3Location {
 }
 
 /// The text of the first element `<name>` in `xml`, unescaped.
-fn element(xml: &str, name: &str) -> Option<String> {
+pub(crate) fn element(xml: &str, name: &str) -> Option<String> {
     let (_, rest) = xml.split_once(&format!("<{name}>"))?;
     let (value, _) = rest.split_once(&format!("</{name}>"))?;
     Some(unescaped(value))
@@ -274,12 +273,7 @@ fn profile_credentials() -> Option<Credentials> {
         .map(std::path::PathBuf::from)
         .or_else(|| var("HOME").map(|home| Path::new(&home).join(".aws/credentials")))?;
     // A regular file of a sane size: a FIFO or a huge file is no credentials file.
-    let mut text = String::new();
-    crate::image::open_readable(&file, false)
-        .ok()?
-        .take(CREDENTIALS_MAX)
-        .read_to_string(&mut text)
-        .ok()?;
+    let text = crate::image::read_text(&file, CREDENTIALS_MAX, "a credentials file").ok()?;
     let wanted = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
     let (mut key, mut secret, mut token) = (None, None, None);
     let mut inside = false;
