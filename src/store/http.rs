@@ -183,6 +183,12 @@ fn with_retry_after(failure: Failure, response: &reqwest::Response) -> Failure {
     }
 }
 
+/// Why a body was not read whole: the connection failed, or it ran past its bound.
+enum Cut {
+    Transport(String),
+    Over,
+}
+
 /// How many times one request logs in again after a `401`.
 const LOGINS_PER_REQUEST: u32 = 3;
 
@@ -314,6 +320,43 @@ impl Client {
             self.redirects.forget(url);
             Failure::Stale(format!("the redirect's target answered {status}"))
         })
+    }
+
+    /// Sends `request` for `url`, counted, with the registry's login where it goes: a `401`
+    /// from the registry is [`Failure::Unauthorized`], a failure to send one
+    /// [`Failure::Transient`].
+    async fn dispatch(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        let (request, sent) = self.authorized(request, url).await?;
+        self.traffic.request();
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::Transient(describe(&e)))?;
+        match self.challenged(&response, &sent) {
+            Some(f) => Err(f),
+            None => Ok(response),
+        }
+    }
+
+    /// The body of `response`, counted, if it ends within `max_len` bytes.
+    async fn body(&self, response: &mut reqwest::Response, max_len: u64) -> Result<Vec<u8>, Cut> {
+        let mut body = Vec::new();
+        while let Some(piece) = response
+            .chunk()
+            .await
+            .map_err(|e| Cut::Transport(describe(&e)))?
+        {
+            self.traffic.body(piece.len());
+            if (body.len() + piece.len()) as u64 > max_len {
+                return Err(Cut::Over);
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(body)
     }
 
     /// A `401` from the registry itself, as a [`Failure`] that logs in again; `None` for
@@ -540,19 +583,16 @@ impl Client {
             .timeout(self.deadline(bound))
             .header(reqwest::header::RANGE, header)
             .header(reqwest::header::ACCEPT_ENCODING, "identity");
-        let (request, sent) = self
-            .authorized(request, &target)
-            .await
-            .map_err(|_| Fell::Transport("no login for the registry".into()))?;
-        self.traffic.request();
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| Fell::Transport(describe(&e)))?;
-        if self.challenged(&response, &sent).is_some() {
-            // Asked one at a time, the ranges log in again.
-            return Err(Fell::Transport("the registry asked for a login".into()));
-        }
+        // Asked one at a time, ranges that met a 401 log in again.
+        let mut response = self.dispatch(request, &target).await.map_err(|f| {
+            Fell::Transport(match f {
+                Failure::Unauthorized { .. } => "the registry asked for a login".into(),
+                Failure::Transient(r)
+                | Failure::Permanent(r)
+                | Failure::Stale(r)
+                | Failure::Later(r, _) => r,
+            })
+        })?;
         if let Some(Failure::Stale(reason)) = self.stale(url, kept, response.status()) {
             // Asked one at a time, the ranges go to the registry again.
             return Err(Fell::Transport(reason));
@@ -691,21 +731,12 @@ impl Client {
         response: &mut reqwest::Response,
         bound: u64,
     ) -> Result<Vec<u8>, Fell> {
-        let mut body = Vec::new();
-        while let Some(piece) = response
-            .chunk()
-            .await
-            .map_err(|e| Fell::Transport(describe(&e)))?
-        {
-            self.traffic.body(piece.len());
-            if (body.len() + piece.len()) as u64 > bound {
-                return Err(Fell::Answer(format!(
-                    "the server answered several ranges with the whole file; cut off after {bound} bytes"
-                )));
-            }
-            body.extend_from_slice(&piece);
-        }
-        Ok(body)
+        self.body(response, bound).await.map_err(|cut| match cut {
+            Cut::Transport(reason) => Fell::Transport(reason),
+            Cut::Over => Fell::Answer(format!(
+                "the server answered several ranges with the whole file; cut off after {bound} bytes"
+            )),
+        })
     }
 
     /// PUTs `body` at `url` (a presigned upload), with the usual retries.
@@ -722,15 +753,7 @@ impl Client {
                 .timeout(self.deadline(body.len() as u64))
                 .header(reqwest::header::CONTENT_LENGTH, body.len())
                 .body(body.clone());
-            let (request, sent) = self.authorized(request, url).await?;
-            self.traffic.request();
-            let response = request
-                .send()
-                .await
-                .map_err(|e| Failure::Transient(describe(&e)))?;
-            if let Some(f) = self.challenged(&response, &sent) {
-                return Err(f);
-            }
+            let response = self.dispatch(request, url).await?;
             let refused = match judge(response.status()) {
                 Ok(true) => return Ok(()),
                 Ok(false) => format!("the server answered {}", response.status()),
@@ -778,16 +801,9 @@ impl Client {
         read: impl Fn(&reqwest::header::HeaderMap) -> Result<T, Failure>,
     ) -> Result<Option<T>> {
         self.retrying(url, warn, || async {
-            let request = self.inner.head(url).timeout(self.timeout);
-            let (request, sent) = self.authorized(request, url).await?;
-            self.traffic.request();
-            let response = request
-                .send()
-                .await
-                .map_err(|e| Failure::Transient(describe(&e)))?;
-            if let Some(f) = self.challenged(&response, &sent) {
-                return Err(f);
-            }
+            let response = self
+                .dispatch(self.inner.head(url).timeout(self.timeout), url)
+                .await?;
             match judge(response.status())? {
                 true => read(response.headers()).map(Some),
                 false => Ok(None),
@@ -821,33 +837,20 @@ impl Client {
                     .header(reqwest::header::CONTENT_LENGTH, body.len())
                     .body(body.clone());
             }
-            let (request, sent) = self.authorized(request, url).await?;
-            self.traffic.request();
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| Failure::Transient(describe(&e)))?;
-            if let Some(f) = self.challenged(&response, &sent) {
-                return Err(f);
-            }
+            let mut response = self.dispatch(request, url).await?;
             let status = response.status();
             if let Err(Failure::Transient(reason)) = judge(status) {
                 return Err(with_retry_after(Failure::Transient(reason), &response));
             }
-            let mut body = Vec::new();
-            while let Some(piece) = response
-                .chunk()
+            let body = self
+                .body(&mut response, max_len)
                 .await
-                .map_err(|e| Failure::Transient(describe(&e)))?
-            {
-                self.traffic.body(piece.len());
-                if (body.len() + piece.len()) as u64 > max_len {
-                    return Err(Failure::Permanent(format!(
+                .map_err(|cut| match cut {
+                    Cut::Transport(reason) => Failure::Transient(reason),
+                    Cut::Over => Failure::Permanent(format!(
                         "the answer ({status}) is larger than {max_len} bytes"
-                    )));
-                }
-                body.extend_from_slice(&piece);
-            }
+                    )),
+                })?;
             Ok(Reply {
                 status,
                 headers: response.headers().clone(),
@@ -949,12 +952,7 @@ impl Client {
             }
             None => reqwest::StatusCode::OK,
         };
-        let (request, sent) = self.authorized(request, &target).await?;
-        self.traffic.request();
-        let mut response = request.send().await.map_err(transient)?;
-        if let Some(f) = self.challenged(&response, &sent) {
-            return Err(f);
-        }
+        let mut response = self.dispatch(request, &target).await?;
         let status = response.status();
         if let Some(f) = self.stale(url, kept, status) {
             return Err(f);
@@ -1147,11 +1145,8 @@ async fn explained(reason: String, mut response: reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&body);
-    let code = text
-        .split_once("<Code>")
-        .and_then(|(_, rest)| rest.split_once("</Code>"))
-        .map(|(code, _)| code.trim())
+    let code = super::s3::element(&String::from_utf8_lossy(&body), "Code")
+        .map(|c| c.trim().to_string())
         .filter(|c| {
             !c.is_empty() && c.len() < 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric())
         });
