@@ -25,7 +25,7 @@ use crate::oci::{self, Blob, Reference, ReleaseManifest};
 use crate::pack::{self, PackMap};
 use crate::progress::Progress;
 use crate::sign;
-use crate::store::http::{Client, HttpOptions};
+use crate::store::http::{Client, HttpOptions, Reply};
 use crate::store::s3::{self, Method, S3Location};
 use crate::store::LocalStore;
 
@@ -183,64 +183,44 @@ struct S3<'a> {
 
 impl S3<'_> {
     /// Sends a pack in parts of `part_size`: into the multipart upload of its key already
-    /// in progress (the parts it lists with the right size are not sent again), or a new
-    /// one; then completes it. The whole pack is checked against its name first.
+    /// in progress (a part it lists is not sent again when it holds the very bytes of that
+    /// part), or a new one; then completes it.
     async fn put_in_parts(&self, store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<()> {
+        use reqwest::Method as M;
         let name = pack::pack_name(digest);
-        check_pack(store, digest, size)?;
-        let warn = self.warn;
-        let failed = |what: &str, reply: &crate::store::http::Reply| Error::Remote {
-            url: format!("{}/{name}", self.location.describe()),
-            reason: format!(
-                "{what}: the server answered {} ({})",
-                reply.status,
-                String::from_utf8_lossy(&reply.body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ),
-        };
-        let xml =
-            |reply: &crate::store::http::Reply| String::from_utf8_lossy(&reply.body).into_owned();
-        let get = |url: String, body: Option<bytes::Bytes>, method: reqwest::Method| {
-            let client = &self.client;
-            async move { client.send(method, &url, &[], body, 1 << 20, warn).await }
-        };
-        let listed = get(
-            self.location.list_uploads_url(&name),
-            None,
-            reqwest::Method::GET,
-        )
-        .await?;
-        if !listed.status.is_success() {
-            return Err(failed("listing uploads in progress", &listed));
-        }
-        let upload = match s3::upload_of(&xml(&listed), &self.location.key(&name)) {
+        let listed = self
+            .ask(
+                &name,
+                "listing uploads in progress",
+                M::GET,
+                self.location.list_uploads_url(&name),
+                None,
+            )
+            .await?;
+        let upload = match s3::upload_of(&text(&listed), &self.location.key(&name)) {
             Some(upload) => upload,
             None => {
                 let url = self.location.create_upload_url(&name);
-                let created = get(url, Some(bytes::Bytes::new()), reqwest::Method::POST).await?;
-                if !created.status.is_success() {
-                    return Err(failed("starting a multipart upload", &created));
-                }
-                s3::created_upload(&xml(&created)).map_err(|e| Error::Remote {
-                    url: format!("{}/{name}", self.location.describe()),
-                    reason: e,
-                })?
+                let created = self
+                    .ask(
+                        &name,
+                        "starting a multipart upload",
+                        M::POST,
+                        url,
+                        Some(bytes::Bytes::new()),
+                    )
+                    .await?;
+                s3::created_upload(&text(&created)).map_err(|e| self.failure(&name, e))?
             }
         };
         let mut there = std::collections::HashMap::new();
         let mut after = 0;
         loop {
             let url = self.location.list_parts_url(&name, &upload, after);
-            let reply = get(url, None, reqwest::Method::GET).await?;
-            if !reply.status.is_success() {
-                return Err(failed("listing the upload's parts", &reply));
-            }
-            let (parts, next) = s3::parts_of(&xml(&reply)).map_err(|e| Error::Remote {
-                url: format!("{}/{name}", self.location.describe()),
-                reason: e,
-            })?;
+            let reply = self
+                .ask(&name, "listing the upload's parts", M::GET, url, None)
+                .await?;
+            let (parts, next) = s3::parts_of(&text(&reply)).map_err(|e| self.failure(&name, e))?;
             there.extend(parts.into_iter().map(|p| (p.number, (p.etag, p.size))));
             match next.filter(|n| *n > after) {
                 Some(n) => after = n,
@@ -266,25 +246,72 @@ impl S3<'_> {
                 self.parts_present.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let what = format!("sending part {number}");
             let url = self.location.upload_part_url(&name, number, &upload);
-            let reply = get(url, Some(bytes.into()), reqwest::Method::PUT).await?;
+            let reply = self
+                .ask(&name, &what, M::PUT, url, Some(bytes.into()))
+                .await?;
             let etag = reply
                 .headers
                 .get(reqwest::header::ETAG)
                 .and_then(|e| e.to_str().ok())
-                .filter(|_| reply.status.is_success())
-                .ok_or_else(|| failed(&format!("sending part {number}"), &reply))?;
+                .ok_or_else(|| self.refusal(&name, &what, &reply))?;
             etags.push(etag.to_string());
             self.parts_uploaded.fetch_add(1, Ordering::Relaxed);
         }
+        let what = "completing the multipart upload";
         let (url, body) = self.location.complete_upload(&name, &upload, &etags);
-        let done = get(url, Some(body.into()), reqwest::Method::POST).await?;
+        let done = self
+            .ask(&name, what, M::POST, url, Some(body.into()))
+            .await?;
         // S3 may answer 200 and tell of an error in the body.
-        if !done.status.is_success() || xml(&done).contains("<Error>") {
-            return Err(failed("completing the multipart upload", &done));
+        if text(&done).contains("<Error>") {
+            return Err(self.refusal(&name, what, &done));
         }
         Ok(())
     }
+
+    /// A request of the multipart protocol about the pack `name`, `what` it does naming
+    /// it in messages: its answer, refused unless its status is a success.
+    async fn ask(
+        &self,
+        name: &str,
+        what: &str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<bytes::Bytes>,
+    ) -> Result<Reply> {
+        let reply = self
+            .client
+            .send(method, &url, &[], body, 1 << 20, self.warn)
+            .await?;
+        match reply.status.is_success() {
+            true => Ok(reply),
+            false => Err(self.refusal(name, what, &reply)),
+        }
+    }
+
+    /// The answer `reply` to `what` about the pack `name` refused, with its status and
+    /// the start of its body.
+    fn refusal(&self, name: &str, what: &str, reply: &Reply) -> Error {
+        let start: String = text(reply).chars().take(200).collect();
+        self.failure(
+            name,
+            format!("{what}: the server answered {} ({start})", reply.status),
+        )
+    }
+
+    fn failure(&self, name: &str, reason: String) -> Error {
+        Error::Remote {
+            url: format!("{}/{name}", self.location.describe()),
+            reason,
+        }
+    }
+}
+
+/// An answer's body as text.
+fn text(reply: &Reply) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&reply.body)
 }
 
 impl Destination for S3<'_> {
@@ -517,19 +544,35 @@ fn send(
     let mounted = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     runtime.block_on(async {
-        let mut results = stream::iter(&release.packs)
+        // The packs the destination lacks, each checked against its name before any is
+        // sent: nothing of a release damaged on the publisher's disk is published.
+        let mut lacking = Vec::new();
+        let mut asked = stream::iter(&release.packs)
+            .map(|(digest, size)| async move {
+                let has = dest.has_pack(digest, *size).await?;
+                Ok::<_, Error>((digest, *size, has))
+            })
+            .buffer_unordered(at_once);
+        while let Some(answer) = asked.next().await {
+            match answer? {
+                (_, size, true) => progress.advance(size),
+                (digest, size, false) => lacking.push((digest, size)),
+            }
+        }
+        for (digest, size) in &lacking {
+            check_pack(store, digest, *size)?;
+        }
+        let mut results = stream::iter(lacking)
             .map(|(digest, size)| {
                 let (uploaded, mounted, sent) = (&uploaded, &mounted, &sent);
                 async move {
-                    if !dest.has_pack(digest, *size).await? {
-                        if dest.put_pack(store, digest, *size).await? {
-                            uploaded.fetch_add(1, Ordering::Relaxed);
-                            sent.fetch_add(*size, Ordering::Relaxed);
-                        } else {
-                            mounted.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if dest.put_pack(store, digest, size).await? {
+                        uploaded.fetch_add(1, Ordering::Relaxed);
+                        sent.fetch_add(size, Ordering::Relaxed);
+                    } else {
+                        mounted.fetch_add(1, Ordering::Relaxed);
                     }
-                    progress.advance(*size);
+                    progress.advance(size);
                     Ok::<(), Error>(())
                 }
             })
@@ -557,8 +600,8 @@ fn send(
     })
 }
 
-/// A pack's bytes (at most `size`, its length when listed), checked against its name: a
-/// pack damaged on the publisher's disk is not published.
+/// A pack's bytes (at most `size`, its length when listed), checked against its name
+/// again as they are sent: a pack changed since it was checked is not published.
 fn read_pack(store: &LocalStore, digest: &[u8; 32], size: u64) -> Result<Vec<u8>> {
     let name = pack::pack_name(digest);
     let bytes = store
