@@ -44,6 +44,9 @@ pub enum Error {
     Internal(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// Another process holds what was asked for (a store being pruned or published to).
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

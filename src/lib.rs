@@ -23,6 +23,7 @@ pub mod mount;
 pub mod oci;
 pub mod pack;
 pub mod plan;
+pub mod prune;
 pub mod progress;
 pub mod push;
 pub mod seed;

@@ -77,7 +77,7 @@ impl Place {
     }
 }
 
-pub(crate) fn hex(d: &[u8; 32]) -> String {
+pub fn hex(d: &[u8; 32]) -> String {
     ChunkId(*d).to_hex()
 }
 

@@ -16,7 +16,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use futures_util::future::BoxFuture;
 
-use super::{Check, Checked, PruneStore, ReadOptions, ReadStore, WriteStore};
+use super::{Check, Checked, Listed, PruneStore, ReadOptions, ReadStore, WriteStore};
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, IoContext, Result};
 
@@ -555,9 +555,13 @@ impl WriteStore for LocalStore {
 }
 
 impl PruneStore for LocalStore {
-    /// The objects in the store's subdirectories: regular files, not hidden ones
-    /// (temporary files of writers).
-    fn list(&self) -> Result<Vec<(String, u64)>> {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// The regular files in the store's subdirectories, not hidden ones (writers'
+    /// temporary files, the lock).
+    fn list(&self) -> Result<Vec<Listed>> {
         let mut objects = Vec::new();
         for dir in fs::read_dir(&self.dir).at(&self.dir)? {
             let dir = dir.at(&self.dir)?;
@@ -565,25 +569,61 @@ impl PruneStore for LocalStore {
             if dir_name.starts_with('.') || !dir.file_type().at(&dir.path())?.is_dir() {
                 continue;
             }
-            for file in fs::read_dir(dir.path()).at(&dir.path())? {
+            let entries = match fs::read_dir(dir.path()) {
+                Ok(entries) => entries,
+                // Removed since the store's directory was read (an emptied fan-out
+                // directory).
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { path: dir.path(), err: e }),
+            };
+            for file in entries {
                 let file = file.at(&dir.path())?;
                 let name = file.file_name().to_string_lossy().into_owned();
-                let meta = file.metadata().at(&file.path())?;
+                let meta = match file.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::Io { path: file.path(), err: e }),
+                };
                 if !name.starts_with('.') && meta.is_file() {
-                    objects.push((format!("{dir_name}/{name}"), meta.len()));
+                    objects.push(Listed {
+                        name: format!("{dir_name}/{name}"),
+                        size: meta.len(),
+                        modified: meta.modified().at(&file.path())?,
+                    });
                 }
             }
         }
-        objects.sort();
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(objects)
     }
 
-    fn delete(&self, name: &str) -> Result<()> {
-        let path = self.object_path(name)?;
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            other => other.at(&path),
+    fn read(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
+        self.read_object(name, max_len)
+    }
+
+    fn read_range(&self, name: &str, range: Range<u64>) -> Result<Option<Vec<u8>>> {
+        match self.object_len(name)? {
+            Some(len) if len >= range.end => Ok(self
+                .read_ranges(name, std::slice::from_ref(&range))?
+                .and_then(|mut parts| parts.pop())),
+            _ => Ok(None),
         }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        LocalStore::write(self, name, bytes)
+    }
+
+    fn sync(&self) -> Result<()> {
+        LocalStore::sync(self)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        self.remove_object(name).map(|_| ())
+    }
+
+    fn local(&self) -> Option<&LocalStore> {
+        Some(self)
     }
 }
 
@@ -686,12 +726,11 @@ mod tests {
         assert!(!absent.unwrap());
         assert!(rt.block_on(store.has("ab12/object")).unwrap());
 
-        assert_eq!(
-            store.list().unwrap(),
-            vec![("ab12/object".to_string(), 10_000)]
-        );
-        store.delete("ab12/object").unwrap();
-        store.delete("ab12/object").unwrap();
+        let listed = store.list().unwrap();
+        let names: Vec<_> = listed.iter().map(|l| (l.name.as_str(), l.size)).collect();
+        assert_eq!(names, vec![("ab12/object", 10_000)]);
+        PruneStore::delete(&store, "ab12/object").unwrap();
+        PruneStore::delete(&store, "ab12/object").unwrap();
         assert!(store.list().unwrap().is_empty());
         assert!(!rt.block_on(store.has("ab12/object")).unwrap());
     }
@@ -711,7 +750,7 @@ mod tests {
         ] {
             let err = WriteStore::put(&store, name, b"x").unwrap_err();
             assert!(err.to_string().contains("names no object"), "{name}: {err}");
-            assert!(store.delete(name).is_err(), "{name}");
+            assert!(PruneStore::delete(&store, name).is_err(), "{name}");
         }
         let id = ChunkId::of(b"linked");
         let path = store.chunk_path(&id);

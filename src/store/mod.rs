@@ -3,8 +3,10 @@
 //! many chunks at once, and keeps what it fetched in an optional local cache.
 
 mod byteranges;
+mod bucket;
 pub mod codec;
 pub mod http;
+pub mod lease;
 pub mod local;
 mod redirects;
 pub mod s3;
@@ -26,6 +28,7 @@ use crate::index::{stored_size_bound, ChunkRecord, Delta, Index, Unit};
 use crate::oci;
 use crate::pack::{self, Object, PackMap, Place};
 
+pub use bucket::{open_prunable, S3Store};
 pub use http::HttpOptions;
 pub use local::LocalStore;
 
@@ -130,11 +133,40 @@ pub trait WriteStore: ReadStore {
     fn sync(&self) -> Result<()>;
 }
 
-/// A store whose objects can be listed and removed.
-pub trait PruneStore: WriteStore {
-    /// Every object's name and size.
-    fn list(&self) -> Result<Vec<(String, u64)>>;
+/// An object of a store as listed: its name in the store's layout, its size, and when it
+/// was last written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// A store whose objects can be listed, read, written and removed: what prune and check
+/// work on (a local directory or an S3 prefix). Its calls block; they must come from
+/// threads outside the runtime.
+pub trait PruneStore: Send + Sync {
+    /// Names the store in messages.
+    fn describe(&self) -> String;
+    /// Every object: the files in the store's subdirectories, and its top-level index
+    /// files (see `docs/FORMAT.md`, A store's releases); never writers' temporary files.
+    fn list(&self) -> Result<Vec<Listed>>;
+    /// The object `name`, at most `max_len` bytes of it (more is an error); `None` when
+    /// the store lacks it.
+    fn read(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>>;
+    /// Bytes `range` of the object `name`; `None` when the store lacks it or it is
+    /// shorter.
+    fn read_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Vec<u8>>>;
+    /// Writes the object `name` whole (it appears whole or not at all).
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Makes every object written so far durable.
+    fn sync(&self) -> Result<()>;
+    /// Removes the object `name`; removing one that is not there is no error.
     fn delete(&self, name: &str) -> Result<()>;
+    /// The store as a local directory, when it is one.
+    fn local(&self) -> Option<&LocalStore> {
+        None
+    }
 }
 
 /// The stores of a run, tried in order for each chunk, with the runtime that drives

@@ -17,9 +17,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, ListParts};
+use rusty_s3::actions::{
+    CompleteMultipartUpload, CreateMultipartUpload, ListObjectsV2, ListParts,
+};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::Listed;
 use crate::error::{Error, Result};
 
 /// How long a presigned URL stays good. URLs are signed as requests are made, so this
@@ -183,6 +186,56 @@ impl S3Location {
                 url.to_string()
             }
         }
+    }
+
+    /// A URL that lists the objects under the prefix (`GET`), a page at a time: the page
+    /// after `continuation` when given.
+    pub fn list_url(&self, continuation: Option<&str>) -> String {
+        let mut action = ListObjectsV2::new(&self.bucket, self.credentials.as_ref());
+        if !self.prefix.is_empty() {
+            action.with_prefix(format!("{}/", self.prefix));
+        }
+        if let Some(token) = continuation {
+            action.with_continuation_token(token.to_string());
+        }
+        action.sign(PRESIGNED_FOR).to_string()
+    }
+
+    /// A URL that deletes the object `name` (`DELETE`).
+    pub fn delete_url(&self, name: &str) -> String {
+        let key = self.key(name);
+        self.bucket
+            .delete_object(self.credentials.as_ref(), &key)
+            .sign(PRESIGNED_FOR)
+            .to_string()
+    }
+
+    /// A page of a listing (see [`S3Location::list_url`]): each object's name under the
+    /// prefix, size and time, and the token of the next page.
+    pub fn listing(&self, xml: &str) -> Result<(Vec<Listed>, Option<String>), String> {
+        let page = ListObjectsV2::parse_response(xml)
+            .map_err(|e| format!("a ListObjectsV2 answer that does not parse: {e}"))?;
+        let mut objects = Vec::with_capacity(page.contents.len());
+        for object in page.contents {
+            let name = match self.prefix.is_empty() {
+                true => object.key.as_str(),
+                false => match object.key.strip_prefix(&self.prefix) {
+                    Some(rest) => rest.trim_start_matches('/'),
+                    None => continue,
+                },
+            };
+            let modified = object
+                .last_modified
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .ok_or_else(|| format!("{}: no time it was last modified", object.key))?;
+            objects.push(Listed {
+                name: name.to_string(),
+                size: object.size.unwrap_or(0),
+                modified: modified.into(),
+            });
+        }
+        Ok((objects, page.next_continuation_token))
     }
 
     pub fn describe(&self) -> String {
