@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -22,7 +23,8 @@ use crate::layout::{Cutting, FsKind, LayoutSummary};
 use crate::pack::{self, Object, PackReport};
 use crate::progress::Progress;
 use crate::store::codec::{self, Compressor};
-use crate::store::LocalStore;
+use crate::store::lease::Hold;
+use crate::store::{LocalStore, Warn};
 use crate::verity::{self, VerityParams};
 
 /// Longest run of zero bytes one record describes.
@@ -107,8 +109,24 @@ impl MakeReport {
     }
 }
 
-/// Chunks `image` into `store` and returns the encoded index.
+/// Chunks `image` into `store` and returns the encoded index, which the store records
+/// (`indexes/<digest>.bcidx`). The store is held as a publisher's throughout (see
+/// [`crate::store::lease`]): no prune removes what this run finds there and reuses.
 pub fn make(
+    image: &Path,
+    store: &LocalStore,
+    opts: &MakeOptions,
+    progress: &dyn Progress,
+    warn: &Warn,
+) -> Result<(Vec<u8>, MakeReport)> {
+    let hold = Hold::publish(Arc::new(store.clone()), warn)?;
+    let (bytes, report) = make_held(image, store, opts, progress)?;
+    crate::prune::releases::record(store, &bytes)?;
+    hold.release()?;
+    Ok((bytes, report))
+}
+
+fn make_held(
     image: &Path,
     store: &LocalStore,
     opts: &MakeOptions,

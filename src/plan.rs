@@ -90,8 +90,10 @@ pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
 /// Chooses a source per chunk: in place, zero, a seed, the output itself, else the store
 /// (a delta where one has a base in a seed or the output).
 /// `in_place` is empty when there is no existing output.
+/// `deltas`: the index's deltas the stores offer (see [`Stores::offered_deltas`]).
 pub fn plan(
     index: &TrustedIndex,
+    deltas: &HashMap<ChunkId, Vec<Delta>>,
     seeds: &[Seed],
     in_place: &[bool],
     output: Option<&Seed>,
@@ -108,7 +110,6 @@ pub fn plan(
     }
     let mut fetched = HashSet::new();
     let mut by_delta = HashMap::new();
-    let deltas = index.deltas_by_unit();
     let sources = index
         .records()
         .enumerate()

@@ -26,8 +26,9 @@ use crate::pack::{self, PackMap};
 use crate::progress::Progress;
 use crate::sign;
 use crate::store::http::{Client, HttpOptions, Reply};
+use crate::store::lease::Hold;
 use crate::store::s3::{self, Method, S3Location};
-use crate::store::LocalStore;
+use crate::store::{LocalStore, Warn};
 
 /// Packs uploaded at once, at most.
 const PACKS_AT_ONCE: u64 = 4;
@@ -38,6 +39,8 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// S3 takes parts of at least 5 MiB (but the last) and at most 10,000 of them.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 const MAX_PARTS: u64 = 10_000;
+/// Pushes to a registry begun again when a blob went missing meanwhile.
+const PUSH_AGAIN: u32 = 3;
 
 /// How a release is pushed.
 #[derive(Clone, Debug)]
@@ -473,12 +476,18 @@ pub fn push(
     opts: &PushOptions,
     runtime: &Handle,
     progress: &dyn Progress,
-    warn: &(dyn Fn(&str) + Send + Sync),
+    warner: &Warn,
 ) -> Result<PushReport> {
+    let warn: WarnRef<'_> = &**warner;
     let release = Release::read(index, store)?;
     let http = &opts.http;
     let client = Client::new(http, Arc::default())?;
     if s3::is_s3(destination) {
+        // Held as a publisher's from before it looks at what is there until its index is.
+        let hold = Hold::publish(
+            crate::store::open_prunable(destination, http, runtime.clone(), warner.clone())?,
+            warner,
+        )?;
         let biggest = release.packs.iter().map(|p| p.1).max().unwrap_or(0);
         if opts.part_size < MIN_PART_SIZE || biggest.div_ceil(opts.part_size) > MAX_PARTS {
             return Err(Error::Invalid(format!(
@@ -497,6 +506,7 @@ pub fn push(
         let mut report = send(&release, store, &dest, runtime, progress)?;
         report.parts_uploaded = dest.parts_uploaded.into_inner();
         report.parts_present = dest.parts_present.into_inner();
+        hold.release()?;
         return Ok(report);
     }
     if !oci::is_oci(destination) {
@@ -516,7 +526,21 @@ pub fn push(
         mount_from: opts.mount_from.clone(),
         pushed: Default::default(),
     };
-    let mut report = send(&release, store, &dest, runtime, progress)?;
+    // A blob unlinked since it was found there (a prune) fails the manifest: send again.
+    let mut attempts = 0;
+    let mut report = loop {
+        match send(&release, store, &dest, runtime, progress) {
+            Err(Error::Remote { reason, .. })
+                if reason.contains("BLOB_UNKNOWN") && attempts < PUSH_AGAIN =>
+            {
+                attempts += 1;
+                warn(&format!(
+                    "{destination}: a blob the release names went missing while it was pushed (a prune?): pushing it again"
+                ));
+            }
+            other => break other?,
+        }
+    };
     let (digest, tags) = dest.pushed.into_inner().unwrap_or_else(|e| e.into_inner());
     report.manifest = Some(digest);
     report.tags = tags;

@@ -141,9 +141,15 @@ pub struct SeedBases {
 }
 
 impl SeedBases {
-    pub fn new(index: &Index, seeds: Arc<[Seed]>, aside: Option<Seed>) -> SeedBases {
+    /// `deltas`: those of the index the stores offer (see
+    /// [`store::Stores::offered_deltas`]).
+    pub fn new(
+        deltas: HashMap<ChunkId, Vec<Delta>>,
+        seeds: Arc<[Seed]>,
+        aside: Option<Seed>,
+    ) -> SeedBases {
         SeedBases {
-            deltas: index.deltas_by_unit(),
+            deltas,
             seeds,
             aside,
         }

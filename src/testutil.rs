@@ -13,3 +13,8 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A warning sink for unit tests that expect none: a warning fails the test.
+pub fn no_warnings() -> crate::store::Warn {
+    std::sync::Arc::new(|m: &str| panic!("unexpected warning: {m}"))
+}

@@ -30,6 +30,7 @@ fn concurrent_makes_share_a_store() {
     let temps = std::fs::read_dir(&store)
         .unwrap()
         .flatten()
+        .filter(|d| d.path().is_dir())
         .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
         .filter(|f| f.file_name().to_string_lossy().ends_with(".tmp"))
         .count();

@@ -22,6 +22,7 @@ use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::durable::NewFile;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
+use crate::index::Delta;
 use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
@@ -128,12 +129,13 @@ pub fn extract(
     } else {
         None
     };
-    let plan = plan::plan(index, &seeds, &in_place, from_output.as_ref());
+    let deltas = stores.offered_deltas(index);
+    let plan = plan::plan(index, &deltas, &seeds, &in_place, from_output.as_ref());
     let aside = match &from_output {
-        Some(own) => set_bases_aside(index, &plan.sources, &seeds, own)?,
+        Some(own) => set_bases_aside(index, &deltas, &plan.sources, &seeds, own)?,
         None => None,
     };
-    let _bases = UsingBases::new(stores, index, &seeds, aside);
+    let _bases = UsingBases::new(stores, index, deltas, &seeds, aside);
     let run = Run {
         index,
         stores,
@@ -188,11 +190,12 @@ impl<'a> UsingBases<'a> {
     fn new(
         stores: &'a Stores,
         index: &Index,
+        deltas: HashMap<ChunkId, Vec<Delta>>,
         seeds: &Arc<[Seed]>,
         aside: Option<Seed>,
     ) -> UsingBases<'a> {
         if index.deltas_len() > 0 {
-            let bases = SeedBases::new(index, seeds.clone(), aside);
+            let bases = SeedBases::new(deltas, seeds.clone(), aside);
             stores.use_bases(Some(Arc::new(bases)));
         }
         UsingBases(stores)
@@ -205,6 +208,7 @@ impl<'a> UsingBases<'a> {
 /// returns that file as a seed.
 fn set_bases_aside(
     index: &Index,
+    deltas: &HashMap<ChunkId, Vec<Delta>>,
     sources: &[Source],
     seeds: &[Seed],
     own: &Seed,
@@ -212,7 +216,6 @@ fn set_bases_aside(
     if index.deltas_len() == 0 {
         return Ok(None);
     }
-    let deltas = index.deltas_by_unit();
     let path = std::env::temp_dir().join("blockcast delta bases");
     let mut file: Option<File> = None;
     let mut places = HashMap::new();

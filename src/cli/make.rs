@@ -107,7 +107,7 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         delta_from: a.delta_from,
         pack: a.pack.then_some(a.pack_size),
     };
-    let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar())
+    let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar(), &ui.warner())
         .with_context(|| format!("making {}", a.image.display()))?;
     if let Some(reason) = &report.fallback {
         ui.warn(&format!(

@@ -9,6 +9,7 @@ mod make;
 mod mount;
 mod pack;
 mod plan;
+mod prune;
 mod push;
 mod serve;
 mod sign;
@@ -64,6 +65,7 @@ enum Command {
     Unpack(unpack::UnpackArgs),
     Pack(pack::PackArgs),
     Push(push::PushArgs),
+    Prune(prune::PruneArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -85,6 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Unpack(a) => unpack::run(a, &ui),
         Command::Pack(a) => pack::run(a, &ui),
         Command::Push(a) => push::run(a, &ui),
+        Command::Prune(a) => prune::run(a, &ui),
     }
 }
 
@@ -113,6 +116,12 @@ impl Ui {
         if !self.quiet {
             eprintln!("blockcast: warning: {msg}");
         }
+    }
+
+    /// [`Ui::warn`] as the library takes it.
+    pub fn warner(&self) -> blockcast::store::Warn {
+        let ui = *self;
+        std::sync::Arc::new(move |m: &str| ui.warn(m))
     }
 
     /// Prints a human summary unless quiet, or JSON when asked (JSON is printed even when
@@ -297,10 +306,30 @@ impl StoreArgs {
             cache: self.cache.clone(),
             coalesce_gap: self.coalesce_gap,
         };
-        let ui = *ui;
-        let warn = std::sync::Arc::new(move |m: &str| ui.warn(m));
-        Stores::open(&self.store, &opts, warn, runtime.clone()).context("opening the stores")
+        Stores::open(&self.store, &opts, ui.warner(), runtime.clone()).context("opening the stores")
     }
+}
+
+/// A duration: a number of seconds, or a number followed by `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: a duration is a number and s, m, h or d")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: a duration is a number and s, m, h or d"))
 }
 
 /// `--timeout SECONDS` as a duration: a positive number of seconds.

@@ -41,7 +41,7 @@ pub fn run(a: PackArgs, ui: &Ui) -> Result<()> {
         }
         false => HashSet::new(),
     };
-    let report = pack::pack_release(&store, &index, &loose, a.pack_size)
+    let report = pack::pack_stored_release(&store, &index, &loose, a.pack_size, &ui.warner())
         .with_context(|| format!("packing {} in {}", a.index.display(), a.store.display()))?;
     ui.report(a.json, &report, || {
         format!(

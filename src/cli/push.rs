@@ -49,7 +49,6 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
     };
     let store = LocalStore::open(&a.store, false)?;
     let runtime = blockcast::store::runtime()?;
-    let warn = |m: &str| ui.warn(m);
     let report = blockcast::push::push(
         &a.index,
         &store,
@@ -57,7 +56,7 @@ pub fn run(a: PushArgs, ui: &Ui) -> Result<()> {
         &opts,
         runtime.handle(),
         &ui.bar(),
-        &warn,
+        &ui.warner(),
     )
     .with_context(|| format!("pushing {} to {}", a.index.display(), a.destination))?;
     ui.report(a.json, &report, || {

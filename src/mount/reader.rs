@@ -166,7 +166,11 @@ impl LazyImage {
         stores.read_locally_for_mount();
         let seeds: Arc<[Seed]> = seeds.into();
         if index.deltas_len() > 0 && !seeds.is_empty() {
-            stores.use_bases(Some(Arc::new(SeedBases::new(&index, seeds.clone(), None))));
+            stores.use_bases(Some(Arc::new(SeedBases::new(
+                stores.offered_deltas(&index),
+                seeds.clone(),
+                None,
+            ))));
         }
         Ok(LazyImage {
             state: Arc::new(State {
@@ -688,6 +692,7 @@ pub(crate) mod tests {
             &LocalStore::open(&store, true).unwrap(),
             &opts,
             &Silent,
+            &crate::testutil::no_warnings(),
         )
         .unwrap();
         std::fs::write(dir.join("index"), &bytes).unwrap();

@@ -282,6 +282,89 @@ impl Registry {
         }
         Ok(digest_of(json))
     }
+
+    /// Every tag of the repository, a page at a time (`Link: <…>; rel="next"`).
+    pub async fn tags(&self, warn: WarnRef<'_>) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        let mut url = format!(
+            "{}/v2/{}/tags/list?n=1000",
+            self.base, self.reference.repository
+        );
+        for _ in 0..MAX_TAG_PAGES {
+            let reply = self
+                .client
+                .send(Method::GET, &url, &[], None, MAX_MANIFEST, warn)
+                .await?;
+            match reply.status {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => return Ok(tags),
+                _ => return Err(self.refused("tags", &reply)),
+            }
+            let list: TagList = serde_json::from_slice(&reply.body).map_err(|e| Error::Remote {
+                url: self.describe("tags"),
+                reason: format!("a tag list that does not parse: {e}"),
+            })?;
+            tags.extend(list.tags.unwrap_or_default());
+            let next = reply
+                .headers
+                .get(reqwest::header::LINK)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split_once('<'))
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(link, _)| link.to_string());
+            match next {
+                Some(link) if link.starts_with('/') => url = format!("{}{link}", self.base),
+                Some(link) if link.starts_with(&self.base) => url = link,
+                _ => return Ok(tags),
+            }
+        }
+        Err(Error::Remote {
+            url: self.describe("tags"),
+            reason: format!("more than {MAX_TAG_PAGES} pages of tags"),
+        })
+    }
+
+    /// Deletes the manifest `digest` (and with it every tag on it); false when the
+    /// repository had none.
+    pub async fn delete_manifest(&self, digest: &str, warn: WarnRef<'_>) -> Result<bool> {
+        self.delete("manifests", digest, warn).await
+    }
+
+    /// Unlinks the blob `digest` from the repository; false when it had none.
+    pub async fn delete_blob(&self, digest: &str, warn: WarnRef<'_>) -> Result<bool> {
+        self.delete("blobs", digest, warn).await
+    }
+
+    async fn delete(&self, kind: &str, digest: &str, warn: WarnRef<'_>) -> Result<bool> {
+        let reply = self
+            .client
+            .send(
+                Method::DELETE,
+                &self.url(kind, digest),
+                &[],
+                None,
+                MAX_ERROR_BODY,
+                warn,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::METHOD_NOT_ALLOWED => Err(Error::Unsupported(format!(
+                "{}: the registry does not allow deletes (distribution: storage.delete.enabled, REGISTRY_STORAGE_DELETE_ENABLED=true)",
+                self.describe(&format!("{kind} {digest}"))
+            ))),
+            _ => Err(self.refused(&format!("{kind} {digest}, deleting it"), &reply)),
+        }
+    }
+}
+
+/// The most pages of tags read.
+const MAX_TAG_PAGES: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
 }
 
 /// Releases by repository location and index digest.

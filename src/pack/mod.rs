@@ -689,6 +689,22 @@ pub fn pack_release(
     Ok(report)
 }
 
+/// [`pack_release`] for a release already in the store, holding the store as a
+/// publisher's (see [`crate::store::lease`]) and recording the release in it.
+pub fn pack_stored_release(
+    store: &LocalStore,
+    index: &Index,
+    written: &HashSet<Object>,
+    cap: u64,
+    warn: &crate::store::Warn,
+) -> Result<PackReport> {
+    let hold = crate::store::lease::Hold::publish(std::sync::Arc::new(store.clone()), warn)?;
+    let report = pack_release(store, index, written, cap)?;
+    crate::prune::releases::record(store, index.as_bytes())?;
+    hold.release()?;
+    Ok(report)
+}
+
 /// Writes the loose file of every object `index` needs that only a pack holds, as
 /// casync and older readers want them; returns how many it wrote.
 pub fn unpack(store: &LocalStore, index: &Index) -> Result<u64> {

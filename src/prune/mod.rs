@@ -11,7 +11,7 @@
 //! objects. A run killed before its deletions leaves new packs nothing names (removed by
 //! the next run); one killed during them leaves fewer to delete.
 
-
+pub mod registry;
 pub mod releases;
 mod repack;
 
@@ -108,11 +108,17 @@ pub fn prune(
         false => Some(Hold::prune(store.clone(), opts.wait, warn)?),
     };
     let started = SystemTime::now();
-    let cutoff = started.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = started
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let listed = store.list()?;
     let all = releases::find(store.as_ref(), &listed, &opts.keep)?;
     let (kept, bases) = choose(&all, opts)?;
-    if kept.is_empty() && listed.iter().any(|l| matches!(releases::kind(&l.name), Kind::Loose(_) | Kind::Pack(_))) {
+    if kept.is_empty()
+        && listed
+            .iter()
+            .any(|l| matches!(releases::kind(&l.name), Kind::Loose(_) | Kind::Pack(_)))
+    {
         return Err(Error::Invalid(format!(
             "{}: no release to keep (the store records none): name them with --keep",
             store.describe()
@@ -145,10 +151,18 @@ pub fn prune(
             store.write(&releases::retired_name(digest), b"")?;
         }
         store.sync()?;
-        rewrite_maps(store.as_ref(), &kept, &marked.live, &moved, &mut maps, &mut report)?;
+        rewrite_maps(
+            store.as_ref(),
+            &kept,
+            &marked.live,
+            &moved,
+            &mut maps,
+            &mut report,
+        )?;
         store.sync()?;
     } else {
         report.repacked_packs = plan.packs().len() as u64;
+        report.written_bytes = plan.bytes();
     }
     report.retired_packs = plan.packs().len() as u64;
     let retiring: HashSet<[u8; 32]> = plan.packs().iter().copied().collect();
@@ -179,8 +193,15 @@ pub fn prune(
 
 /// The releases kept and those kept as bases of deltas, out of `all` (in release-number
 /// order).
-fn choose<'a>(all: &'a [Release], opts: &PruneOptions) -> Result<(Vec<&'a Release>, Vec<&'a Release>)> {
-    let mut numbers: Vec<u64> = all.iter().filter(|r| !r.records.is_empty()).map(Release::number).collect();
+fn choose<'a>(
+    all: &'a [Release],
+    opts: &PruneOptions,
+) -> Result<(Vec<&'a Release>, Vec<&'a Release>)> {
+    let mut numbers: Vec<u64> = all
+        .iter()
+        .filter(|r| !r.records.is_empty())
+        .map(Release::number)
+        .collect();
     numbers.dedup();
     let last: HashSet<u64> = match opts.keep_last {
         Some(n) => numbers.iter().rev().take(n).copied().collect(),
@@ -215,9 +236,9 @@ struct Marked {
     sizes: HashMap<ChunkId, u32>,
     /// The pack maps of kept releases, by index digest.
     maps: HashMap<[u8; 32], PackMap>,
-    /// Each live object the maps place, once, where the first map (in release order)
-    /// places it, in the order its release wants it.
-    order: Vec<(Object, Place)>,
+    /// Each live object the maps place, once, in the order the first release (by
+    /// release number) naming it wants it.
+    order: Vec<Object>,
 }
 
 fn mark(
@@ -254,10 +275,8 @@ fn mark(
         if let Some(map) = releases::read_map(store, &r.index)? {
             let (chunks, deltas, tree) = pack::objects(&r.index);
             for object in chunks.into_iter().chain(tree).chain(deltas) {
-                if let Some(place) = map.find(&object).filter(|_| live.contains(&object)) {
-                    if ordered.insert(object) {
-                        order.push((object, place));
-                    }
+                if map.find(&object).is_some() && live.contains(&object) && ordered.insert(object) {
+                    order.push(object);
                 }
             }
             maps.insert(r.index.digest(), map);
@@ -313,7 +332,10 @@ fn rewrite_maps(
         }
         let bytes = PackMap::encode(&digest, &placed);
         store.write(&pack::map_name(&digest), &PackMap::seal(&bytes)?)?;
-        maps.insert(digest, PackMap::parse("a rewritten pack map", &bytes, &r.index)?);
+        maps.insert(
+            digest,
+            PackMap::parse("a rewritten pack map", &bytes, &r.index)?,
+        );
         report.rewritten_maps += 1;
     }
     Ok(())
@@ -342,7 +364,14 @@ fn doomed(
     for r in all.iter().filter(|r| staying.contains(&r.index.digest())) {
         record_stays.extend(r.records.iter().map(String::as_str));
     }
-    let live_packs: HashSet<[u8; 32]> = maps.values().flat_map(|m| m.packs()).collect();
+    // The packs kept maps place live objects in, but those a repack replaces (a dry
+    // run's maps still name them, and the deltas it would drop).
+    let live_packs: HashSet<[u8; 32]> = maps
+        .values()
+        .flat_map(|m| live.iter().filter_map(|o| m.find(o)))
+        .map(|p| p.pack)
+        .filter(|p| !retiring.contains(p))
+        .collect();
     let retired: HashMap<[u8; 32], &Listed> = listed
         .iter()
         .filter_map(|l| match releases::kind(&l.name) {
@@ -389,6 +418,10 @@ fn doomed(
                     continue;
                 }
                 gone_packs.insert(d);
+                if retiring.contains(&d) {
+                    // Its marker, written by this run, goes with it.
+                    out[4].push(releases::retired_name(&d));
+                }
                 out[3].push(l.name.clone());
                 report.deleted_objects += 1;
                 report.deleted_bytes += l.size;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
 use crate::index::Index;
 use crate::pack::{self, Object, PackMap};
-use crate::store::{codec, Listed, PruneStore};
+use crate::store::{codec, Listed, LocalStore, PruneStore};
 
 /// The directory of a store that holds a copy of each release's index made into it.
 pub const INDEXES: &str = "indexes";
@@ -17,6 +17,22 @@ pub const INDEXES: &str = "indexes";
 /// The name, in a store, of the copy of the index whose digest is `digest`.
 pub fn record_name(digest: &[u8; 32]) -> String {
     format!("{INDEXES}/{}.bcidx", pack::hex(digest))
+}
+
+/// Records a release made into a local store: a copy of its index under `indexes/`,
+/// durable, with everything it names made durable first.
+pub fn record(store: &LocalStore, index: &[u8]) -> Result<()> {
+    let digest = Index::intact_digest(index)
+        .ok_or_else(|| Error::Internal("recording an index that is not whole".into()))?;
+    store.sync()?;
+    let path = store.dir().join(record_name(&digest));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|err| Error::Io {
+            path: dir.to_path_buf(),
+            err,
+        })?;
+    }
+    crate::durable::write_file(&path, index)
 }
 
 /// What a store's object is, from its name.
@@ -175,7 +191,12 @@ pub fn chunk_ids(index: &Index) -> HashSet<ChunkId> {
         .filter(|r| !r.is_zero())
         .map(|r| r.id)
         .collect();
-    ids.extend(index.records().filter(|r| !r.is_zero()).map(|r| r.unit().id));
+    ids.extend(
+        index
+            .records()
+            .filter(|r| !r.is_zero())
+            .map(|r| r.unit().id),
+    );
     ids
 }
 

@@ -11,11 +11,14 @@ use crate::pack::{self, Object, PackWriter, Place};
 use crate::progress::Progress;
 use crate::store::{Listed, LocalStore, PruneStore};
 
-/// The packs to repack and the live objects they hold, in the order they go into new
-/// packs: the kept releases' chunk files, then their deltas.
+/// The packs to repack, the live objects they hold that no other pack holds (in the
+/// order they go into new packs: the kept releases' chunk files, then their deltas), and
+/// those another pack holds already (a pack written by an earlier run cut short), which
+/// maps point at instead.
 pub struct Plan {
     packs: Vec<[u8; 32]>,
     objects: Vec<(Object, Place)>,
+    elsewhere: Vec<(Object, Place)>,
     bytes: u64,
 }
 
@@ -29,27 +32,44 @@ impl Plan {
     }
 }
 
-pub fn plan(store: &dyn PruneStore, marked: &Marked, listed: &HashMap<String, &Listed>) -> Result<Plan> {
+/// A pack's header, read and checked against its listed size: its entry count and where
+/// its table of contents starts.
+fn header(store: &dyn PruneStore, name: &str, size: u64) -> Result<(usize, u64)> {
+    let header = store
+        .read_range(name, 0..PACK_HEADER_SIZE as u64)?
+        .ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: {name} is shorter than a pack header",
+                store.describe()
+            ))
+        })?;
+    pack::parse_header(name, &header, size)
+}
+
+pub fn plan(
+    store: &dyn PruneStore,
+    marked: &Marked,
+    listed: &HashMap<String, &Listed>,
+) -> Result<Plan> {
     // Each pack's live bytes: the distinct places kept maps name for live objects.
     let mut places: BTreeMap<[u8; 32], HashSet<(u64, u32)>> = BTreeMap::new();
     for map in marked.maps.values() {
         for object in &marked.live {
             if let Some(place) = map.find(object) {
-                places.entry(place.pack).or_default().insert((place.offset, place.size));
+                places
+                    .entry(place.pack)
+                    .or_default()
+                    .insert((place.offset, place.size));
             }
         }
     }
-    let mut order = marked.order.clone();
     let mut packs = Vec::new();
     for (digest, live) in &places {
         let name = pack::pack_name(digest);
         let Some(l) = listed.get(&name) else {
             continue;
         };
-        let header = store
-            .read_range(&name, 0..PACK_HEADER_SIZE as u64)?
-            .ok_or_else(|| Error::Integrity(format!("{}: {name} is shorter than a pack header", store.describe())))?;
-        let (_, toc) = pack::parse_header(&name, &header, l.size)?;
+        let (_, toc) = header(store, &name, l.size)?;
         let data = toc.saturating_sub(PACK_HEADER_SIZE as u64);
         let live: u64 = live.iter().map(|(_, size)| u64::from(*size)).sum();
         let dead = data.saturating_sub(live);
@@ -58,13 +78,81 @@ pub fn plan(store: &dyn PruneStore, marked: &Marked, listed: &HashMap<String, &L
         }
     }
     let chosen: HashSet<[u8; 32]> = packs.iter().copied().collect();
-    order.retain(|(_, p)| chosen.contains(&p.pack));
-    order.sort_by_key(|(o, _)| matches!(o, Object::Delta { .. }));
-    let bytes = order.iter().map(|(_, p)| u64::from(p.size)).sum();
-    Ok(Plan {
+    let mut plan = Plan {
         packs,
-        objects: order,
-        bytes,
+        objects: Vec::new(),
+        elsewhere: Vec::new(),
+        bytes: 0,
+    };
+    if chosen.is_empty() {
+        return Ok(plan);
+    }
+    // Every other pack's contents, from its table of contents.
+    let mut held: HashMap<Object, Place> = HashMap::new();
+    let mut others: Vec<(&String, u64)> = listed
+        .iter()
+        .filter(|(name, _)| {
+            name.strip_prefix("packs/")
+                .and_then(|n| n.strip_suffix(".bcpack"))
+                .and_then(ChunkId::from_hex)
+                .is_some_and(|d| !chosen.contains(&d.0))
+        })
+        .map(|(name, l)| (name, l.size))
+        .collect();
+    others.sort();
+    for (name, size) in others {
+        let digest = name
+            .strip_prefix("packs/")
+            .and_then(|n| n.strip_suffix(".bcpack"))
+            .and_then(ChunkId::from_hex)
+            .map(|d| d.0)
+            .unwrap_or_default();
+        let (count, toc_at) = header(store, name, size)?;
+        let toc = store.read_range(name, toc_at..size)?.unwrap_or_default();
+        for (object, place) in pack::parse_toc(name, &digest, &toc, count, toc_at)? {
+            held.entry(object).or_insert(place);
+        }
+    }
+    for object in &marked.order {
+        let in_chosen = marked
+            .maps
+            .values()
+            .find_map(|m| m.find(object).filter(|p| chosen.contains(&p.pack)));
+        let Some(place) = in_chosen else {
+            continue;
+        };
+        match held.get(object) {
+            Some(there) => plan.elsewhere.push((*object, *there)),
+            None => {
+                plan.bytes += u64::from(place.size);
+                plan.objects.push((*object, place));
+            }
+        }
+    }
+    plan.objects
+        .sort_by_key(|(o, _)| matches!(o, Object::Delta { .. }));
+    Ok(plan)
+}
+
+/// Checks the stored bytes of `object` read from `place` (its chunk file against its
+/// id), naming the pack when they are bad.
+fn checked(
+    store: &dyn PruneStore,
+    object: &Object,
+    place: &Place,
+    stored: &[u8],
+    sizes: &HashMap<ChunkId, u32>,
+) -> Result<()> {
+    let size = match object {
+        Object::Chunk(id) => sizes.get(id).copied(),
+        Object::Delta { .. } => None,
+    };
+    super::releases::check_object(object, stored, size).map_err(|e| {
+        Error::Integrity(format!(
+            "{e} (in {} of {}): not repacked; run blockcast check --repair",
+            pack::pack_name(&place.pack),
+            store.describe()
+        ))
     })
 }
 
@@ -76,8 +164,21 @@ pub fn run(
     report: &mut PruneReport,
     progress: &dyn Progress,
 ) -> Result<HashMap<Object, Place>> {
+    report.repacked_packs = plan.packs.len() as u64;
+    let mut moved = HashMap::new();
+    for (object, place) in &plan.elsewhere {
+        let name = pack::pack_name(&place.pack);
+        let stored = store.read_range(&name, place.range())?.ok_or_else(|| {
+            Error::Integrity(format!(
+                "{}: {name} is shorter than its table of contents says",
+                store.describe()
+            ))
+        })?;
+        checked(store, object, place, &stored, sizes)?;
+        moved.insert(*object, *place);
+    }
     if plan.objects.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(moved);
     }
     // Packs are written in place in a directory, else in a temporary one and sent.
     let (_scratch, scratch_store);
@@ -113,7 +214,12 @@ pub fn run(
             drop(held.take());
             let bytes = store
                 .read_range(&name, 0..reach[&place.pack])?
-                .ok_or_else(|| Error::Integrity(format!("{}: {name} is shorter than its pack map says", store.describe())))?;
+                .ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "{}: {name} is shorter than its pack map says",
+                        store.describe()
+                    ))
+                })?;
             held = Some((place.pack, bytes));
         }
         let Some((_, bytes)) = &held else {
@@ -121,35 +227,29 @@ pub fn run(
         };
         let range = place.offset as usize..place.range().end as usize;
         let stored = bytes.get(range).ok_or_else(|| {
-            Error::Integrity(format!("{}: {} is shorter than its pack map says", store.describe(), pack::pack_name(&place.pack)))
-        })?;
-        let size = match object {
-            Object::Chunk(id) => sizes.get(id).copied(),
-            Object::Delta { .. } => None,
-        };
-        super::releases::check_object(object, stored, size).map_err(|e| {
             Error::Integrity(format!(
-                "{e} (in {} of {}): not repacked; run blockcast check --repair",
-                pack::pack_name(&place.pack),
-                store.describe()
+                "{}: {} is shorter than its pack map says",
+                store.describe(),
+                pack::pack_name(&place.pack)
             ))
         })?;
+        checked(store, object, place, stored, sizes)?;
         writer.add(*object, stored)?;
         report.written_bytes += stored.len() as u64;
         progress.advance(stored.len() as u64);
     }
     let (placed, written) = writer.finish()?;
     report.written_packs = written;
-    report.repacked_packs = plan.packs.len() as u64;
     let new: std::collections::BTreeSet<[u8; 32]> = placed.iter().map(|(_, p)| p.pack).collect();
     if store.local().is_none() {
         for digest in &new {
             let name = pack::pack_name(digest);
-            let bytes = target
-                .read_object(&name, u64::MAX)?
-                .ok_or_else(|| Error::Internal(format!("{name} written, then gone")))?;
+            let gone = || Error::Internal(format!("{name} written, then gone"));
+            let len = target.object_len(&name)?.ok_or_else(gone)?;
+            let bytes = target.read_object(&name, len)?.ok_or_else(gone)?;
             store.write(&name, &bytes)?;
         }
     }
-    Ok(placed.into_iter().collect())
+    moved.extend(placed);
+    Ok(moved)
 }

@@ -41,11 +41,22 @@ pub fn open_prunable(
             "{location}: a store over plain HTTP cannot be listed or changed; prune and check its directory, an s3:// prefix or an oci:// repository"
         )));
     }
-    Ok(Arc::new(LocalStore::open(std::path::Path::new(location), false)?))
+    Ok(Arc::new(LocalStore::open(
+        std::path::Path::new(location),
+        false,
+    )?))
 }
 
 impl S3Store {
-    fn ask(&self, what: &str, name: &str, method: reqwest::Method, url: String, body: Option<bytes::Bytes>, max: u64) -> Result<Reply> {
+    fn ask(
+        &self,
+        what: &str,
+        name: &str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<bytes::Bytes>,
+        max: u64,
+    ) -> Result<Reply> {
         let warn = self.warn.clone();
         self.runtime
             .block_on(self.client.send(method, &url, &[], body, max, &*warn))
@@ -122,7 +133,10 @@ impl PruneStore for S3Store {
         let url = self.location.url(Method::Put, name);
         let warn = self.warn.clone();
         self.runtime
-            .block_on(self.client.put(&url, bytes::Bytes::copy_from_slice(bytes), &*warn))
+            .block_on(
+                self.client
+                    .put(&url, bytes::Bytes::copy_from_slice(bytes), &*warn),
+            )
             .map_err(s3::explain_refusal)
     }
 
@@ -133,7 +147,14 @@ impl PruneStore for S3Store {
 
     fn delete(&self, name: &str) -> Result<()> {
         let url = self.location.delete_url(name);
-        let reply = self.ask("deleting", name, reqwest::Method::DELETE, url, None, 1 << 20)?;
+        let reply = self.ask(
+            "deleting",
+            name,
+            reqwest::Method::DELETE,
+            url,
+            None,
+            1 << 20,
+        )?;
         match reply.status.is_success() || reply.status.as_u16() == 404 {
             true => Ok(()),
             false => Err(self.refused("deleting", name, &reply)),

@@ -183,7 +183,9 @@ fn lock(path: &std::path::Path, role: Role, wait: Duration, warn: &Warn) -> Resu
             Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
                 std::thread::sleep(POLL)
             }
-            Err(rustix::io::Errno::WOULDBLOCK) => return Err(busy(role, &path.display().to_string(), wait)),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(busy(role, &path.display().to_string(), wait))
+            }
             Err(e) => {
                 // A filesystem without flock: take it blocking, the one way left.
                 rustix::fs::flock(&file, later)

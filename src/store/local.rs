@@ -574,7 +574,12 @@ impl PruneStore for LocalStore {
                 // Removed since the store's directory was read (an emptied fan-out
                 // directory).
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::Io { path: dir.path(), err: e }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: dir.path(),
+                        err: e,
+                    })
+                }
             };
             for file in entries {
                 let file = file.at(&dir.path())?;
@@ -582,7 +587,12 @@ impl PruneStore for LocalStore {
                 let meta = match file.metadata() {
                     Ok(meta) => meta,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::Io { path: file.path(), err: e }),
+                    Err(e) => {
+                        return Err(Error::Io {
+                            path: file.path(),
+                            err: e,
+                        })
+                    }
                 };
                 if !name.starts_with('.') && meta.is_file() {
                     objects.push(Listed {

@@ -2,8 +2,8 @@
 //! directory or an HTTP(S) URL with the same layout; [`Stores`] tries several in order,
 //! many chunks at once, and keeps what it fetched in an optional local cache.
 
-mod byteranges;
 mod bucket;
+mod byteranges;
 pub mod codec;
 pub mod http;
 pub mod lease;
@@ -386,6 +386,32 @@ impl Stores {
         *write(&shared.maps) = maps;
         *write(&shared.mapped) = Some(Arc::new(index.clone()));
         found
+    }
+
+    /// `index`'s deltas (by the chunk file each rebuilds) that the stores may hold: all of
+    /// them, unless every store has a pack map for it (see [`Stores::use_pack_maps`]),
+    /// when only those a map places. A prune drops from a map the deltas whose base no
+    /// kept release has, so a fetch never asks for them.
+    pub fn offered_deltas(&self, index: &Index) -> HashMap<ChunkId, Vec<Delta>> {
+        let mut deltas = index.deltas_by_unit();
+        let maps = read(&self.shared.maps);
+        let mapped: Option<Vec<&PackMap>> = match maps.is_empty() {
+            true => None,
+            false => maps.iter().map(|m| m.as_deref()).collect(),
+        };
+        if let Some(mapped) = mapped {
+            for (id, list) in deltas.iter_mut() {
+                list.retain(|d| {
+                    let object = Object::Delta {
+                        id: *id,
+                        base: d.base,
+                    };
+                    mapped.iter().any(|m| m.find(&object).is_some())
+                });
+            }
+            deltas.retain(|_, list| !list.is_empty());
+        }
+        deltas
     }
 
     /// What fetches over HTTP have cost so far, since the stores were opened (their pack
@@ -1593,7 +1619,14 @@ mod tests {
         opts.filesystem_aware = false;
         opts.pack = Some(cap);
         let store = LocalStore::open(dir, true).unwrap();
-        let (bytes, _) = make(&image, &store, &opts, &Silent).unwrap();
+        let (bytes, _) = make(
+            &image,
+            &store,
+            &opts,
+            &Silent,
+            &crate::testutil::no_warnings(),
+        )
+        .unwrap();
         (data, Index::from_bytes(&image, bytes).unwrap())
     }
 

@@ -17,9 +17,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusty_s3::actions::{
-    CompleteMultipartUpload, CreateMultipartUpload, ListObjectsV2, ListParts,
-};
+use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, ListObjectsV2, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::Listed;

@@ -31,6 +31,8 @@ pub enum Access {
 pub struct Registry {
     child: Child,
     log: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
     /// `127.0.0.1:PORT`, as references name it.
     pub host: String,
 }
@@ -94,31 +96,58 @@ impl Registry {
         )
         .unwrap();
         let log = dir.join("registry.log");
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .env_remove("AWS_CA_BUNDLE")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (tools/test installs it)");
-        let registry = Registry {
-            child,
+        fs::File::create(&log).unwrap();
+        let mut registry = Registry {
+            child: spawn(&config, &log),
             log,
             host: format!("127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            config,
         };
+        registry.wait_listening();
+        registry
+    }
+
+    fn wait_listening(&mut self) {
         let began = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(&self.host).is_err() {
             assert!(
                 began.elapsed() < START_DEADLINE,
                 "docker-registry did not start: {}",
-                registry.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        registry
+    }
+
+    /// Where a registry on a directory keeps its blobs and repositories.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Stops the registry, runs its garbage collection (`--delete-untagged` when asked)
+    /// and starts it again on the same port and storage.
+    pub fn garbage_collect(&mut self, delete_untagged: bool) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut gc = Command::new("docker-registry");
+        gc.arg("garbage-collect");
+        if delete_untagged {
+            gc.arg("--delete-untagged");
+        }
+        let out = gc
+            .arg(&self.config)
+            .output()
+            .expect("docker-registry garbage-collect");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "garbage-collect: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.child = spawn(&self.config, &self.log);
+        self.wait_listening();
+        text
     }
 
     /// `oci://HOST/REPO` and any suffix (`:TAG`).
@@ -172,6 +201,20 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// `docker-registry serve CONFIG`, its output appended to `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    let out = fs::OpenOptions::new().append(true).open(log).unwrap();
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed (tools/test installs it)")
 }
 
 impl Drop for Registry {

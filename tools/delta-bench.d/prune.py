@@ -189,7 +189,10 @@ TOOLS = ("casync", "loose", "packed")
 
 def med(rows, key):
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-    return statistics.median(vals) if vals else None
+    if not vals:
+        return None
+    m = statistics.median(vals)
+    return int(m) if float(m).is_integer() else m
 
 
 def summarize(meta, records):
