@@ -406,6 +406,30 @@ fn release_manifest_constants_match() {
     }
 }
 
+#[test]
+fn lifecycle_constants_match() {
+    use blockcast::prune::{releases, REPACK_DEAD_PERCENT};
+    use blockcast::store::lease;
+    let rows = table(&doc(), "#### Lifecycle constants (checked)");
+    let code: Vec<(&str, String)> = vec![
+        ("LEASE_FOR", lease::LEASE_FOR.as_secs().to_string()),
+        ("REPACK_DEAD_PERCENT", REPACK_DEAD_PERCENT.to_string()),
+        (
+            "ABSENT_CACHE_CONTROL",
+            blockcast::serve::ABSENT_CACHE_CONTROL.into(),
+        ),
+        ("INDEXES", releases::INDEXES.into()),
+        ("RETIRED", releases::RETIRED.into()),
+        ("LEASES", lease::LEASES.into()),
+        ("LOCK_FILE", lease::LOCK_FILE.into()),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (row, (name, value)) in rows.iter().zip(code) {
+        assert_eq!(row[0], name);
+        assert_eq!(row[1], value, "{name}");
+    }
+}
+
 /// The names, sizes and order the document gives are those `make --pack` writes: a pack
 /// header and table of contents as the tables say, named by its SHA-256, and a map named
 /// by the index digest whose trailer is the SHA-256 of the rest.

@@ -300,7 +300,12 @@ fn serve_speaks_http_as_a_static_server_does() {
         fs::metadata(&chunk).unwrap().len()
     )));
 
-    assert!(curl(&[&format!("{u}/nothing.bcidx")]).starts_with("http/1.1 404"));
+    let absent = curl(&[&format!("{u}/nothing.bcidx")]);
+    assert!(absent.starts_with("http/1.1 404"), "{absent}");
+    assert!(
+        absent.contains("cache-control: public, max-age=10\r\n"),
+        "{absent}"
+    );
     assert!(curl(&[&format!("{u}/store")]).starts_with("http/1.1 404"));
     let escape = curl(&["--path-as-is", &format!("{u}/store/../../etc/passwd")]);
     assert!(escape.starts_with("http/1.1 400"), "{escape}");

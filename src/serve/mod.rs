@@ -475,13 +475,14 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// A chunk's name is the hash of its content, and a delta's the hashes of what it
-/// rebuilds and its base, so neither ever changes: caches may keep them for good.
-/// Anything else (an index is republished under the same name) is revalidated.
+/// A chunk's name is the hash of its content, a delta's the hashes of what it rebuilds
+/// and its base, and a pack's the hash of its bytes, so none ever changes: caches may
+/// keep them for good. Anything else (an index is republished under the same name, a pack
+/// map rewritten by a prune) is revalidated.
 fn cache_control(path: &Path) -> &'static str {
     if path
         .extension()
-        .is_some_and(|e| e == "cacnk" || e == "cadelta")
+        .is_some_and(|e| e == "cacnk" || e == "cadelta" || e == "bcpack")
     {
         "public, max-age=31536000, immutable"
     } else {
@@ -501,6 +502,9 @@ fn empty() -> Body {
         .boxed()
 }
 
+/// `Cache-Control` of a `404`.
+pub const ABSENT_CACHE_CONTROL: &str = "public, max-age=10";
+
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from_static(text.as_bytes()))
@@ -508,6 +512,11 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
             .boxed(),
     );
     *r.status_mut() = status;
+    if status == StatusCode::NOT_FOUND {
+        // A file missing now may be published in a moment: a cache keeps its absence
+        // briefly.
+        set(&mut r, header::CACHE_CONTROL, ABSENT_CACHE_CONTROL);
+    }
     set(&mut r, header::CONTENT_TYPE, "text/plain; charset=utf-8");
     set(&mut r, header::CONTENT_LENGTH, &text.len().to_string());
     r
