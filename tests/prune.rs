@@ -58,6 +58,14 @@ fn make_release(dir: &Path, store: &Path, images: &[PathBuf], k: usize, extra: &
     index
 }
 
+/// `blockcast prune STORE -q --keep-last 2` and `extra`, to run.
+fn keep_two(store: &str, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.args(["prune", store, "-q", "--keep-last", "2"])
+        .args(extra);
+    cmd
+}
+
 fn prune(store: &str, extra: &[&str]) -> serde_json::Value {
     json(&ok(bin().args(["prune", store, "--json"]).args(extra)))
 }
@@ -243,10 +251,14 @@ fn keep_and_keep_bases_choose_what_stays_and_grace_spares_young_objects() {
         .map(|k| make_release(t.path(), &store, &images, k, &["--pack"]))
         .collect();
     let s = store.to_str().unwrap();
-    // Everything is younger than an hour: nothing goes.
+    // Everything is younger than an hour: every release is kept, nothing goes.
     let young = prune(s, &["--keep-last", "1"]);
     assert_eq!(young["deleted_objects"], 0, "{young}");
-    assert!(young["young_objects"].as_u64().unwrap() > 0);
+    assert_eq!(
+        young["kept_releases"].as_array().unwrap().len(),
+        4,
+        "{young}"
+    );
     assert_eq!(recorded(&store), [1, 2, 3, 4]);
 
     // The last two kept, and release 2 as the base of release 3's deltas.
@@ -306,6 +318,18 @@ fn keep_and_keep_bases_choose_what_stays_and_grace_spares_young_objects() {
     assert_eq!(seeded["plan"]["store"]["deltas"], 0, "{seeded}");
     assert!(is_extracted(&out, &images[2]));
 
+    // A chunk file no release names, written just now (by a writer that holds no lease,
+    // or one that is still to write its index), is spared by the grace period only.
+    let stray = blockcast::chunk::ChunkId::of(b"stray");
+    let stray_path = store.join(blockcast::store::local::place(&stray, None));
+    fs::create_dir_all(stray_path.parent().unwrap()).unwrap();
+    fs::write(&stray_path, zstd::bulk::compress(b"stray", 3).unwrap()).unwrap();
+    let spared = prune(s, &["--keep-last", "2", "--grace", "1h"]);
+    assert_eq!(spared["young_objects"], 1, "{spared}");
+    assert!(stray_path.exists());
+    prune(s, &["--keep-last", "2", "--grace", "0"]);
+    assert!(!stray_path.exists());
+
     // A store that records no release is not emptied.
     let bare = t.path().join("bare");
     make(&images[0], &bare, &t.path().join("bare.bcidx"));
@@ -337,16 +361,9 @@ fn prune_racing_make_on_a_directory_loses_nothing_even_without_a_grace_period() 
                 .arg(&previous)
                 .args(extra);
             let mut maker = maker.spawn().unwrap();
-            let mut pruner = bin()
-                .args([
-                    "prune",
-                    store.to_str().unwrap(),
-                    "-q",
-                    "--keep-last",
-                    "2",
-                    "--grace",
-                    "0",
-                ])
+            // Without a grace period, and with a short one.
+            let grace = if k % 2 == 0 { "0" } else { "1s" };
+            let mut pruner = keep_two(store.to_str().unwrap(), &["--grace", grace])
                 .spawn()
                 .unwrap();
             assert!(maker.wait().unwrap().success(), "make r{k}");
@@ -405,16 +422,7 @@ fn prune_killed_anywhere_is_finished_by_the_next() {
     let mut killed = 0;
     for i in 0..20u32 {
         copy(&store);
-        let mut child = bin()
-            .args([
-                "prune",
-                store.to_str().unwrap(),
-                "-q",
-                "--keep-last",
-                "2",
-                "--grace",
-                "0",
-            ])
+        let mut child = keep_two(store.to_str().unwrap(), &["--grace", "0"])
             .spawn()
             .unwrap();
         std::thread::sleep(took.mul_f64(f64::from(i) / 20.0));
@@ -472,8 +480,7 @@ fn prune_racing_push_on_s3_loses_nothing() {
     for k in 2..=rounds + 1 {
         make_release(t.path(), &store, &images, k, &["--pack"]);
         let mut pusher = push(k).spawn().unwrap();
-        let mut pruner = bin();
-        pruner.args(["prune", bucket, "-q", "--keep-last", "2", "--grace", "0"]);
+        let mut pruner = keep_two(bucket, &["--grace", "0"]);
         moto.env(&mut pruner);
         let mut pruner = pruner.spawn().unwrap();
         assert!(pusher.wait().unwrap().success(), "push r{k}");
@@ -541,10 +548,7 @@ fn prune_racing_push_on_a_registry_then_garbage_collection() {
     for k in 2..=rounds + 1 {
         make_release(t.path(), &store, &images, k, &["--pack"]);
         let mut pusher = push(&registry, k).spawn().unwrap();
-        let mut pruner = bin()
-            .args(["prune", &repo, "-q", "--keep-last", "2"])
-            .spawn()
-            .unwrap();
+        let mut pruner = keep_two(&repo, &[]).spawn().unwrap();
         assert!(pusher.wait().unwrap().success(), "push r{k}");
         assert!(pruner.wait().unwrap().success(), "prune during r{k}");
         extracts(
@@ -588,4 +592,42 @@ fn prune_racing_push_on_a_registry_then_garbage_collection() {
             .arg(t.path().join("gone"));
         fails(&mut gone);
     }
+}
+
+/// A mount of a kept release, exposed before a prune repacks the packs it reads, reads
+/// its image whole afterwards through the rewritten pack map.
+#[test]
+fn a_mount_reads_on_through_a_prune_that_repacks_without_grace() {
+    let t = tempdir();
+    let images = weekly_images(t.path(), 4);
+    let store = t.path().join("store");
+    let indexes: Vec<PathBuf> = (1..=4)
+        .map(|k| {
+            make_release(
+                t.path(),
+                &store,
+                &images,
+                k,
+                &["--pack", "--pack-size", "256K"],
+            )
+        })
+        .collect();
+    let mp = t.path().join("mp");
+    fs::create_dir_all(&mp).unwrap();
+    ok(bin()
+        .arg("mount")
+        .arg(&indexes[3])
+        .arg("--no-attach")
+        .arg(&mp)
+        .arg("--store")
+        .arg(&store)
+        .arg("--daemon"));
+    let done = prune(
+        store.to_str().unwrap(),
+        &["--keep-last", "1", "--grace", "0"],
+    );
+    assert!(done["repacked_packs"].as_u64().unwrap() > 0, "{done}");
+    let whole = is_extracted(&mp.join("image"), &images[3]);
+    ok(bin().arg("umount").arg(&mp));
+    assert!(whole, "the mounted image differs after the prune");
 }

@@ -113,7 +113,21 @@ pub fn prune(
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let listed = store.list()?;
     let all = releases::find(store.as_ref(), &listed, &opts.keep)?;
-    let (kept, bases) = choose(&all, opts)?;
+    let (mut kept, bases) = choose(&all, opts)?;
+    // A release recorded within the grace period is kept whole, as its record is.
+    let when: HashMap<&str, SystemTime> = listed
+        .iter()
+        .map(|l| (l.name.as_str(), l.modified))
+        .collect();
+    for r in &all {
+        let young = !r.records.is_empty()
+            && r.records
+                .iter()
+                .all(|n| when.get(n.as_str()).is_some_and(|t| *t > cutoff));
+        if young && !kept.iter().any(|k| k.index.digest() == r.index.digest()) {
+            kept.push(r);
+        }
+    }
     if kept.is_empty()
         && listed
             .iter()

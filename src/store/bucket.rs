@@ -66,6 +66,30 @@ impl S3Store {
             })
     }
 
+    /// Every object, or those in the subdirectory `dir`, page after page.
+    fn listing(&self, dir: Option<&str>) -> Result<Vec<Listed>> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let url = self.location.list_url(dir, token.as_deref());
+            let reply = self.ask("listing", "", reqwest::Method::GET, url, None, LISTING_MAX)?;
+            if !reply.status.is_success() {
+                return Err(self.refused("listing", "", &reply));
+            }
+            let (page, next) = self
+                .location
+                .listing(&String::from_utf8_lossy(&reply.body))
+                .map_err(|e| self.failure("", e))?;
+            all.extend(page);
+            match next.filter(|n| Some(n) != token.as_ref()) {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
     fn failure(&self, name: &str, reason: String) -> Error {
         Error::Remote {
             url: format!("{}/{name}", self.location.describe()),
@@ -89,26 +113,11 @@ impl PruneStore for S3Store {
     }
 
     fn list(&self) -> Result<Vec<Listed>> {
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let url = self.location.list_url(token.as_deref());
-            let reply = self.ask("listing", "", reqwest::Method::GET, url, None, LISTING_MAX)?;
-            if !reply.status.is_success() {
-                return Err(self.refused("listing", "", &reply));
-            }
-            let (page, next) = self
-                .location
-                .listing(&String::from_utf8_lossy(&reply.body))
-                .map_err(|e| self.failure("", e))?;
-            all.extend(page);
-            match next.filter(|n| Some(n) != token.as_ref()) {
-                Some(next) => token = Some(next),
-                None => break,
-            }
-        }
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
+        self.listing(None)
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Vec<Listed>> {
+        self.listing(Some(dir))
     }
 
     fn read(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {

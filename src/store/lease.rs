@@ -219,7 +219,7 @@ fn busy(role: Role, store: &str, wait: Duration) -> Error {
 fn live(store: &dyn PruneStore, role: Role) -> Result<Vec<String>> {
     let now = now_secs();
     let mut found = Vec::new();
-    for listed in store.list()? {
+    for listed in store.list_dir(LEASES)? {
         let Some(_) = listed
             .name
             .strip_prefix(LEASES)

@@ -566,41 +566,41 @@ impl PruneStore for LocalStore {
         for dir in fs::read_dir(&self.dir).at(&self.dir)? {
             let dir = dir.at(&self.dir)?;
             let dir_name = dir.file_name().to_string_lossy().into_owned();
-            if dir_name.starts_with('.') || !dir.file_type().at(&dir.path())?.is_dir() {
-                continue;
+            if !dir_name.starts_with('.') && dir.file_type().at(&dir.path())?.is_dir() {
+                objects.extend(self.list_dir(&dir_name)?);
             }
-            let entries = match fs::read_dir(dir.path()) {
-                Ok(entries) => entries,
-                // Removed since the store's directory was read (an emptied fan-out
-                // directory).
+        }
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(objects)
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Vec<Listed>> {
+        let path = self.object_path(dir)?;
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::Io { path, err: e }),
+        };
+        let mut objects = Vec::new();
+        for file in entries {
+            let file = file.at(&path)?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            let meta = match file.metadata() {
+                Ok(meta) => meta,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
                     return Err(Error::Io {
-                        path: dir.path(),
+                        path: file.path(),
                         err: e,
                     })
                 }
             };
-            for file in entries {
-                let file = file.at(&dir.path())?;
-                let name = file.file_name().to_string_lossy().into_owned();
-                let meta = match file.metadata() {
-                    Ok(meta) => meta,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(Error::Io {
-                            path: file.path(),
-                            err: e,
-                        })
-                    }
-                };
-                if !name.starts_with('.') && meta.is_file() {
-                    objects.push(Listed {
-                        name: format!("{dir_name}/{name}"),
-                        size: meta.len(),
-                        modified: meta.modified().at(&file.path())?,
-                    });
-                }
+            if !name.starts_with('.') && meta.is_file() {
+                objects.push(Listed {
+                    name: format!("{dir}/{name}"),
+                    size: meta.len(),
+                    modified: meta.modified().at(&file.path())?,
+                });
             }
         }
         objects.sort_by(|a, b| a.name.cmp(&b.name));

@@ -151,6 +151,15 @@ pub trait PruneStore: Send + Sync {
     /// Every object: the files in the store's subdirectories, and its top-level index
     /// files (see `docs/FORMAT.md`, A store's releases); never writers' temporary files.
     fn list(&self) -> Result<Vec<Listed>>;
+    /// The objects in the store's subdirectory `dir` (as [`PruneStore::list`] names them).
+    fn list_dir(&self, dir: &str) -> Result<Vec<Listed>> {
+        let prefix = format!("{dir}/");
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|l| l.name.starts_with(&prefix))
+            .collect())
+    }
     /// The object `name`, at most `max_len` bytes of it (more is an error); `None` when
     /// the store lacks it.
     fn read(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>>;
@@ -184,9 +193,8 @@ struct Shared {
     maps: RwLock<Vec<Option<Arc<PackMap>>>>,
     /// The index the maps are for, to read them again.
     mapped: RwLock<Option<Arc<Index>>>,
-    /// Per store, whether its pack map was read again this run (see
-    /// [`Shared::map_again`]).
-    reread: tokio::sync::Mutex<Vec<bool>>,
+    /// Per store, when its pack map was last read again (see [`Shared::map_again`]).
+    reread: tokio::sync::Mutex<Vec<Option<std::time::Instant>>>,
     cache: Option<LocalStore>,
     warn: Warn,
     /// Gathered chunks asked for last, fetched or still in flight, so that reading their
@@ -260,6 +268,10 @@ impl Traffic {
 /// A gathered chunk once fetched; whoever asks while it is in flight waits for it.
 type GatheredSlot = Arc<tokio::sync::OnceCell<Arc<VerifiedChunk>>>;
 
+/// A store's pack map is read again on a missing pack at most this often: once in a
+/// short run, and again after each prune in a mount that runs for weeks.
+const MAP_READ_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Bytes of gathered chunks kept by [`Shared::fetch_gathered`]: the parts of one
 /// gathered chunk lie scattered through the image, and a mount reading files in turn
 /// asks for many gathered chunks before it comes back to the same one.
@@ -318,7 +330,7 @@ impl Stores {
             shared: Arc::new(Shared {
                 maps: RwLock::new(list.iter().map(|_| None).collect()),
                 mapped: RwLock::new(None),
-                reread: tokio::sync::Mutex::new(vec![false; list.len()]),
+                reread: tokio::sync::Mutex::new(vec![None; list.len()]),
                 list,
                 cache,
                 warn,
@@ -661,15 +673,15 @@ impl Shared {
 
     /// Store `i` lacks pack `pack` as its pack map places it (a 404, or a 416 for a pack
     /// shorter than mapped): a repack or prune may have replaced the map since it was
-    /// read, so it is read again, once a run. True when a map read again is in place (by
+    /// read, so it is read again, at most once a minute. True when a map read again is in place (by
     /// this call or an earlier one); the caller then looks its objects up again, once.
     async fn map_again(&self, i: usize, pack: &[u8; 32]) -> bool {
         let Some(index) = read(&self.mapped).clone() else {
             return false;
         };
         let mut reread = self.reread.lock().await;
-        if !reread[i] {
-            reread[i] = true;
+        if reread[i].is_none_or(|at| at.elapsed() >= MAP_READ_AGAIN_AFTER) {
+            reread[i] = Some(std::time::Instant::now());
             let store = self.list[i].as_ref();
             (self.warn)(&format!(
                 "store {} lacks {}, which its pack map names; reading the map again",

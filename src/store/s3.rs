@@ -186,12 +186,17 @@ impl S3Location {
         }
     }
 
-    /// A URL that lists the objects under the prefix (`GET`), a page at a time: the page
-    /// after `continuation` when given.
-    pub fn list_url(&self, continuation: Option<&str>) -> String {
+    /// A URL that lists the objects under the prefix (`GET`), or under its subdirectory
+    /// `dir`, a page at a time: the page after `continuation` when given.
+    pub fn list_url(&self, dir: Option<&str>, continuation: Option<&str>) -> String {
         let mut action = ListObjectsV2::new(&self.bucket, self.credentials.as_ref());
-        if !self.prefix.is_empty() {
-            action.with_prefix(format!("{}/", self.prefix));
+        let prefix = match dir {
+            Some(dir) => format!("{}/", self.key(dir)),
+            None if self.prefix.is_empty() => String::new(),
+            None => format!("{}/", self.prefix),
+        };
+        if !prefix.is_empty() {
+            action.with_prefix(prefix);
         }
         if let Some(token) = continuation {
             action.with_continuation_token(token.to_string());
