@@ -17,6 +17,8 @@ use crate::store::{Listed, LocalStore, PruneStore};
 /// maps point at instead.
 pub struct Plan {
     packs: Vec<[u8; 32]>,
+    /// The packs to repack with their sizes.
+    sized: Vec<([u8; 32], u64)>,
     objects: Vec<(Object, Place)>,
     elsewhere: Vec<(Object, Place)>,
     bytes: u64,
@@ -63,7 +65,7 @@ pub fn plan(
             }
         }
     }
-    let mut packs = Vec::new();
+    let mut sized = Vec::new();
     for (digest, live) in &places {
         let name = pack::pack_name(digest);
         let Some(l) = listed.get(&name) else {
@@ -74,12 +76,14 @@ pub fn plan(
         let live: u64 = live.iter().map(|(_, size)| u64::from(*size)).sum();
         let dead = data.saturating_sub(live);
         if dead * 100 > data * REPACK_DEAD_PERCENT {
-            packs.push(*digest);
+            sized.push((*digest, l.size));
         }
     }
+    let packs: Vec<[u8; 32]> = sized.iter().map(|(d, _)| *d).collect();
     let chosen: HashSet<[u8; 32]> = packs.iter().copied().collect();
     let mut plan = Plan {
         packs,
+        sized,
         objects: Vec::new(),
         elsewhere: Vec::new(),
         bytes: 0,
@@ -132,6 +136,39 @@ pub fn plan(
     plan.objects
         .sort_by_key(|(o, _)| matches!(o, Object::Delta { .. }));
     Ok(plan)
+}
+
+/// Copies the packs `packs` (with their sizes) of a remote store into the local
+/// directory `to`, a piece at a time.
+fn fetch_packs(store: &dyn PruneStore, to: &LocalStore, packs: &[([u8; 32], u64)]) -> Result<()> {
+    use std::io::Write;
+    const PIECE: u64 = 8 << 20;
+    let dir = to.dir().join("packs");
+    std::fs::create_dir_all(&dir).map_err(|err| Error::Io {
+        path: dir.clone(),
+        err,
+    })?;
+    for (digest, size) in packs {
+        let name = pack::pack_name(digest);
+        let path = to.dir().join(&name);
+        let io = |err| Error::Io {
+            path: path.clone(),
+            err,
+        };
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        for at in (0..*size).step_by(PIECE as usize) {
+            let piece = store
+                .read_range(&name, at..(at + PIECE).min(*size))?
+                .ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "{}: {name} is shorter than listed",
+                        store.describe()
+                    ))
+                })?;
+            file.write_all(&piece).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the stored bytes of `object` read from `place` (its chunk file against its
@@ -194,45 +231,30 @@ pub fn run(
             &scratch_store
         }
     };
-    // How far into each old pack the objects taken from it reach.
-    let mut reach: HashMap<[u8; 32], u64> = HashMap::new();
-    for (_, place) in &plan.objects {
-        let end = reach.entry(place.pack).or_default();
-        *end = (*end).max(place.range().end);
-    }
+    // Objects are read one by one where they lie: in the store's own packs, or (a
+    // remote store) in copies of the packs being repacked, fetched once each.
+    let source: &dyn PruneStore = match store.local() {
+        Some(local) => local,
+        None => {
+            fetch_packs(store, target, &plan.sized)?;
+            target
+        }
+    };
     let mut writer = PackWriter::new(target, DEFAULT_PACK_SIZE);
     let mut deltas_started = false;
-    // One old pack's bytes at a time: objects are taken in plan order, read by pack.
-    let mut held: Option<([u8; 32], Vec<u8>)> = None;
     for (object, place) in &plan.objects {
         if matches!(object, Object::Delta { .. }) && !deltas_started {
             writer.close()?;
             deltas_started = true;
         }
-        if held.as_ref().is_none_or(|(d, _)| *d != place.pack) {
-            let name = pack::pack_name(&place.pack);
-            drop(held.take());
-            let bytes = store
-                .read_range(&name, 0..reach[&place.pack])?
-                .ok_or_else(|| {
-                    Error::Integrity(format!(
-                        "{}: {name} is shorter than its pack map says",
-                        store.describe()
-                    ))
-                })?;
-            held = Some((place.pack, bytes));
-        }
-        let Some((_, bytes)) = &held else {
-            continue;
-        };
-        let range = place.offset as usize..place.range().end as usize;
-        let stored = bytes.get(range).ok_or_else(|| {
+        let name = pack::pack_name(&place.pack);
+        let stored = source.read_range(&name, place.range())?.ok_or_else(|| {
             Error::Integrity(format!(
-                "{}: {} is shorter than its pack map says",
-                store.describe(),
-                pack::pack_name(&place.pack)
+                "{}: {name} is shorter than its pack map says",
+                store.describe()
             ))
         })?;
+        let stored = &stored[..];
         checked(store, object, place, stored, sizes)?;
         writer.add(*object, stored)?;
         report.written_bytes += stored.len() as u64;
