@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod caibx;
+pub mod check;
 pub mod chunk;
 pub mod chunker;
 pub(crate) mod delta;

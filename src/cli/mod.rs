@@ -1,5 +1,6 @@
 //! Argument parsing, progress bars and output formats; the work is the library's.
 
+mod check;
 mod diff;
 mod export_caibx;
 mod extract;
@@ -58,6 +59,7 @@ enum Command {
     Diff(diff::DiffArgs),
     ExportCaibx(export_caibx::ExportArgs),
     Verify(verify::VerifyArgs),
+    Check(check::CheckArgs),
     Verity(verity::VerityArgs),
     Serve(serve::ServeArgs),
     Mount(mount::MountArgs),
@@ -80,6 +82,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Diff(a) => diff::run(a, &ui),
         Command::ExportCaibx(a) => export_caibx::run(a, &ui),
         Command::Verify(a) => verify::run(a, &ui),
+        Command::Check(a) => check::run(a, &ui),
         Command::Verity(a) => verity::run(a, &ui),
         Command::Serve(a) => serve::run(a),
         Command::Mount(a) => mount::run(a, &ui),

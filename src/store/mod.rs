@@ -291,36 +291,15 @@ impl Stores {
         let mut client: Option<http::Client> = None;
         let mut list: Vec<Box<dyn ReadStore>> = Vec::with_capacity(locations.len());
         for location in locations {
-            list.push(if is_remote(location) {
-                let client = match &client {
-                    Some(c) => c.clone(),
-                    None => client
-                        .insert(http::Client::new(&opts.http, traffic.clone())?)
-                        .clone(),
-                };
-                if s3::is_s3(location) {
-                    Box::new(http::HttpStore::s3(
-                        s3::S3Location::parse(location)?,
-                        client,
-                        warn.clone(),
-                    ))
-                } else if oci::is_oci(location) {
-                    Box::new(oci::registry::RegistryStore::new(
-                        &oci::Reference::parse(location)?,
-                        &client,
-                        &opts.http,
-                        warn.clone(),
-                    ))
-                } else {
-                    Box::new(http::HttpStore::new(location, client, warn.clone()))
-                }
-            } else if location.contains("://") {
-                return Err(Error::Invalid(format!(
-                    "store {location}: only http://, https://, s3:// and oci:// locations and local directories are stores"
-                )));
-            } else {
-                Box::new(LocalStore::open(location.as_ref(), false)?)
-            });
+            if is_remote(location) && client.is_none() {
+                client = Some(http::Client::new(&opts.http, traffic.clone())?);
+            }
+            list.push(open_read_store(
+                location,
+                client.as_ref(),
+                &opts.http,
+                warn.clone(),
+            )?);
         }
         let cache = match &opts.cache {
             Some(dir) => Some(LocalStore::open(dir, true)?),
@@ -1364,6 +1343,43 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the fetch runtime: {e}")))
+}
+
+/// Opens one location as a store to read: a directory, or an `http://`, `https://`,
+/// `s3://` or `oci://` location reached over `client` (which a remote location needs).
+pub fn open_read_store(
+    location: &str,
+    client: Option<&http::Client>,
+    http: &HttpOptions,
+    warn: Warn,
+) -> Result<Box<dyn ReadStore>> {
+    if !is_remote(location) {
+        if location.contains("://") {
+            return Err(Error::Invalid(format!(
+                "store {location}: only http://, https://, s3:// and oci:// locations and local directories are stores"
+            )));
+        }
+        return Ok(Box::new(LocalStore::open(location.as_ref(), false)?));
+    }
+    let client = client
+        .ok_or_else(|| Error::Internal(format!("no HTTP client for store {location}")))?
+        .clone();
+    Ok(if s3::is_s3(location) {
+        Box::new(http::HttpStore::s3(
+            s3::S3Location::parse(location)?,
+            client,
+            warn,
+        ))
+    } else if oci::is_oci(location) {
+        Box::new(oci::registry::RegistryStore::new(
+            &oci::Reference::parse(location)?,
+            &client,
+            http,
+            warn,
+        ))
+    } else {
+        Box::new(http::HttpStore::new(location, client, warn))
+    })
 }
 
 /// Whether `location` is fetched over the network: an `http://`, `https://`, `s3://` or
