@@ -468,6 +468,14 @@ impl Survey {
     fn list_items(&mut self) {
         let mut seen: HashMap<(Object, Option<PlaceKey>), usize> = HashMap::new();
         let mut packs: HashMap<[u8; 32], usize> = HashMap::new();
+        // A delta is needed where a device may hold its base: on a release checked. One
+        // whose base no such release has, or that the release's pack map leaves out, is
+        // one a prune dropped.
+        let on_devices: HashSet<ChunkId> = self
+            .releases
+            .iter()
+            .flat_map(|r| crate::prune::releases::chunk_ids(&r.index))
+            .collect();
         for (ri, r) in self.releases.iter().enumerate() {
             let sizes = sizes_of(&r.index);
             let (chunks, deltas, tree) = pack::objects(&r.index);
@@ -476,6 +484,11 @@ impl Survey {
                     continue;
                 };
                 let at = self.maps[ri].as_ref().and_then(|m| m.find(&object));
+                if let Object::Delta { base, .. } = object {
+                    if !on_devices.contains(&base) || (self.maps[ri].is_some() && at.is_none()) {
+                        continue;
+                    }
+                }
                 if let Some(place) = at {
                     let p = *packs.entry(place.pack).or_insert_with(|| {
                         self.packs.push(PackCheck {

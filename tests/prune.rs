@@ -450,6 +450,8 @@ fn prune_killed_anywhere_is_finished_by_the_next() {
             settled,
             "kill {i}: the second prune did not finish the job"
         );
+        // Every release the store still records is whole, object by object.
+        ok(bin().args(["check", store.to_str().unwrap()]));
     }
     assert!(
         killed >= 10,
