@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::prune::releases::{self, Kind, Release};
 use crate::store::lease::Hold;
 use crate::store::{
-    self, codec, http, HttpOptions, Listed, LocalStore, PruneStore, ReadOptions, ReadStore, Warn,
+    self, codec, http, HttpOptions, Listed, PruneStore, ReadOptions, ReadStore, Warn,
 };
 
 /// The most bytes of a pack read at once (more only for a single larger object).
@@ -1190,20 +1190,8 @@ impl Fix<'_> {
             .map(|&i| u64::from(survey.items[i].sizes.stored))
             .sum();
         progress.start("repairing", total);
-        // Packs are written in place in a directory, else in a temporary one and sent.
-        let (_scratch_dir, scratch);
-        let target: &LocalStore = match self.store.local() {
-            Some(local) => local,
-            None => {
-                let dir = tempfile::tempdir().map_err(|e| Error::Io {
-                    path: std::env::temp_dir(),
-                    err: e,
-                })?;
-                scratch = LocalStore::open(dir.path(), true)?;
-                _scratch_dir = dir;
-                &scratch
-            }
-        };
+        let staging = pack::Staging::for_store(self.store)?;
+        let target = staging.dir();
         let mut writer = PackWriter::new(target, DEFAULT_PACK_SIZE);
         // Each object taken, and where its copy came from.
         let mut taken: HashMap<Object, String> = HashMap::new();
@@ -1248,16 +1236,7 @@ impl Fix<'_> {
         }
         let (placed, written) = writer.finish()?;
         self.report.packs_written += written;
-        if self.store.local().is_none() {
-            let new: BTreeSet<[u8; 32]> = placed.iter().map(|(_, p)| p.pack).collect();
-            for digest in &new {
-                let name = pack::pack_name(digest);
-                let gone = || Error::Internal(format!("{name} written, then gone"));
-                let len = target.object_len(&name)?.ok_or_else(gone)?;
-                let bytes = target.read_object(&name, len)?.ok_or_else(gone)?;
-                self.store.write(&name, &bytes)?;
-            }
-        }
+        staging.send(self.store, &placed)?;
         let moved: HashMap<Object, Place> = placed.into_iter().collect();
         let by_name: HashMap<String, Place> =
             moved.iter().map(|(o, p)| (o.loose_name(), *p)).collect();

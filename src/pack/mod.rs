@@ -320,6 +320,56 @@ impl<'a> PackWriter<'a> {
     }
 }
 
+/// Where new packs for a store are written: in place in a directory store, else in a
+/// temporary directory from which [`Staging::send`] puts them into the store.
+pub enum Staging<'a> {
+    InPlace(&'a LocalStore),
+    Scratch(tempfile::TempDir, LocalStore),
+}
+
+impl<'a> Staging<'a> {
+    pub fn for_store(store: &'a dyn crate::store::PruneStore) -> Result<Staging<'a>> {
+        if let Some(local) = store.local() {
+            return Ok(Staging::InPlace(local));
+        }
+        let dir = tempfile::tempdir().map_err(|err| Error::Io {
+            path: std::env::temp_dir(),
+            err,
+        })?;
+        let local = LocalStore::open(dir.path(), true)?;
+        Ok(Staging::Scratch(dir, local))
+    }
+
+    /// The directory packs are written into.
+    pub fn dir(&self) -> &LocalStore {
+        match self {
+            Staging::InPlace(local) => local,
+            Staging::Scratch(_, local) => local,
+        }
+    }
+
+    /// Puts the packs `placed` names into `store` (nothing to do in place).
+    pub fn send(
+        &self,
+        store: &dyn crate::store::PruneStore,
+        placed: &[(Object, Place)],
+    ) -> Result<()> {
+        let Staging::Scratch(_, local) = self else {
+            return Ok(());
+        };
+        let new: std::collections::BTreeSet<[u8; 32]> =
+            placed.iter().map(|(_, p)| p.pack).collect();
+        for digest in &new {
+            let name = pack_name(digest);
+            let gone = || Error::Internal(format!("{name} written, then gone"));
+            let len = local.object_len(&name)?.ok_or_else(gone)?;
+            let bytes = local.read_object(&name, len)?.ok_or_else(gone)?;
+            store.write(&name, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
 /// The SHA-256 of a whole file, read back.
 fn file_digest(file: &File, path: &Path) -> Result<[u8; 32]> {
     let mut h = Sha256::new();

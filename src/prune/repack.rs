@@ -7,7 +7,7 @@ use super::{Marked, PruneReport, REPACK_DEAD_PERCENT};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::pack::format::{DEFAULT_PACK_SIZE, PACK_HEADER_SIZE};
-use crate::pack::{self, Object, PackWriter, Place};
+use crate::pack::{self, Object, PackWriter, Place, Staging};
 use crate::progress::Progress;
 use crate::store::{Listed, LocalStore, PruneStore};
 
@@ -217,20 +217,8 @@ pub fn run(
     if plan.objects.is_empty() {
         return Ok(moved);
     }
-    // Packs are written in place in a directory, else in a temporary one and sent.
-    let (_scratch, scratch_store);
-    let target = match store.local() {
-        Some(local) => local,
-        None => {
-            let dir = tempfile::tempdir().map_err(|e| Error::Io {
-                path: std::env::temp_dir(),
-                err: e,
-            })?;
-            scratch_store = LocalStore::open(dir.path(), true)?;
-            _scratch = dir;
-            &scratch_store
-        }
-    };
+    let staging = Staging::for_store(store)?;
+    let target = staging.dir();
     // Objects are read one by one where they lie: in the store's own packs, or (a
     // remote store) in copies of the packs being repacked, fetched once each.
     let source: &dyn PruneStore = match store.local() {
@@ -262,16 +250,7 @@ pub fn run(
     }
     let (placed, written) = writer.finish()?;
     report.written_packs = written;
-    let new: std::collections::BTreeSet<[u8; 32]> = placed.iter().map(|(_, p)| p.pack).collect();
-    if store.local().is_none() {
-        for digest in &new {
-            let name = pack::pack_name(digest);
-            let gone = || Error::Internal(format!("{name} written, then gone"));
-            let len = target.object_len(&name)?.ok_or_else(gone)?;
-            let bytes = target.read_object(&name, len)?.ok_or_else(gone)?;
-            store.write(&name, &bytes)?;
-        }
-    }
+    staging.send(store, &placed)?;
     moved.extend(placed);
     Ok(moved)
 }
