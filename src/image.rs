@@ -158,18 +158,24 @@ pub fn open_readable(path: &Path, block_device: bool) -> std::io::Result<File> {
 /// [`open_readable`]) of at most `max` bytes, read whole; a larger one is refused as
 /// larger than `what` is.
 pub fn read_text(path: &Path, max: u64, what: &str) -> std::io::Result<String> {
+    String::from_utf8(read_small(path, max, what)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// A small file (a certificate, a DER signature), as [`read_text`] reads it, as bytes.
+pub fn read_small(path: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     open_readable(path, false)?
         .take(max + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > max {
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("larger than {what} ({max} bytes at most)"),
         ));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// Refuses anything but a regular file (or, with `block_device`, a block device): a FIFO

@@ -1,7 +1,7 @@
 //! Publishing a release from a local packed store to a remote one: an S3 prefix
 //! (`s3://BUCKET/PREFIX`, the store's layout) or a registry repository
 //! (`oci://HOST/REPO[:TAG]`, one manifest, see [`crate::oci`]). The packs its pack map
-//! names go first, then the map, then its signature, then the index (on a registry then
+//! names go first, then the map, then its signatures, then the index (on a registry then
 //! the manifest, under the `bcidx-` tag of the index and then under TAG), each step done
 //! before the next, so a reader never finds an index whose map or packs are not there
 //! yet. What the destination already holds is not sent again: a pack there is skipped (a
@@ -73,9 +73,9 @@ pub struct PushReport {
     pub packs_uploaded: u64,
     pub packs_present: u64,
     pub packs_mounted: u64,
-    /// Bytes sent: packs, the pack map, the signature and the index.
+    /// Bytes sent: packs, the pack map, the signatures and the index.
     pub bytes_uploaded: u64,
-    /// Whether a signature went with the index.
+    /// Whether signatures went with the index.
     pub signed: bool,
     /// Parts of packs sent to S3 in parts, and parts an earlier push had sent already.
     pub parts_uploaded: u64,
@@ -96,7 +96,8 @@ struct Release {
     map_bytes: Vec<u8>,
     /// The packs the map names, with their sizes.
     packs: Vec<([u8; 32], u64)>,
-    signature: Option<Vec<u8>>,
+    /// The signature files beside the index.
+    signatures: Vec<(sign::Kind, Vec<u8>)>,
 }
 
 impl Release {
@@ -119,17 +120,15 @@ impl Release {
                 ))
             })?;
         let map = PackMap::read(&map_name, &map_bytes, &release)?;
-        let signature_path = sign::signature_path(index);
-        let signature = match sign::read_small(&signature_path) {
-            Ok(text) => Some(text.into_bytes()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Error::Io {
-                    path: signature_path,
-                    err: e,
-                })
+        let mut signatures = Vec::new();
+        for kind in sign::Kind::ALL {
+            let path = kind.path(index);
+            match kind.read(&path) {
+                Ok(bytes) => signatures.push((kind, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::Io { path, err }),
             }
-        };
+        }
         let packs = map
             .packs()
             .into_iter()
@@ -147,7 +146,7 @@ impl Release {
             map_name,
             map_bytes,
             packs,
-            signature,
+            signatures,
         })
     }
 }
@@ -355,8 +354,11 @@ impl Destination for S3<'_> {
     fn finish<'a>(&'a self, release: &'a Release) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let mut files = vec![(release.map_name.clone(), &release.map_bytes)];
-            if let Some(signature) = &release.signature {
-                files.push((format!("{}.minisig", release.index_name), signature));
+            for (kind, signature) in &release.signatures {
+                files.push((
+                    format!("{}{}", release.index_name, kind.suffix()),
+                    signature,
+                ));
             }
             files.push((release.index_name.clone(), &release.index_bytes));
             let mut sent = 0;
@@ -433,8 +435,11 @@ impl Destination for Oci<'_> {
             put(oci::EMPTY_DATA).await?;
             let map = put(&release.map_bytes).await?;
             let mut signatures = Vec::new();
-            if let Some(signature) = &release.signature {
-                signatures.push((oci::MINISIGN.to_string(), put(signature).await?));
+            for (kind, signature) in &release.signatures {
+                signatures.push((
+                    oci::signature_kind(*kind).to_string(),
+                    put(signature).await?,
+                ));
             }
             let index = put(&release.index_bytes).await?;
             let manifest = ReleaseManifest {
@@ -466,7 +471,7 @@ impl Destination for Oci<'_> {
     }
 }
 
-/// Publishes the release `index` (its signature beside it, if any) from `store` to
+/// Publishes the release `index` (the signatures beside it, if any) from `store` to
 /// `destination`: `s3://BUCKET/PREFIX`, where the index's name is its file name under
 /// the prefix, beside the store's layout; or `oci://HOST/REPO[:TAG]`.
 pub fn push(
@@ -616,7 +621,7 @@ fn send(
         packs_present: release.packs.len() as u64 - packs_uploaded - packs_mounted,
         packs_mounted,
         bytes_uploaded: sent.into_inner(),
-        signed: release.signature.is_some(),
+        signed: !release.signatures.is_empty(),
         parts_uploaded: 0,
         parts_present: 0,
         manifest: None,

@@ -1,28 +1,37 @@
 //! Opening an index under a trust policy. Bytes from anywhere become a [`TrustedIndex`],
 //! the only index `extract`, `plan` and `mount` accept, in one of two ways: checked
-//! against trusted keys ([`TrustedIndex::open`]), or taken as they are by a caller that
-//! has told its user so ([`TrustedIndex::unauthenticated`]). Both refuse rollbacks.
+//! against trusted keys and CAs ([`TrustedIndex::open`]), or taken as they are by a
+//! caller that has told its user so ([`TrustedIndex::unauthenticated`]). Both refuse
+//! rollbacks.
 //!
 //! There is no third way: the fields are private.
 //!
 //! ```compile_fail
 //! # fn f(index: blockcast::index::Index) {
-//! let trusted = blockcast::trust::TrustedIndex { index, authenticated: true };
+//! let trusted = blockcast::trust::TrustedIndex { index, authenticated: true, signer: None, kernel: None };
 //! # }
 //! ```
 
 use std::ops::Deref;
 use std::path::Path;
 
+use openssl::x509::{X509Ref, X509};
+
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::sign::{self, PublicKey};
+use crate::sign::roothash::KernelSignature;
+use crate::sign::{self, cms, x509, Kind, PublicKey};
 use crate::store::{is_remote, RemoteFiles};
 
-/// What an index must satisfy to be used.
+/// What an index must satisfy to be used. Every kind of trust given must vouch for it:
+/// with keys and CAs, both a minisign and a CMS signature must.
 pub struct Policy {
     /// Keys one of which must have signed the index's exact bytes (`INDEX.minisig`).
     pub keys: Vec<PublicKey>,
+    /// With CAs, a certificate they vouch for must have signed the index's exact bytes
+    /// (`INDEX.p7s`); the kernel's root-hash signature and systemd's JSON beside the
+    /// index, if there, must then be that signer's too.
+    pub certificates: Option<x509::Policy>,
     /// The lowest release accepted: older ones are rollbacks.
     pub min_release: u64,
 }
@@ -31,43 +40,66 @@ pub struct Policy {
 pub struct TrustedIndex {
     index: Index,
     authenticated: bool,
+    signer: Option<X509>,
+    kernel: Option<KernelSignature>,
 }
-
-/// A `.minisig` file is four short lines.
-const MAX_SIGNATURE_SIZE: u64 = 64 << 10;
 
 impl TrustedIndex {
     /// Reads the index at `location` (a path, or a URL fetched through `remote`) and
-    /// refuses it, before parsing it, unless one of `policy.keys` signed its exact bytes;
-    /// then refuses a release below `policy.min_release`. A policy without keys is
-    /// refused: see [`TrustedIndex::unauthenticated`].
+    /// refuses it, before parsing it, unless its signatures satisfy `policy`; then
+    /// refuses a release below `policy.min_release`, and root-hash signatures that are not
+    /// the certificate signer's. A policy without keys or CAs is refused: see
+    /// [`TrustedIndex::unauthenticated`].
     pub fn open(
         location: &str,
         policy: &Policy,
         remote: Option<&RemoteFiles>,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<TrustedIndex> {
-        if policy.keys.is_empty() {
+        if policy.keys.is_empty() && policy.certificates.is_none() {
             return Err(Error::Invalid(format!(
-                "{location}: no trusted key to check its signature with"
+                "{location}: no trusted key or CA to check its signature with"
             )));
         }
         let bytes = read(location, remote, warn)?;
-        let checked = match remote.filter(|_| is_remote(location)) {
-            Some(files) => match files.signature(location, MAX_SIGNATURE_SIZE, warn)? {
-                Some(text) => sign::verify(&bytes, &String::from_utf8_lossy(&text), &policy.keys),
-                None => Err(Error::Untrusted(format!(
-                    "the signature of {location} is missing: the index is not signed"
-                ))),
-            },
-            None => sign::verify_file(
-                &bytes,
-                &sign::signature_path(Path::new(location)),
-                &policy.keys,
-            ),
+        let refuse = |e: Error| Error::Untrusted(format!("refusing {location}: {}", untrusted(e)));
+        let missing = |kind: Kind, what: &str| {
+            Error::Untrusted(format!(
+                "refusing {location}: its {what} {location}{} is missing: the index is not signed{}",
+                kind.suffix(),
+                if kind == Kind::Cms { " with a certificate" } else { "" }
+            ))
         };
-        checked.map_err(|e| Error::Untrusted(format!("refusing {location}: {}", untrusted(e))))?;
-        TrustedIndex::release(location, bytes, policy.min_release, true)
+        if !policy.keys.is_empty() {
+            let text = signature(location, Kind::Minisign, remote, warn)?
+                .ok_or_else(|| missing(Kind::Minisign, "signature"))?;
+            sign::verify(&bytes, &String::from_utf8_lossy(&text), &policy.keys).map_err(refuse)?;
+        }
+        let signer = match &policy.certificates {
+            Some(certificates) => {
+                let der = signature(location, Kind::Cms, remote, warn)?
+                    .ok_or_else(|| missing(Kind::Cms, "CMS signature"))?;
+                Some(cms::verify(&bytes, &der, certificates).map_err(refuse)?)
+            }
+            None => None,
+        };
+        let mut trusted = TrustedIndex::release(location, bytes, policy.min_release, true)?;
+        if let Some(certificate) = &signer {
+            let root = trusted.header().verity.root_hex();
+            trusted.kernel = KernelSignature::check(
+                signature(location, Kind::RootHash, remote, warn)?,
+                signature(location, Kind::VeritySig, remote, warn)?,
+                &root,
+                certificate,
+            )
+            .map_err(|reason| {
+                Error::Untrusted(format!(
+                    "refusing {location}: its root-hash signature: {reason}"
+                ))
+            })?;
+        }
+        trusted.signer = signer;
+        Ok(trusted)
     }
 
     /// Reads the index at `location` without checking who made it, still refusing a
@@ -98,12 +130,24 @@ impl TrustedIndex {
         Ok(TrustedIndex {
             index,
             authenticated,
+            signer: None,
+            kernel: None,
         })
     }
 
-    /// Whether a trusted key signed the index.
+    /// Whether a trusted key or certificate signed the index.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// The certificate whose CMS signature of the index a trusted CA vouched for.
+    pub fn signer(&self) -> Option<&X509Ref> {
+        self.signer.as_deref()
+    }
+
+    /// The kernel's root-hash signature and systemd's JSON, checked as the signer's.
+    pub fn kernel_signature(&self) -> Option<&KernelSignature> {
+        self.kernel.as_ref()
     }
 }
 
@@ -130,6 +174,25 @@ fn read(
             "{location}: a URL, but no HTTP client to fetch it with"
         ))),
         None => Index::read_bytes(Path::new(location)),
+    }
+}
+
+/// The signature of `kind` of the index at `location`: through `remote` for a URL, else
+/// the file beside it. `None` when there is none.
+fn signature(
+    location: &str,
+    kind: Kind,
+    remote: Option<&RemoteFiles>,
+    warn: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Option<Vec<u8>>> {
+    if let Some(files) = remote.filter(|_| is_remote(location)) {
+        return files.signature(location, kind, warn);
+    }
+    let path = kind.path(Path::new(location));
+    match kind.read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Error::Io { path, err }),
     }
 }
 
@@ -166,7 +229,11 @@ mod tests {
         let quiet = |_: &str| {};
         let (secret, public) = keys(dir.path(), "release");
         let (_, other) = keys(dir.path(), "other");
-        let policy = |keys: Vec<PublicKey>, min_release| Policy { keys, min_release };
+        let policy = |keys: Vec<PublicKey>, min_release| Policy {
+            keys,
+            certificates: None,
+            min_release,
+        };
 
         let unsigned = TrustedIndex::open(location, &policy(vec![public.clone()], 0), None, &quiet);
         assert!(

@@ -394,6 +394,9 @@ fn release_manifest_constants_match() {
         ("PACK_TYPE", o::PACK_TYPE.into()),
         ("SIGNATURE_TYPE_PREFIX", o::SIGNATURE_TYPE_PREFIX.into()),
         ("MINISIGN", o::MINISIGN.into()),
+        ("CMS", o::CMS.into()),
+        ("ROOTHASH_P7S", o::ROOTHASH_P7S.into()),
+        ("VERITY_SIG", o::VERITY_SIG.into()),
         ("INDEX_DIGEST_ANNOTATION", o::INDEX_DIGEST_ANNOTATION.into()),
         ("MANIFEST_TYPE", o::MANIFEST_TYPE.into()),
         ("MAX_MANIFEST", o::MAX_MANIFEST.to_string()),
@@ -404,6 +407,20 @@ fn release_manifest_constants_match() {
         assert_eq!(row[0], name);
         assert_eq!(row[1], value, "{name}");
     }
+}
+
+#[test]
+fn signature_files_match() {
+    use blockcast::sign::{roothash, Kind};
+    let rows = table(&doc(), "#### Signature files (checked)");
+    assert_eq!(rows.len(), Kind::ALL.len());
+    for (row, kind) in rows.iter().zip(Kind::ALL) {
+        assert_eq!(row[0], format!("INDEX{}", kind.suffix()));
+        assert_eq!(row[1], blockcast::oci::signature_kind(kind), "{kind:?}");
+        assert_eq!(row[2], kind.max_len().to_string(), "{kind:?}");
+    }
+    let align = format!("`JSON_ALIGN` ({})", roothash::JSON_ALIGN);
+    assert!(doc().contains(&align), "{align}");
 }
 
 #[test]

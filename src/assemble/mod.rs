@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::{ChunkId, VerifiedChunk};
-use crate::durable::NewFile;
+use crate::durable::{self, NewFile};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::index::Delta;
@@ -27,6 +27,7 @@ use crate::index::{ChunkRecord, Index};
 use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
+use crate::sign::Kind;
 use crate::store::{Stores, TrafficReport};
 use crate::trust::TrustedIndex;
 use crate::verity::{self, Geometry};
@@ -41,6 +42,11 @@ pub struct ExtractOptions {
     pub verity_append: bool,
     /// Also write the dm-verity hash device to this file, once the root is checked.
     pub verity: Option<PathBuf>,
+    /// Once the image is complete, write the index's root-hash signature (checked as its
+    /// certificate signer's when it was opened) to `BASE.roothash.p7s` and systemd's
+    /// JSON to `BASE.verity-sig.json`; when the index carries none, remove such files
+    /// left by an earlier release, which would not match this image.
+    pub kernel_signature: Option<PathBuf>,
 }
 
 impl Default for ExtractOptions {
@@ -49,6 +55,7 @@ impl Default for ExtractOptions {
             spill_limit: 256 << 20,
             verity_append: false,
             verity: None,
+            kernel_signature: None,
         }
     }
 }
@@ -69,6 +76,10 @@ pub struct ExtractReport {
     pub traffic: TrafficReport,
     /// Checked against what was written before the image was completed.
     pub verity_root: String,
+    /// The root-hash signature written beside the image, if any (see
+    /// [`ExtractOptions::kernel_signature`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_hash_signature: Option<PathBuf>,
 }
 
 struct Run<'a> {
@@ -171,6 +182,10 @@ pub fn extract(
     let updated_in_place = !run.target.is_new() || run.target.old_len() > 0;
     let refetched_chunks = run.refetched.load(Ordering::Relaxed);
     run.target.complete(final_len, &guard)?;
+    let root_hash_signature = match &opts.kernel_signature {
+        Some(base) => write_kernel_signature(index, base)?,
+        None => None,
+    };
     Ok(ExtractReport {
         plan: plan.summary,
         updated_in_place,
@@ -179,7 +194,36 @@ pub fn extract(
         chunk_files_from_deltas: stores.rebuilt_from_deltas() - rebuilt_before,
         traffic: stores.traffic(),
         verity_root: verity.root_hex(),
+        root_hash_signature,
     })
+}
+
+/// Writes the index's kernel signature files at `base` (see
+/// [`ExtractOptions::kernel_signature`]), or removes stale ones; returns the
+/// `.roothash.p7s` written.
+fn write_kernel_signature(index: &TrustedIndex, base: &Path) -> Result<Option<PathBuf>> {
+    let (p7s, json) = (Kind::RootHash.path(base), Kind::VeritySig.path(base));
+    match index.kernel_signature() {
+        Some(signature) => {
+            durable::write_file(&json, &signature.verity_sig)?;
+            durable::write_file(&p7s, &signature.p7s)?;
+            Ok(Some(p7s))
+        }
+        None => {
+            for stale in [p7s, json] {
+                match std::fs::remove_file(&stale) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::Io {
+                            path: stale,
+                            err: e,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Lets the stores rebuild chunk files from deltas against the seeds for as long as it

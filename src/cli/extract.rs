@@ -28,6 +28,11 @@ pub struct ExtractArgs {
     /// `veritysetup --hash-offset`).
     #[arg(long)]
     verity_append: bool,
+    /// With an index signed by a certificate (--trusted-ca), write its root-hash
+    /// signature to BASE.roothash.p7s and systemd's verity signature JSON to
+    /// BASE.verity-sig.json [default: OUTPUT, when not a block device].
+    #[arg(long, value_name = "BASE")]
+    kernel_signature: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -40,10 +45,24 @@ pub fn run(mut a: ExtractArgs, ui: &Ui) -> Result<()> {
     }
     let runtime = blockcast::store::runtime()?;
     let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
+    let kernel_signature = match &a.kernel_signature {
+        Some(base) => Some(base.clone()),
+        None if is_block_device(&a.output) => {
+            if index.kernel_signature().is_some() {
+                ui.warn(&format!(
+                    "{} is a block device: its root-hash signature is not written beside it (give --kernel-signature BASE)",
+                    a.output.display()
+                ));
+            }
+            None
+        }
+        None => Some(a.output.clone()),
+    };
     let opts = ExtractOptions {
         spill_limit: a.spill_limit,
         verity_append: a.verity_append,
         verity: a.verity.clone(),
+        kernel_signature,
     };
     let warn = |m: &str| ui.warn(m);
     let report = assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
@@ -64,6 +83,15 @@ pub fn run(mut a: ExtractArgs, ui: &Ui) -> Result<()> {
             human_bytes(p.output.bytes),
             human_bytes(p.in_place.bytes),
             human_bytes(p.zero.bytes),
-        )
+        ) + &report
+            .root_hash_signature
+            .as_ref()
+            .map(|p| format!("; root-hash signature {}", p.display()))
+            .unwrap_or_default()
     })
+}
+
+fn is_block_device(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }

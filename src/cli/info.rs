@@ -5,6 +5,7 @@ use anyhow::Result;
 use blockcast::chunker::ChunkParams;
 use blockcast::index::Index;
 use blockcast::layout::{Cutting, LayoutSummary};
+use blockcast::sign::Kind;
 use clap::Args;
 use serde::Serialize;
 
@@ -66,6 +67,14 @@ struct Verity {
     open_command: String,
     /// Opens `extract --verity-append` output.
     open_appended_command: String,
+    /// The kernel's root-hash signature beside the index (INDEX.roothash.p7s), if any:
+    /// `extract --trusted-ca` checks it and writes it beside the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_hash_signature: Option<PathBuf>,
+    /// Opens `extract --verity HASHDEV` output, the kernel checking the root-hash
+    /// signature written beside the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_signed_command: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -123,7 +132,16 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
     }
     let v = &h.verity;
     let root = v.root_hex();
+    let signature = Kind::RootHash.path(&a.index);
+    let root_hash_signature = signature.is_file().then_some(signature);
     let verity = Verity {
+        open_signed_command: root_hash_signature.as_ref().map(|_| {
+            format!(
+                "veritysetup open IMAGE NAME HASHDEV {root} --root-hash-signature=IMAGE{}",
+                Kind::RootHash.suffix()
+            )
+        }),
+        root_hash_signature,
         open_command: format!("veritysetup open IMAGE NAME HASHDEV {root}"),
         open_appended_command: format!(
             "veritysetup open IMAGE NAME IMAGE {root} --hash-offset={}",
@@ -223,6 +241,12 @@ pub fn run(a: InfoArgs, ui: &Ui) -> Result<()> {
             v.open_command,
             v.open_appended_command,
         ));
+        if let (Some(file), Some(command)) = (&v.root_hash_signature, &v.open_signed_command) {
+            t.push_str(&format!(
+                "  signed:    {command}\n             (root-hash signature {}; extract --trusted-ca writes it beside the image)\n",
+                file.display()
+            ));
+        }
         t.trim_end().to_string()
     })
 }

@@ -55,6 +55,8 @@ pub struct MakeArgs {
     /// key's password comes from BLOCKCAST_KEY_PASSWORD.
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
+    #[command(flatten)]
+    certificate: super::sign::CertificateArgs,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -84,6 +86,8 @@ pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
 #[derive(Serialize)]
 struct Output<'a> {
     index: &'a std::path::Path,
+    /// The signature files written beside the index.
+    signatures: &'a [PathBuf],
     #[serde(flatten)]
     report: &'a make::MakeReport,
 }
@@ -91,6 +95,8 @@ struct Output<'a> {
 pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
     let avg = u32::try_from(a.chunk_size).unwrap_or(u32::MAX);
     let params = ChunkParams::from_avg(avg)?;
+    // A key that cannot sign is found before the image is chunked.
+    let signer = a.certificate.signer()?;
     let store = LocalStore::open(&a.store, true)?;
     let index_path = a.index.unwrap_or_else(|| {
         let mut p = a.image.clone().into_os_string();
@@ -116,11 +122,10 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         ));
     }
     blockcast::durable::write_file(&index_path, &bytes)?;
-    if let Some(key) = &a.sign {
-        super::sign::sign_index(&index_path, key)?;
-    }
+    let signatures = super::sign::sign_index(&index_path, a.sign.as_deref(), signer.as_ref())?;
     let out = Output {
         index: &index_path,
+        signatures: &signatures,
         report: &report,
     };
     ui.report(a.json, &out, || {

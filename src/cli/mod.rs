@@ -28,6 +28,7 @@ use blockcast::chunk::ChunkId;
 use blockcast::index::Index;
 use blockcast::progress::Progress;
 use blockcast::seed::Seed;
+use blockcast::sign::x509::VerifyTime;
 use blockcast::store::{HttpOptions, RemoteFiles, StoreOptions, Stores};
 use blockcast::trust::{Policy, TrustedIndex};
 use clap::{Parser, Subcommand};
@@ -187,14 +188,13 @@ pub fn key_password() -> Option<String> {
     std::env::var(PASSWORD_ENV).ok()
 }
 
-/// Opens an index from a path or URL under the library's trust policy: with trusted keys,
-/// refused unless one of them signed its exact bytes (INDEX.minisig beside it), before it
-/// is even parsed; without, taken after a warning that it is unauthenticated. Either way a
-/// release older than `min_release` is refused.
+/// Opens an index from a path or URL under the library's trust policy: with trusted keys
+/// or CAs, refused unless they vouch for its exact bytes (INDEX.minisig, INDEX.p7s beside
+/// it), before it is even parsed; without, taken after a warning that it is
+/// unauthenticated. Either way a release older than `--min-release` is refused.
 fn open_index(
     location: &str,
-    trusted: &[PathBuf],
-    min_release: u64,
+    trust: &TrustArgs,
     http: &HttpOptions,
     runtime: &Handle,
     ui: &Ui,
@@ -203,18 +203,29 @@ fn open_index(
         .then(|| RemoteFiles::new(http, runtime.clone()))
         .transpose()?;
     let warn = |m: &str| ui.warn(m);
-    let index = if trusted.is_empty() {
+    let index = if trust.trusted_key.is_empty() && trust.trusted_ca.is_empty() {
         ui.warn(&format!(
-            "{location} is not authenticated: pass --trusted-key to check its signature"
+            "{location} is not authenticated: pass --trusted-key or --trusted-ca to check its signature"
         ));
-        TrustedIndex::unauthenticated(location, min_release, remote.as_ref(), &warn)?
+        TrustedIndex::unauthenticated(location, trust.min_release, remote.as_ref(), &warn)?
     } else {
+        let certificates = (!trust.trusted_ca.is_empty())
+            .then(|| {
+                blockcast::sign::x509::Policy::new(
+                    &trust.trusted_ca,
+                    trust.verify_time,
+                    trust.required_eku.as_deref(),
+                )
+            })
+            .transpose()?;
         let policy = Policy {
-            keys: trusted
+            keys: trust
+                .trusted_key
                 .iter()
                 .map(|k| blockcast::sign::PublicKey::from_file(k))
                 .collect::<Result<Vec<_>, _>>()?,
-            min_release,
+            certificates,
+            min_release: trust.min_release,
         };
         TrustedIndex::open(location, &policy, remote.as_ref(), &warn)?
     };
@@ -365,13 +376,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub struct TrustArgs {
     /// Public key (minisign) whose signature INDEX.minisig must cover the index;
     /// repeatable. The index is refused before anything is fetched or attached unless one
-    /// of them signed it; without any, it is used with a warning that it is not
-    /// authenticated.
+    /// of them signed it; without any (and without --trusted-ca), it is used with a
+    /// warning that it is not authenticated.
     #[arg(long, value_name = "PUB")]
     pub trusted_key: Vec<PathBuf>,
+    /// PEM file of CA certificates (repeatable): the CMS signature INDEX.p7s must then
+    /// cover the index, by a certificate chaining to one of them, valid at --verify-time,
+    /// whose key usage allows digitalSignature and extended key usage codeSigning (where
+    /// it says any). With --trusted-key too, both signatures must. CRLs are not checked.
+    #[arg(long, value_name = "PEM")]
+    pub trusted_ca: Vec<PathBuf>,
+    /// When certificates must be valid: `now`, a date (2030-01-31), a time
+    /// (2030-01-31T12:00:00Z) or @SECONDS since the epoch; for devices without a
+    /// real-time clock.
+    #[arg(long, default_value = "now", value_name = "now|DATE", value_parser = parse_verify_time)]
+    pub verify_time: VerifyTime,
+    /// Object identifier that the signer's extended key usage must list, instead of
+    /// codeSigning where it has one.
+    #[arg(long, value_name = "OID")]
+    pub required_eku: Option<String>,
     /// Refuse an index whose release number is lower (a rollback).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub min_release: u64,
+}
+
+/// `--verify-time`: `now`, `@SECONDS`, an RFC 3339 time or a date (midnight UTC).
+pub fn parse_verify_time(s: &str) -> Result<VerifyTime, String> {
+    if s == "now" {
+        return Ok(VerifyTime::Now);
+    }
+    let bad = || {
+        format!("{s:?} is not now, a date (2030-01-31), a time (2030-01-31T12:00:00Z) or @SECONDS")
+    };
+    if let Some(seconds) = s.strip_prefix('@') {
+        return seconds.parse().map(VerifyTime::At).map_err(|_| bad());
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(VerifyTime::At(t.as_second()));
+    }
+    let date: jiff::civil::Date = s.parse().map_err(|_| bad())?;
+    let t = date
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map_err(|_| bad())?
+        .timestamp();
+    Ok(VerifyTime::At(t.as_second()))
 }
 
 impl TrustArgs {
@@ -383,14 +431,7 @@ impl TrustArgs {
         runtime: &Handle,
         ui: &Ui,
     ) -> Result<TrustedIndex> {
-        open_index(
-            location,
-            &self.trusted_key,
-            self.min_release,
-            http,
-            runtime,
-            ui,
-        )
+        open_index(location, self, http, runtime, ui)
     }
 }
 

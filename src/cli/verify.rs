@@ -37,8 +37,11 @@ struct Outcome {
     verity_root: String,
     /// Where the reference tree came from.
     tree: String,
-    /// Whether the index's signature was checked against a trusted key.
+    /// Whether the index's signature was checked against a trusted key or CA.
     authenticated: bool,
+    /// The subject of the certificate whose CMS signature a trusted CA vouched for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<String>,
     data_blocks: u64,
     /// The first bad 4096-byte blocks (at most 16).
     bad_blocks: Vec<u64>,
@@ -154,6 +157,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         verity_root: v.root_hex(),
         tree: source,
         authenticated: index.is_authenticated(),
+        signer: index.signer().map(blockcast::sign::x509::subject),
         data_blocks: v.data_blocks,
         bad_blocks,
     };
@@ -164,10 +168,10 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
                 a.image.display(),
                 outcome.data_blocks,
                 outcome.verity_root,
-                if outcome.authenticated {
-                    ", from an index whose signature was checked"
-                } else {
-                    "; the index was NOT authenticated (no --trusted-key), so this root proves nothing about who built it"
+                match (&outcome.signer, outcome.authenticated) {
+                    (Some(signer), _) => format!(", from an index signed by {signer}"),
+                    (None, true) => ", from an index whose signature was checked".to_string(),
+                    (None, false) => "; the index was NOT authenticated (no --trusted-key or --trusted-ca), so this root proves nothing about who built it".to_string(),
                 }
             )
         });

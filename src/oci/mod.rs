@@ -24,9 +24,12 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.blockcast.release.v1";
 pub const INDEX_TYPE: &str = "application/vnd.blockcast.index.v1";
 pub const PACK_MAP_TYPE: &str = "application/vnd.blockcast.packmap.v1";
 pub const PACK_TYPE: &str = "application/vnd.blockcast.pack.v1";
-/// A signature layer's media type is this followed by its kind (`minisign`).
+/// A signature layer's media type is this followed by its kind (see [`signature_kind`]).
 pub const SIGNATURE_TYPE_PREFIX: &str = "application/vnd.blockcast.signature.";
 pub const MINISIGN: &str = "minisign";
+pub const CMS: &str = "cms";
+pub const ROOTHASH_P7S: &str = "roothash-p7s";
+pub const VERITY_SIG: &str = "verity-sig";
 /// The annotation on a release's manifest giving the index digest (64 hex digits).
 pub const INDEX_DIGEST_ANNOTATION: &str = "org.blockcast.index.digest";
 /// The manifest media type sent and accepted.
@@ -175,6 +178,17 @@ fn is_tag(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// The kind a signature layer of `kind` is named by.
+pub fn signature_kind(kind: crate::sign::Kind) -> &'static str {
+    use crate::sign::Kind;
+    match kind {
+        Kind::Minisign => MINISIGN,
+        Kind::Cms => CMS,
+        Kind::RootHash => ROOTHASH_P7S,
+        Kind::VeritySig => VERITY_SIG,
+    }
+}
+
 /// The tag that finds a release by its index digest.
 pub fn index_tag(index_digest: &[u8; 32]) -> String {
     format!("bcidx-{}", &crate::pack::hex(index_digest)[..32])
@@ -216,7 +230,7 @@ pub struct ReleaseManifest {
     pub index: Blob,
     pub pack_map: Option<Blob>,
     pub packs: Vec<Blob>,
-    /// Each signature with its kind (`minisign`).
+    /// Each signature with its kind (`minisign`, `cms`, …).
     pub signatures: Vec<(String, Blob)>,
 }
 

@@ -470,6 +470,7 @@ fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("bcidx") => "application/vnd.blockcast.index",
         Some("minisig") | Some("pub") => "text/plain; charset=utf-8",
+        Some("p7s") => "application/pkcs7-signature",
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }

@@ -1446,20 +1446,21 @@ impl RemoteFiles {
         Ok(known)
     }
 
-    /// The signature of `kind` (`minisign`) of the index at `location`: for a registry,
-    /// the release's layer of that kind; elsewhere the file `<location>.minisig`. `None`
+    /// The signature of `kind` of the index at `location`: for a registry, the release's
+    /// layer of that kind; elsewhere the file beside it (`<location>.minisig`, …). `None`
     /// when there is none.
     pub fn signature(
         &self,
         location: &str,
-        max_len: u64,
+        kind: crate::sign::Kind,
         warn: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Option<Vec<u8>>> {
+        let max_len = kind.max_len();
         if !oci::is_oci(location) {
-            return self.file(&format!("{location}.minisig"), max_len, warn);
+            return self.file(&format!("{location}{}", kind.suffix()), max_len, warn);
         }
         let (registry, release) = self.release(location, warn)?;
-        match release.signature(oci::MINISIGN) {
+        match release.signature(oci::signature_kind(kind)) {
             Some(blob) if blob.size <= max_len => self.runtime.block_on(registry.blob(blob, warn)),
             Some(blob) => Err(Error::Remote {
                 url: location.to_string(),

@@ -1,4 +1,4 @@
-//! Detached signatures over an index, in the formats of the `minisign` tool, so that
+//! Detached signatures in the formats of the `minisign` tool, so that
 //! keys and signatures pass freely between blockcast and `minisign`.
 //!
 //! Every file is a line `untrusted comment: …` then a base64 line of fixed layout:
@@ -16,7 +16,7 @@
 //! only the prehashed form, which `minisign` has written by default since 0.9.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use blake2::{Blake2b256, Blake2b512, Digest};
@@ -261,7 +261,7 @@ pub fn verify(message: &[u8], signature_text: &str, trusted: &[PublicKey]) -> Re
         .map_err(|reason| Error::Untrusted(format!("signature: {reason}")))
 }
 
-/// Like [`verify`], reading the signature from `path` (see [`signature_path`]).
+/// Like [`verify`], reading the signature from `path` (see [`super::signature_path`]).
 pub fn verify_file(message: &[u8], path: &Path, trusted: &[PublicKey]) -> Result<Verified> {
     let text = match read_small(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -274,13 +274,6 @@ pub fn verify_file(message: &[u8], path: &Path, trusted: &[PublicKey]) -> Result
     };
     check(message, &text, trusted)
         .map_err(|reason| Error::Untrusted(format!("signature {}: {reason}", path.display())))
-}
-
-/// Where the signature of `index` lives: beside it, named as `minisign` names it.
-pub fn signature_path(index: &Path) -> PathBuf {
-    let mut name = index.as_os_str().to_os_string();
-    name.push(".minisig");
-    PathBuf::from(name)
 }
 
 fn check(message: &[u8], text: &str, trusted: &[PublicKey]) -> Result<Verified, String> {
@@ -470,6 +463,6 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 }
 
 /// A key or signature file: a regular file of at most `FILE_MAX` bytes, as text.
-pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
+fn read_small(path: &Path) -> std::io::Result<String> {
     crate::image::read_text(path, FILE_MAX, "a minisign key or signature")
 }
