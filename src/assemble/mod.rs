@@ -29,7 +29,8 @@ use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
 use crate::store::{Stores, TrafficReport};
 use crate::trust::TrustedIndex;
-use crate::verity::{self, Geometry};
+use crate::verity::fec::{self, Roots, Stream};
+use crate::verity::{self, FileArea, Geometry};
 use order::{Copy, Step};
 use target::{Target, GUARD};
 
@@ -41,6 +42,9 @@ pub struct ExtractOptions {
     pub verity_append: bool,
     /// Also write the dm-verity hash device to this file, once the root is checked.
     pub verity: Option<PathBuf>,
+    /// Also write the forward error correction of the image and its tree to this file,
+    /// with so many parity bytes per codeword, once the image is complete.
+    pub fec: Option<(PathBuf, Roots)>,
 }
 
 impl Default for ExtractOptions {
@@ -49,6 +53,7 @@ impl Default for ExtractOptions {
             spill_limit: 256 << 20,
             verity_append: false,
             verity: None,
+            fec: None,
         }
     }
 }
@@ -164,13 +169,37 @@ pub fn extract(
     run.target.zero(size, padded)?;
     progress.finish();
     let mut device = opts.verity.as_deref().map(NewFile::create).transpose()?;
-    run.check_root(&guard, opts.verity_append, device.as_mut(), progress)?;
+    // The FEC covers the tree too: with no hash device to write, it is kept aside.
+    let fec_tree = match (&opts.fec, opts.verity_append, &opts.verity) {
+        (None, _, _) => None,
+        (Some(_), true, _) => Some(TreeFile::Appended),
+        (Some(_), false, Some(device)) => Some(TreeFile::Device(device.clone())),
+        (Some(_), false, None) => {
+            let path = std::env::temp_dir().join("blockcast hash tree");
+            let file = tempfile::tempfile().at(&path)?;
+            Some(TreeFile::Scratch(Image::from_file(&path, file)?))
+        }
+    };
+    let scratch = match &fec_tree {
+        Some(TreeFile::Scratch(image)) => Some((image.file(), image.path())),
+        _ => None,
+    };
+    run.check_root(
+        &guard,
+        opts.verity_append,
+        device.as_mut(),
+        scratch,
+        progress,
+    )?;
     if let Some(device) = device {
         device.commit()?;
     }
     let updated_in_place = !run.target.is_new() || run.target.old_len() > 0;
     let refetched_chunks = run.refetched.load(Ordering::Relaxed);
     run.target.complete(final_len, &guard)?;
+    if let (Some((path, roots)), Some(tree)) = (&opts.fec, &fec_tree) {
+        write_fec(index, output, tree, path, *roots, progress)?;
+    }
     Ok(ExtractReport {
         plan: plan.summary,
         updated_in_place,
@@ -180,6 +209,49 @@ pub fn extract(
         traffic: stores.traffic(),
         verity_root: verity.root_hex(),
     })
+}
+
+/// Where the hash device of a completed image is: appended to it, in the hash device file
+/// extract wrote, or in a temporary file.
+enum TreeFile {
+    Appended,
+    Device(PathBuf),
+    Scratch(Image),
+}
+
+/// Writes the FEC of the completed image at `output` and of its tree to `path`.
+fn write_fec(
+    index: &Index,
+    output: &Path,
+    tree: &TreeFile,
+    path: &Path,
+    roots: Roots,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let verity = &index.header().verity;
+    let image = Image::open(output)?;
+    let device;
+    let area = match tree {
+        TreeFile::Appended => FileArea {
+            image: &image,
+            base: verity.padded_size() + verity::BLOCK,
+        },
+        TreeFile::Device(path) => {
+            device = Image::open(path)?;
+            FileArea {
+                image: &device,
+                base: verity::BLOCK,
+            }
+        }
+        TreeFile::Scratch(scratch) => FileArea {
+            image: scratch,
+            base: verity::BLOCK,
+        },
+    };
+    let stream = Stream::new(&image, &area, &Geometry::new(verity.data_blocks));
+    let file = NewFile::create(path)?;
+    fec::encode(&stream, roots, file.file(), file.temp(), progress)?;
+    file.commit()
 }
 
 /// Lets the stores rebuild chunk files from deltas against the seeds for as long as it
@@ -278,12 +350,14 @@ impl Drop for UsingBases<'_> {
 impl Run<'_> {
     /// Hashes what was written (with the guard's bytes, still only in memory) and refuses
     /// to complete an image whose root differs from the index's. The hash area goes, as it
-    /// is made, after the padded image when `append`, and into `device`'s file.
+    /// is made, after the padded image when `append`, into `device`'s file and into
+    /// `scratch`, each after room for a superblock.
     fn check_root(
         &self,
         guard: &[u8],
         append: bool,
         device: Option<&mut NewFile>,
+        scratch: Option<(&File, &Path)>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let verity = &self.index.header().verity;
@@ -295,6 +369,9 @@ impl Run<'_> {
         }
         if let Some(d) = &device {
             sinks.push((d.file(), d.temp(), 0));
+        }
+        if let Some((file, path)) = scratch {
+            sinks.push((file, path, 0));
         }
         let mut sink = Sinks(sinks);
         progress.start("verifying", padded);
