@@ -18,6 +18,8 @@
 
 mod rs;
 
+use rs::{Encoder, Erasures};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -49,9 +51,6 @@ const B: usize = BLOCK as usize;
 /// Rounds one encoding task takes: their data (`rsn` blocks each) is read, row by row,
 /// as runs of consecutive blocks.
 const TASK_ROUNDS: u64 = 4;
-/// Codewords whose parity registers are run together, small enough to stay in the
-/// nearest cache.
-const STRIP: usize = 1024;
 /// Blocks a list in a report names.
 const LISTED: usize = 64;
 
@@ -221,22 +220,9 @@ fn parity_by_rounds(
     progress: &dyn Progress,
     sink: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
 ) -> Result<()> {
-    match rs::words(layout.roots.count()) {
-        1 => parity_with::<1>(source, layout, progress, sink),
-        2 => parity_with::<2>(source, layout, progress, sink),
-        _ => parity_with::<3>(source, layout, progress, sink),
-    }
-}
-
-fn parity_with<const W: usize>(
-    source: &Source,
-    layout: &Layout,
-    progress: &dyn Progress,
-    sink: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
-) -> Result<()> {
     let roots = layout.roots.count();
     let rsn = layout.rsn();
-    let table = rs::feedback_table::<W>(&rs::generator(roots));
+    let encoder = Encoder::new(roots);
     let tasks = layout.rounds.div_ceil(TASK_ROUNDS);
     (0..tasks).into_par_iter().try_for_each(|task| {
         let first = task * TASK_ROUNDS;
@@ -250,19 +236,8 @@ fn parity_with<const W: usize>(
             read += (at + count as u64).min(layout.blocks).saturating_sub(at);
         }
         let mut parity = vec![0u8; count * B * roots];
-        let mut registers = vec![[0u64; W]; STRIP];
-        for round in 0..count {
-            for strip in (0..B).step_by(STRIP) {
-                registers.fill([0; W]);
-                for row in 0..rsn {
-                    let at = (row * count + round) * B + strip;
-                    rs::absorb(&table, &mut registers, &data[at..at + STRIP]);
-                }
-                for (c, register) in registers.iter().enumerate() {
-                    let at = (round * B + strip + c) * roots;
-                    rs::parity(register, &mut parity[at..at + roots]);
-                }
-            }
+        for (round, parity) in parity.chunks_exact_mut(B * roots).enumerate() {
+            encoder.encode(&data, count * B, round * B, parity);
         }
         progress.advance(read * BLOCK);
         sink(first, &parity)
@@ -751,10 +726,11 @@ fn pass(
     progress.start("correcting", rounds.len() as u64);
     let source = Source { stream, overlay };
     let may_change = |k| survey.unchecked(k, stream, tree.geometry);
+    let encoder = Encoder::new(layout.roots.count());
     let decoded: Vec<Option<Vec<(u64, Fixed)>>> = rounds
         .par_iter()
         .map(|(round, erased)| {
-            let fixed = decode_round(&source, fec, layout, *round, erased, &may_change);
+            let fixed = decode_round(&source, fec, &encoder, layout, *round, erased, &may_change);
             progress.advance(1);
             fixed
         })
@@ -818,6 +794,7 @@ fn expected(
 fn decode_round(
     source: &Source,
     fec: &Image,
+    encoder: &Encoder,
     layout: &Layout,
     round: u64,
     erased: &[u64],
@@ -832,17 +809,31 @@ fn decode_round(
             source.read(k, block)?;
         }
     }
-    let parity = fec.read_at(round * BLOCK * roots as u64, B * roots)?;
-    let erasures: Vec<usize> = erased.iter().map(|&k| layout.place(k).1).collect();
-    let mut rows = erasures.clone();
+    let stored = fec.read_at(round * BLOCK * roots as u64, B * roots)?;
+    let mut rows: Vec<usize> = erased.iter().map(|&k| layout.place(k).1).collect();
+    let Some(erasures) = Erasures::new(roots, &rows) else {
+        return Ok(None);
+    };
+    // A codeword whose data gives the parity stored is whole: only the others are decoded.
+    let mut remainders = vec![0u8; B * roots];
+    encoder.encode(&data, B, 0, &mut remainders);
     let original = data.clone();
     let mut word = [0u8; CODEWORD];
-    for (c, parity) in parity.chunks_exact(roots).enumerate() {
+    let codewords = remainders
+        .chunks_exact_mut(roots)
+        .zip(stored.chunks_exact(roots));
+    for (c, (remainder, parity)) in codewords.enumerate() {
+        if remainder == parity {
+            continue;
+        }
+        for (r, &p) in remainder.iter_mut().zip(parity) {
+            *r ^= p;
+        }
         for (row, symbol) in word[..rsn].iter_mut().enumerate() {
             *symbol = data[row * B + c];
         }
         word[rsn..].copy_from_slice(parity);
-        let Some(changed) = rs::correct(&mut word, roots, &erasures) else {
+        let Some(changed) = erasures.correct(&mut word, &rs::syndromes(remainder)) else {
             return Ok(None);
         };
         for row in changed.into_iter().filter(|&row| row < rsn) {

@@ -84,16 +84,49 @@ pub fn generator(roots: usize) -> Vec<u8> {
 
 /// The parity register of one codeword, `W` little-endian words: byte 0 of word 0 is
 /// the coefficient of `x^(roots−1)`, the next symbol to leave; bytes past `roots` stay 0.
-pub type Register<const W: usize> = [u64; W];
+type Register<const W: usize> = [u64; W];
 
-/// Words a register of `roots` symbols takes.
-pub fn words(roots: usize) -> usize {
-    roots.div_ceil(8)
+/// Codewords whose parity registers are run together, small enough to stay in the
+/// nearest cache.
+const STRIP: usize = 1024;
+
+/// The systematic encoder: for each feedback symbol `f`, what it adds to the shifted
+/// register (byte `j` is `f · g[roots − 1 − j]`), in registers of as few words as the
+/// parity needs.
+pub struct Encoder {
+    roots: usize,
+    table: Table,
 }
 
-/// For each feedback symbol `f`, what it adds to the shifted register: byte `j` is
-/// `f · g[roots − 1 − j]`.
-pub fn feedback_table<const W: usize>(generator: &[u8]) -> Vec<Register<W>> {
+enum Table {
+    One(Vec<Register<1>>),
+    Two(Vec<Register<2>>),
+    Three(Vec<Register<3>>),
+}
+
+impl Encoder {
+    pub fn new(roots: usize) -> Encoder {
+        let g = generator(roots);
+        let table = match roots.div_ceil(8) {
+            1 => Table::One(feedback_table(&g)),
+            2 => Table::Two(feedback_table(&g)),
+            _ => Table::Three(feedback_table(&g)),
+        };
+        Encoder { roots, table }
+    }
+
+    /// Writes the parity of codewords side by side into `parity`, `roots` bytes each:
+    /// data symbol `i` of codeword `c` is `data[i · stride + offset + c]`.
+    pub fn encode(&self, data: &[u8], stride: usize, offset: usize, parity: &mut [u8]) {
+        match &self.table {
+            Table::One(t) => encode_with(t, self.roots, data, stride, offset, parity),
+            Table::Two(t) => encode_with(t, self.roots, data, stride, offset, parity),
+            Table::Three(t) => encode_with(t, self.roots, data, stride, offset, parity),
+        }
+    }
+}
+
+fn feedback_table<const W: usize>(generator: &[u8]) -> Vec<Register<W>> {
     let roots = generator.len() - 1;
     (0..=255u8)
         .map(|f| {
@@ -106,13 +139,40 @@ pub fn feedback_table<const W: usize>(generator: &[u8]) -> Vec<Register<W>> {
         .collect()
 }
 
-/// Feeds one data symbol to each register: `symbols[i]` to `registers[i]`.
-pub fn absorb<const W: usize>(
+fn encode_with<const W: usize>(
     table: &[Register<W>],
+    roots: usize,
+    data: &[u8],
+    stride: usize,
+    offset: usize,
+    parity: &mut [u8],
+) {
+    let table: &[Register<W>; 256] = table.try_into().expect("a feedback table has 256 rows");
+    let codewords = parity.len() / roots;
+    let mut registers = vec![[0u64; W]; STRIP.min(codewords)];
+    for start in (0..codewords).step_by(STRIP) {
+        let width = STRIP.min(codewords - start);
+        let registers = &mut registers[..width];
+        registers.fill([0; W]);
+        for i in 0..N - roots {
+            let at = i * stride + offset + start;
+            absorb(table, registers, &data[at..at + width]);
+        }
+        for (c, register) in registers.iter().enumerate() {
+            let at = (start + c) * roots;
+            for (j, b) in parity[at..at + roots].iter_mut().enumerate() {
+                *b = (register[j / 8] >> (8 * (j % 8))) as u8;
+            }
+        }
+    }
+}
+
+/// Feeds one data symbol to each register: `symbols[i]` to `registers[i]`.
+fn absorb<const W: usize>(
+    table: &[Register<W>; 256],
     registers: &mut [Register<W>],
     symbols: &[u8],
 ) {
-    let table: &[Register<W>; 256] = table.try_into().expect("a feedback table has 256 rows");
     for (r, &d) in registers.iter_mut().zip(symbols) {
         let t = &table[usize::from(d ^ r[0] as u8)];
         for k in 0..W - 1 {
@@ -122,132 +182,220 @@ pub fn absorb<const W: usize>(
     }
 }
 
-/// The parity symbols a register holds once every data symbol was fed.
-pub fn parity<const W: usize>(register: &Register<W>, out: &mut [u8]) {
-    for (j, b) in out.iter_mut().enumerate() {
-        *b = (register[j / 8] >> (8 * (j % 8))) as u8;
-    }
-}
-
 /// The locator of codeword position `k`: α to the degree of its term, `N − 1 − k`.
 fn locator(k: usize) -> u8 {
     pow(N - 1 - k)
 }
 
-/// The syndromes `word(α^j)`, j < `roots`.
-fn syndromes(word: &[u8; N], roots: usize) -> [u8; MAX_ROOTS] {
+/// The syndromes `word(α^j)`, j < roots, of a codeword from its remainder by the
+/// generator, `roots` symbols highest degree first: the parity it holds xor the parity
+/// of its data symbols (the generator vanishes at each α^j).
+pub fn syndromes(remainder: &[u8]) -> [u8; MAX_ROOTS] {
     let mut s = [0u8; MAX_ROOTS];
-    for (j, s) in s.iter_mut().enumerate().take(roots) {
+    for (j, s) in s.iter_mut().enumerate().take(remainder.len()) {
         let x = pow(j);
-        *s = word.iter().fold(0, |acc, &c| mul(acc, x) ^ c);
+        *s = remainder.iter().fold(0, |acc, &c| mul(acc, x) ^ c);
     }
     s
 }
 
-/// Corrects the codeword `word` (data symbols then `roots` parity symbols), given the
-/// positions of symbols known to be wrong (erasures). Returns the positions it changed,
-/// or `None`, leaving `word` as it was, when the word is past correction: more than
-/// `roots` erasures, or errors `e` and erasures `s` with `2e + s > roots` (which it may
-/// also take for a different valid codeword, as any decoder may: callers check the
-/// result against something else).
-pub fn correct(word: &mut [u8; N], roots: usize, erasures: &[usize]) -> Option<Vec<usize>> {
-    let s = syndromes(word, roots);
-    if erasures.len() > roots || erasures.iter().any(|&k| k >= N) {
-        return None;
-    }
-    if s[..roots].iter().all(|&v| v == 0) {
-        return Some(Vec::new());
-    }
-    // The errata locator Λ, lowest degree first, grown from the erasures' locator by
-    // Berlekamp–Massey over the syndromes the erasures leave.
-    let mut lambda = [0u8; MAX_ROOTS + 1];
-    lambda[0] = 1;
-    for &k in erasures {
-        let x = locator(k);
-        for i in (1..=roots).rev() {
-            lambda[i] ^= mul(lambda[i - 1], x);
-        }
-    }
-    let erased = erasures.len();
-    let mut b = lambda;
-    let mut length = erased;
-    for q in erased..roots {
-        let delta = (0..=q).fold(0, |acc, i| acc ^ mul(lambda[i], s[q - i]));
-        let mut shifted = [0u8; MAX_ROOTS + 1];
-        shifted[1..=roots].copy_from_slice(&b[..roots]);
-        if delta == 0 {
-            b = shifted;
-            continue;
-        }
-        let mut next = lambda;
-        for (n, &c) in next.iter_mut().zip(&shifted) {
-            *n ^= mul(delta, c);
-        }
-        if 2 * length <= q + erased {
-            length = q + 1 + erased - length;
-            b = lambda.map(|c| div(c, delta));
-        } else {
-            b = shifted;
-        }
-        lambda = next;
-    }
-    let degree = (0..=roots).rev().find(|&i| lambda[i] != 0)?;
-    let lambda = &lambda[..=degree];
-    // Chien search: position k is wrong when Λ vanishes at its locator's inverse.
-    let wrong: Vec<usize> = (0..N).filter(|&k| eval(lambda, pow(k + 1)) == 0).collect();
-    if wrong.len() != degree {
-        return None;
-    }
-    // Forney: the evaluator Ω = S·Λ mod x^roots; the value at locator X is
-    // X · Ω(X⁻¹) / Λ'(X⁻¹) (first consecutive root 0).
-    let mut omega = [0u8; MAX_ROOTS];
-    for (i, o) in omega.iter_mut().enumerate().take(roots) {
-        for j in 0..=i.min(degree) {
-            *o ^= mul(s[i - j], lambda[j]);
-        }
-    }
-    // Λ' keeps the odd terms, each down one degree (in characteristic 2).
-    let mut derivative = [0u8; MAX_ROOTS];
-    for i in (1..=degree).step_by(2) {
-        derivative[i - 1] = lambda[i];
-    }
-    let mut fixed = *word;
-    let mut changed = Vec::new();
-    for &k in &wrong {
-        let inverse = pow(k + 1);
-        let slope = eval(&derivative[..degree], inverse);
-        if slope == 0 {
+/// Whether changing positions `changes` (position, value added) accounts for the
+/// syndromes `s`: a correction that leaves a valid codeword.
+fn accounts_for(changes: &[(usize, u8)], s: &[u8]) -> bool {
+    s.iter().enumerate().all(|(j, &sj)| {
+        let made = changes
+            .iter()
+            .fold(0, |acc, &(k, e)| acc ^ mul(e, pow((N - 1 - k) * j)));
+        made == sj
+    })
+}
+
+/// Erasure positions many codewords share (those of a round's damaged blocks), with what
+/// correcting them needs worked out once.
+pub struct Erasures {
+    roots: usize,
+    positions: Vec<usize>,
+    /// Γ(x) = ∏ (1 + X_i·x), lowest degree first.
+    locator: [u8; MAX_ROOTS + 1],
+    /// Γ'(X_i⁻¹) for each position.
+    slopes: Vec<u8>,
+}
+
+impl Erasures {
+    /// `None` when there are more erasures than `roots`, or a position outside a codeword.
+    pub fn new(roots: usize, positions: &[usize]) -> Option<Erasures> {
+        if positions.len() > roots || positions.iter().any(|&k| k >= N) {
             return None;
         }
-        let value = div(mul(locator(k), eval(&omega[..roots], inverse)), slope);
-        if value != 0 {
-            fixed[k] ^= value;
-            changed.push(k);
+        let mut locator = [0u8; MAX_ROOTS + 1];
+        locator[0] = 1;
+        for &k in positions {
+            let x = self::locator(k);
+            for i in (1..=roots).rev() {
+                locator[i] ^= mul(locator[i - 1], x);
+            }
+        }
+        let derivative = derivative(&locator[..=positions.len()]);
+        let slopes = positions
+            .iter()
+            .map(|&k| eval(&derivative, pow(k + 1)))
+            .collect();
+        Some(Erasures {
+            roots,
+            positions: positions.to_vec(),
+            locator,
+            slopes,
+        })
+    }
+
+    /// Corrects the codeword `word` (data symbols then parity symbols) whose syndromes are
+    /// `s`. Returns the positions it changed, or `None`, leaving `word` as it was, when
+    /// the word is past correction: errors `e` besides the erasures with
+    /// `2e + erasures > roots` (which it may also take for another valid codeword, as any
+    /// decoder may: callers check the result against something else).
+    pub fn correct(&self, word: &mut [u8; N], s: &[u8; MAX_ROOTS]) -> Option<Vec<usize>> {
+        let roots = self.roots;
+        let s = &s[..roots];
+        if s.iter().all(|&v| v == 0) {
+            return Some(Vec::new());
+        }
+        // The evaluator Ω = S·Γ mod x^roots stays below degree `erasures` exactly when
+        // the syndromes are those of values at the erasures alone (Γ is a unit mod
+        // x^roots, so those syndromes are all that leave Ω so low): Forney gives them.
+        let erased = self.positions.len();
+        let omega = evaluator(s, &self.locator[..=erased]);
+        if omega[erased..roots].iter().all(|&v| v == 0) {
+            let mut changed = Vec::with_capacity(erased);
+            for (&k, &slope) in self.positions.iter().zip(&self.slopes) {
+                let e = forney(&omega[..roots], k, slope);
+                if e != 0 {
+                    word[k] ^= e;
+                    changed.push(k);
+                }
+            }
+            return Some(changed);
+        }
+        self.with_errors(word, s)
+    }
+
+    /// Berlekamp–Massey grown from the erasures' locator, over the syndromes they leave,
+    /// then a Chien search for the errata and Forney for their values.
+    fn with_errors(&self, word: &mut [u8; N], s: &[u8]) -> Option<Vec<usize>> {
+        let roots = self.roots;
+        let erased = self.positions.len();
+        let mut lambda = self.locator;
+        let mut b = lambda;
+        let mut length = erased;
+        for q in erased..roots {
+            let delta = (0..=q).fold(0, |acc, i| acc ^ mul(lambda[i], s[q - i]));
+            let mut shifted = [0u8; MAX_ROOTS + 1];
+            shifted[1..=roots].copy_from_slice(&b[..roots]);
+            if delta == 0 {
+                b = shifted;
+                continue;
+            }
+            let mut next = lambda;
+            for (n, &c) in next.iter_mut().zip(&shifted) {
+                *n ^= mul(delta, c);
+            }
+            if 2 * length <= q + erased {
+                length = q + 1 + erased - length;
+                b = lambda.map(|c| div(c, delta));
+            } else {
+                b = shifted;
+            }
+            lambda = next;
+        }
+        let degree = (0..=roots).rev().find(|&i| lambda[i] != 0)?;
+        let lambda = &lambda[..=degree];
+        // Position k is wrong when Λ vanishes at its locator's inverse.
+        let wrong: Vec<usize> = (0..N).filter(|&k| eval(lambda, pow(k + 1)) == 0).collect();
+        if wrong.len() != degree {
+            return None;
+        }
+        let omega = evaluator(s, lambda);
+        let derivative = derivative(lambda);
+        let mut changes = Vec::with_capacity(wrong.len());
+        for k in wrong {
+            let slope = eval(&derivative, pow(k + 1));
+            if slope == 0 {
+                return None;
+            }
+            let e = forney(&omega[..roots], k, slope);
+            if e != 0 {
+                changes.push((k, e));
+            }
+        }
+        if !accounts_for(&changes, s) {
+            return None;
+        }
+        for &(k, e) in &changes {
+            word[k] ^= e;
+        }
+        Some(changes.iter().map(|&(k, _)| k).collect())
+    }
+}
+
+/// Ω = S·Λ mod x^roots, `roots` being the syndromes' count.
+fn evaluator(s: &[u8], lambda: &[u8]) -> [u8; MAX_ROOTS] {
+    let mut omega = [0u8; MAX_ROOTS];
+    for (i, o) in omega.iter_mut().enumerate().take(s.len()) {
+        for (j, &l) in lambda.iter().enumerate().take(i + 1) {
+            *o ^= mul(s[i - j], l);
         }
     }
-    if syndromes(&fixed, roots)[..roots].iter().any(|&v| v != 0) {
-        return None;
-    }
-    *word = fixed;
-    Some(changed)
+    omega
+}
+
+/// The formal derivative: the odd terms, each down one degree (characteristic 2).
+fn derivative(poly: &[u8]) -> Vec<u8> {
+    (1..poly.len())
+        .map(|i| if i % 2 == 1 { poly[i] } else { 0 })
+        .collect()
+}
+
+/// The value of the error at position `k` (first consecutive root 0):
+/// `X · Ω(X⁻¹) / Λ'(X⁻¹)`, `slope` being `Λ'(X⁻¹)`.
+fn forney(omega: &[u8], k: usize, slope: u8) -> u8 {
+    div(mul(locator(k), eval(omega, pow(k + 1))), slope)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The parity of one codeword, by the register the encoder runs side by side.
+    /// A codeword of `data`, by the encoder.
     fn encode(data: &[u8], roots: usize) -> [u8; N] {
-        let g = generator(roots);
-        let table = feedback_table::<3>(&g);
-        let mut register = [[0u64; 3]];
-        for &d in data {
-            absorb(&table, &mut register, &[d]);
-        }
         let mut word = [0u8; N];
         word[..N - roots].copy_from_slice(data);
-        parity(&register[0], &mut word[N - roots..]);
+        let (data, parity) = word.split_at_mut(N - roots);
+        Encoder::new(roots).encode(data, 1, 0, parity);
         word
+    }
+
+    /// The syndromes of `word`, straight from their definition.
+    fn syndromes_of(word: &[u8; N], roots: usize) -> [u8; MAX_ROOTS] {
+        let mut s = [0u8; MAX_ROOTS];
+        for (j, s) in s.iter_mut().enumerate().take(roots) {
+            *s = word.iter().fold(0, |acc, &c| mul(acc, pow(j)) ^ c);
+        }
+        s
+    }
+
+    /// The syndromes of `word` as the decoder gets them: from its remainder.
+    fn from_remainder(word: &[u8; N], roots: usize) -> [u8; MAX_ROOTS] {
+        let mut parity = vec![0u8; roots];
+        Encoder::new(roots).encode(&word[..N - roots], 1, 0, &mut parity);
+        for (p, &stored) in parity.iter_mut().zip(&word[N - roots..]) {
+            *p ^= stored;
+        }
+        syndromes(&parity)
+    }
+
+    fn correct(word: &mut [u8; N], roots: usize, erasures: &[usize]) -> Option<Vec<usize>> {
+        let s = from_remainder(word, roots);
+        assert_eq!(s, syndromes_of(word, roots));
+        Erasures::new(roots, erasures)?.correct(word, &s)
     }
 
     /// A small deterministic generator of test bytes.
@@ -280,9 +428,9 @@ mod tests {
 
     #[test]
     fn codewords_have_zero_syndromes() {
-        for roots in [2, 7, 8, 9, 16, 24] {
+        for roots in [2, 7, 8, 9, 16, 17, 24] {
             let word = encode(&bytes(roots as u64, N - roots), roots);
-            assert!(syndromes(&word, roots)[..roots].iter().all(|&s| s == 0));
+            assert!(syndromes_of(&word, roots).iter().all(|&s| s == 0));
         }
     }
 
@@ -293,9 +441,8 @@ mod tests {
                 let errors = (roots - erased) / 2;
                 let good = encode(&bytes((roots * 100 + erased) as u64, N - roots), roots);
                 let mut word = good;
-                let places = bytes(erased as u64 + 7, 64);
                 let mut positions: Vec<usize> = Vec::new();
-                for &p in &places {
+                for p in bytes(erased as u64 + 7, 64) {
                     let k = usize::from(p) % N;
                     if !positions.contains(&k) {
                         positions.push(k);
@@ -317,16 +464,31 @@ mod tests {
 
     #[test]
     fn more_erasures_than_roots_are_refused() {
+        assert!(Erasures::new(4, &[0, 10, 20, 30, 40]).is_none());
+        assert!(Erasures::new(4, &[255]).is_none());
+    }
+
+    #[test]
+    fn too_many_errors_leave_the_word_alone() {
         let roots = 4;
         let good = encode(&bytes(1, N - roots), roots);
-        let mut word = good;
-        let erasures = [0, 10, 20, 30, 40];
-        for &k in &erasures {
-            word[k] ^= 1;
+        let mut refused = 0;
+        for seed in 0..50 {
+            let mut word = good;
+            for (i, p) in bytes(seed, 3).into_iter().enumerate() {
+                word[usize::from(p) % 80 + 80 * i] ^= 1 + i as u8;
+            }
+            let before = word;
+            match correct(&mut word, roots, &[]) {
+                None => {
+                    assert_eq!(word, before);
+                    refused += 1;
+                }
+                // A miscorrection must at least be a valid codeword.
+                Some(_) => assert!(syndromes_of(&word, roots).iter().all(|&s| s == 0)),
+            }
         }
-        let before = word;
-        assert_eq!(correct(&mut word, roots, &erasures), None);
-        assert_eq!(word, before);
+        assert!(refused > 0);
     }
 
     #[test]
