@@ -18,8 +18,6 @@
 
 mod rs;
 
-use rs::{Encoder, Erasures};
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -33,6 +31,7 @@ use super::{entry, salted, Geometry, HashArea, BLOCK, PER_BLOCK_BITS};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, WINDOW};
 use crate::progress::Progress;
+use rs::{Encoder, Erasures};
 
 /// The field's polynomial, x^8 + x^4 + x^3 + x^2 + 1.
 pub const FIELD_POLY: u16 = 0x11d;
@@ -503,17 +502,18 @@ impl Survey {
     }
 }
 
-/// Checks every block of `source` against `tree`: the hash blocks top down, each against
-/// its entry in its parent (the top one against the root), then the data blocks against
-/// their leaves.
+/// Checks every block of `stream`, as `overlay` corrects it, against `tree`: the hash
+/// blocks top down, each against its entry in its parent (the top one against the root),
+/// then the data blocks against their leaves.
 fn survey(
-    source: &Source,
+    stream: &Stream,
+    overlay: &Overlay,
     tree: &Tree,
     layout: &Layout,
     progress: &dyn Progress,
 ) -> Result<Survey> {
     let g = tree.geometry;
-    let stream = source.stream;
+    let source = &Source { stream, overlay };
     let mut survey = Survey {
         hash: vec![State::Unchecked; g.hash_blocks as usize],
         rounds: BTreeMap::new(),
@@ -602,30 +602,14 @@ fn correct(
     let layout = Layout::new(stream.blocks(), roots);
     check_size(fec, &layout)?;
     let mut overlay = Overlay::new();
-    let mut current = survey(
-        &Source {
-            stream,
-            overlay: &overlay,
-        },
-        tree,
-        &layout,
-        progress,
-    )?;
+    let mut current = survey(stream, &overlay, tree, &layout, progress)?;
     let (bad, unchecked) = (current.bad.clone(), current.unchecked.clone());
     // A pass restores what it can check: blocks under damaged hash blocks are checked
     // once those are restored, by the next pass.
     while current.damaged.count > 0
         && pass(stream, &mut overlay, &current, tree, &layout, fec, progress)? > 0
     {
-        current = survey(
-            &Source {
-                stream,
-                overlay: &overlay,
-            },
-            tree,
-            &layout,
-            progress,
-        )?;
+        current = survey(stream, &overlay, tree, &layout, progress)?;
     }
     let mut corrected = Blocks::default();
     for (&k, _) in overlay.iter().filter(|(_, f)| f.changed) {
@@ -634,12 +618,8 @@ fn correct(
     let (uncorrectable, mismatched_rounds) = match target {
         Some(target) => {
             write(stream, &overlay, target)?;
-            let empty = Overlay::new();
-            let source = Source {
-                stream,
-                overlay: &empty,
-            };
-            (survey(&source, tree, &layout, progress)?.damaged, None)
+            let after = survey(stream, &Overlay::new(), tree, &layout, progress)?;
+            (after.damaged, None)
         }
         None => {
             let source = Source {

@@ -363,6 +363,7 @@ fn forney(omega: &[u8], k: usize, slope: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::noise;
 
     /// A codeword of `data`, by the encoder.
     fn encode(data: &[u8], roots: usize) -> [u8; N] {
@@ -398,19 +399,6 @@ mod tests {
         Erasures::new(roots, erasures)?.correct(word, &s)
     }
 
-    /// A small deterministic generator of test bytes.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn the_field_and_generator_are_the_codes() {
         assert_eq!(EXP[8], 0x1d);
@@ -429,7 +417,7 @@ mod tests {
     #[test]
     fn codewords_have_zero_syndromes() {
         for roots in [2, 7, 8, 9, 16, 17, 24] {
-            let word = encode(&bytes(roots as u64, N - roots), roots);
+            let word = encode(&noise(roots as u64, N - roots), roots);
             assert!(syndromes_of(&word, roots).iter().all(|&s| s == 0));
         }
     }
@@ -439,10 +427,10 @@ mod tests {
         for roots in [2, 3, 10, 24] {
             for erased in 0..=roots {
                 let errors = (roots - erased) / 2;
-                let good = encode(&bytes((roots * 100 + erased) as u64, N - roots), roots);
+                let good = encode(&noise((roots * 100 + erased) as u64, N - roots), roots);
                 let mut word = good;
                 let mut positions: Vec<usize> = Vec::new();
-                for p in bytes(erased as u64 + 7, 64) {
+                for p in noise(erased as u64 + 7, 64) {
                     let k = usize::from(p) % N;
                     if !positions.contains(&k) {
                         positions.push(k);
@@ -471,11 +459,11 @@ mod tests {
     #[test]
     fn too_many_errors_leave_the_word_alone() {
         let roots = 4;
-        let good = encode(&bytes(1, N - roots), roots);
+        let good = encode(&noise(1, N - roots), roots);
         let mut refused = 0;
         for seed in 0..50 {
             let mut word = good;
-            for (i, p) in bytes(seed, 3).into_iter().enumerate() {
+            for (i, p) in noise(seed, 3).into_iter().enumerate() {
                 word[usize::from(p) % 80 + 80 * i] ^= 1 + i as u8;
             }
             let before = word;
@@ -494,7 +482,7 @@ mod tests {
     #[test]
     fn an_erasure_that_was_right_changes_nothing() {
         let roots = 2;
-        let good = encode(&bytes(3, N - roots), roots);
+        let good = encode(&noise(3, N - roots), roots);
         let mut word = good;
         word[100] ^= 9;
         assert_eq!(correct(&mut word, roots, &[5, 100]), Some(vec![100]));
