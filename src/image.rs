@@ -65,7 +65,14 @@ impl Image {
     /// says so.
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, offset).map_err(|err| {
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` with the bytes at `offset`, as [`Image::read_at`] reads them.
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
+        self.file.read_exact_at(buf, offset).map_err(|err| {
             if err.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::Io {
                     path: self.path.clone(),
@@ -84,8 +91,7 @@ impl Image {
                     err,
                 }
             }
-        })?;
-        Ok(buf)
+        })
     }
 
     /// Applies `f(offset, bytes)` to every chunk, in parallel, one mapped window at a time.

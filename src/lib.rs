@@ -27,6 +27,7 @@ pub mod plan;
 pub mod progress;
 pub mod prune;
 pub mod push;
+pub mod repair;
 pub mod seed;
 pub mod serve;
 pub mod sign;

@@ -192,6 +192,24 @@ fn verity_superblock_round_trips() {
 }
 
 #[test]
+fn fec_constants_match() {
+    use blockcast::verity::fec;
+    let rows = table(&doc(), "#### FEC constants (checked)");
+    let code = [
+        ("FEC_FIELD_POLY", format!("{:#x}", fec::FIELD_POLY)),
+        ("FEC_CODEWORD", fec::CODEWORD.to_string()),
+        ("FEC_MIN_ROOTS", fec::MIN_ROOTS.to_string()),
+        ("FEC_MAX_ROOTS", fec::MAX_ROOTS.to_string()),
+        ("FEC_DEFAULT_ROOTS", fec::DEFAULT_ROOTS.to_string()),
+    ];
+    assert_eq!(rows.len(), code.len());
+    for (row, (name, value)) in rows.iter().zip(code) {
+        assert_eq!(row[0], name);
+        assert_eq!(row[1], value, "{name}");
+    }
+}
+
+#[test]
 fn squashfs_tables_match() {
     use blockcast::layout::squashfs::format as f;
     check_structure("squashfs_super_block", &f::SUPER_FIELDS, f::SUPER_SIZE);

@@ -3,22 +3,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
 const SALT: &str = "5eed00112233445566778899aabbccddeeff";
 const UUID: &str = "0badcafe-1234-4321-8765-0123456789ab";
-
-fn veritysetup(args: &[&str]) -> (bool, String) {
-    let out = Command::new("veritysetup")
-        .args(args)
-        .output()
-        .expect("veritysetup is installed (tools/test installs cryptsetup-bin)");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

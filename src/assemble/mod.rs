@@ -30,7 +30,8 @@ use crate::seed::{self, Seed, SeedBases};
 use crate::sign::Kind;
 use crate::store::{Stores, TrafficReport};
 use crate::trust::TrustedIndex;
-use crate::verity::{self, Geometry};
+use crate::verity::fec::{self, Roots, Stream};
+use crate::verity::{self, FileArea, Geometry};
 use order::{Copy, Step};
 use target::{Target, GUARD};
 
@@ -47,6 +48,9 @@ pub struct ExtractOptions {
     /// JSON to `BASE.verity-sig.json`; when the index carries none, remove such files
     /// left by an earlier release, which would not match this image.
     pub kernel_signature: Option<PathBuf>,
+    /// Also write the forward error correction of the image and its tree to this file,
+    /// with so many parity bytes per codeword, once the image is complete.
+    pub fec: Option<(PathBuf, Roots)>,
 }
 
 impl Default for ExtractOptions {
@@ -56,6 +60,7 @@ impl Default for ExtractOptions {
             verity_append: false,
             verity: None,
             kernel_signature: None,
+            fec: None,
         }
     }
 }
@@ -175,7 +180,28 @@ pub fn extract(
     run.target.zero(size, padded)?;
     progress.finish();
     let mut device = opts.verity.as_deref().map(NewFile::create).transpose()?;
-    run.check_root(&guard, opts.verity_append, device.as_mut(), progress)?;
+    // The FEC covers the tree too: with no hash device to write, it is kept aside.
+    let fec_tree = match (&opts.fec, opts.verity_append, &opts.verity) {
+        (None, _, _) => None,
+        (Some(_), true, _) => Some(TreeFile::Appended),
+        (Some(_), false, Some(device)) => Some(TreeFile::Device(device.clone())),
+        (Some(_), false, None) => {
+            let path = std::env::temp_dir().join("blockcast hash tree");
+            let file = tempfile::tempfile().at(&path)?;
+            Some(TreeFile::Scratch(Image::from_file(&path, file)?))
+        }
+    };
+    let scratch = match &fec_tree {
+        Some(TreeFile::Scratch(image)) => Some((image.file(), image.path())),
+        _ => None,
+    };
+    run.check_root(
+        &guard,
+        opts.verity_append,
+        device.as_mut(),
+        scratch,
+        progress,
+    )?;
     if let Some(device) = device {
         device.commit()?;
     }
@@ -186,6 +212,9 @@ pub fn extract(
         Some(base) => write_kernel_signature(index, base)?,
         None => None,
     };
+    if let (Some((path, roots)), Some(tree)) = (&opts.fec, &fec_tree) {
+        write_fec(index, output, tree, path, *roots, progress)?;
+    }
     Ok(ExtractReport {
         plan: plan.summary,
         updated_in_place,
@@ -224,6 +253,49 @@ fn write_kernel_signature(index: &TrustedIndex, base: &Path) -> Result<Option<Pa
             Ok(None)
         }
     }
+}
+
+/// Where the hash device of a completed image is: appended to it, in the hash device file
+/// extract wrote, or in a temporary file.
+enum TreeFile {
+    Appended,
+    Device(PathBuf),
+    Scratch(Image),
+}
+
+/// Writes the FEC of the completed image at `output` and of its tree to `path`.
+fn write_fec(
+    index: &Index,
+    output: &Path,
+    tree: &TreeFile,
+    path: &Path,
+    roots: Roots,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let verity = &index.header().verity;
+    let image = Image::open(output)?;
+    let device;
+    let area = match tree {
+        TreeFile::Appended => FileArea {
+            image: &image,
+            base: verity.padded_size() + verity::BLOCK,
+        },
+        TreeFile::Device(path) => {
+            device = Image::open(path)?;
+            FileArea {
+                image: &device,
+                base: verity::BLOCK,
+            }
+        }
+        TreeFile::Scratch(scratch) => FileArea {
+            image: scratch,
+            base: verity::BLOCK,
+        },
+    };
+    let stream = Stream::new(&image, &area, &Geometry::new(verity.data_blocks));
+    let file = NewFile::create(path)?;
+    fec::encode(&stream, roots, file.file(), file.temp(), progress)?;
+    file.commit()
 }
 
 /// Lets the stores rebuild chunk files from deltas against the seeds for as long as it
@@ -322,12 +394,14 @@ impl Drop for UsingBases<'_> {
 impl Run<'_> {
     /// Hashes what was written (with the guard's bytes, still only in memory) and refuses
     /// to complete an image whose root differs from the index's. The hash area goes, as it
-    /// is made, after the padded image when `append`, and into `device`'s file.
+    /// is made, after the padded image when `append`, into `device`'s file and into
+    /// `scratch`, each after room for a superblock.
     fn check_root(
         &self,
         guard: &[u8],
         append: bool,
         device: Option<&mut NewFile>,
+        scratch: Option<(&File, &Path)>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let verity = &self.index.header().verity;
@@ -339,6 +413,9 @@ impl Run<'_> {
         }
         if let Some(d) = &device {
             sinks.push((d.file(), d.temp(), 0));
+        }
+        if let Some((file, path)) = scratch {
+            sinks.push((file, path, 0));
         }
         let mut sink = Sinks(sinks);
         progress.start("verifying", padded);

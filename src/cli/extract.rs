@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use blockcast::assemble::{self, ExtractOptions};
 use clap::Args;
 
-use super::{human_bytes, open_sources, parse_size, SourceArgs, Ui};
+use super::{human_bytes, open_sources, parse_roots, parse_size, SourceArgs, Ui};
+use blockcast::verity::fec::Roots;
 
 /// Rebuild an image from seeds and stores, verifying every chunk. An existing OUTPUT is
 /// updated in place; rerun after an interruption to finish.
@@ -33,6 +34,14 @@ pub struct ExtractArgs {
     /// BASE.verity-sig.json [default: OUTPUT, when not a block device].
     #[arg(long, value_name = "BASE")]
     kernel_signature: Option<PathBuf>,
+    /// Also write forward error correction data for the image and its tree to FILE, as
+    /// `veritysetup format --fec-device FILE` would (`blockcast repair` uses it).
+    #[arg(long, value_name = "FILE")]
+    fec: Option<PathBuf>,
+    /// Parity bytes per FEC codeword, 2 to 24: each interleaved group of blocks survives
+    /// that many damaged blocks; the file takes about N/(255-N) of the image.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_roots)]
+    fec_roots: Roots,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -63,14 +72,22 @@ pub fn run(mut a: ExtractArgs, ui: &Ui) -> Result<()> {
         verity_append: a.verity_append,
         verity: a.verity.clone(),
         kernel_signature,
+        fec: a.fec.clone().map(|path| (path, a.fec_roots)),
     };
     let warn = |m: &str| ui.warn(m);
     let report = assemble::extract(&index, &stores, seeds, &a.output, &opts, &ui.bar(), &warn)
         .with_context(|| format!("extracting {} to {}", a.index, a.output.display()))?;
     ui.report(a.json, &report, || {
         let p = &report.plan;
+        let fec = a.fec.as_ref().map_or(String::new(), |f| {
+            format!(
+                "; forward error correction (roots {}) in {}",
+                a.fec_roots.get(),
+                f.display()
+            )
+        });
         format!(
-            "{}: {} image written and verified (dm-verity root {}); fetched {} chunks ({} stored, {} received in {} requests, {} rebuilt from deltas); reused from seeds {}, moved within the output {}, already in place {}; zeros {}",
+            "{}: {} image written and verified (dm-verity root {}); fetched {} chunks ({} stored, {} received in {} requests, {} rebuilt from deltas); reused from seeds {}, moved within the output {}, already in place {}; zeros {}{fec}",
             a.output.display(),
             human_bytes(p.image_size),
             report.verity_root,

@@ -12,6 +12,7 @@ mod pack;
 mod plan;
 mod prune;
 mod push;
+mod repair;
 mod serve;
 mod sign;
 mod umount;
@@ -31,6 +32,7 @@ use blockcast::seed::Seed;
 use blockcast::sign::x509::VerifyTime;
 use blockcast::store::{HttpOptions, RemoteFiles, StoreOptions, Stores};
 use blockcast::trust::{Policy, TrustedIndex};
+use blockcast::verity::fec::Roots;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Handle;
@@ -69,6 +71,7 @@ enum Command {
     Pack(pack::PackArgs),
     Push(push::PushArgs),
     Prune(prune::PruneArgs),
+    Repair(repair::RepairArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -92,6 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Pack(a) => pack::run(a, &ui),
         Command::Push(a) => push::run(a, &ui),
         Command::Prune(a) => prune::run(a, &ui),
+        Command::Repair(a) => repair::run(a, &ui),
     }
 }
 
@@ -352,6 +356,15 @@ pub fn timeout(seconds: f64) -> Result<std::time::Duration> {
         bail!("--timeout {seconds} is not a positive number of seconds");
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// `--fec-roots N`: parity bytes per FEC codeword, as veritysetup takes them.
+pub fn parse_roots(s: &str) -> Result<Roots, String> {
+    let n: u8 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of FEC roots"))?;
+    Roots::new(n).map_err(|e| e.to_string())
 }
 
 /// Parses sizes such as `65536`, `64K`, `64KiB`, `1M`.

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use blockcast::chunk::ChunkId;
@@ -6,11 +6,15 @@ use blockcast::image::Image;
 use blockcast::index::Index;
 use blockcast::mount::StoredTree;
 use blockcast::progress::Progress;
+use blockcast::repair::{self, FecFile, TreeSource};
+use blockcast::store::Stores;
+use blockcast::trust::TrustedIndex;
+use blockcast::verity::fec::{self, Roots};
 use blockcast::verity::{self, FileArea, Geometry, HashArea, Leaves};
 use clap::Args;
 use serde::Serialize;
 
-use super::{StoreArgs, TrustArgs, Ui};
+use super::{parse_roots, StoreArgs, TrustArgs, Ui};
 
 /// Check an image or partition block by block against an index's dm-verity tree.
 #[derive(Args)]
@@ -25,6 +29,14 @@ pub struct VerifyArgs {
     /// Take the tree from these stores instead (--store).
     #[command(flatten)]
     stores: StoreArgs,
+    /// Check the image and its tree (from --verity, the stores, or appended to the image)
+    /// with this forward error correction file too: whether it can restore every bad
+    /// block, and whether it matches the image.
+    #[arg(long, value_name = "FILE")]
+    fec: Option<PathBuf>,
+    /// Parity bytes per codeword of the FEC file, 2 to 24.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_roots)]
+    fec_roots: Roots,
     #[command(flatten)]
     trust: TrustArgs,
     /// Print the result as JSON.
@@ -48,33 +60,6 @@ struct Outcome {
 }
 
 const SHOWN: usize = 16;
-
-/// The hash device at `path`, after checking that its superblock is the index's.
-fn open_device(index: &Index, path: &Path) -> Result<Image> {
-    let v = &index.header().verity;
-    let device = Image::open(path)?;
-    let need = verity::BLOCK + v.tree_size;
-    if device.size() < need {
-        bail!(
-            "hash device {} is shorter than the {need} bytes of the tree",
-            path.display()
-        );
-    }
-    let sb = device.read_at(0, verity::BLOCK as usize)?;
-    let Some((uuid, blocks, salt)) = verity::parse_superblock(&sb) else {
-        bail!(
-            "{}: not a dm-verity hash device (bad superblock)",
-            path.display()
-        );
-    };
-    if blocks != v.data_blocks || salt != v.salt || uuid != v.uuid {
-        bail!(
-            "{}: its superblock (data blocks, salt or uuid) differs from the index",
-            path.display()
-        );
-    }
-    Ok(device)
-}
 
 /// The first bad data blocks of the first `len` bytes of `image`, against the hash area
 /// `area`, which is first checked against the index's root.
@@ -110,6 +95,13 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
     let index = a
         .trust
         .open(&a.index, &a.stores.http()?, runtime.handle(), ui)?;
+    if let Some(fec) = &a.fec {
+        let stores = match a.stores.is_empty() {
+            true => None,
+            false => Some(a.stores.open(ui, runtime.handle())?),
+        };
+        return check_fec(&a, &index, stores.as_ref(), fec, ui);
+    }
     let v = &index.header().verity;
     let image = Image::open(&a.image)?;
     let bar = ui.bar();
@@ -122,7 +114,7 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
         .max(index.header().image_size);
     let (bad_blocks, source) = match (&a.verity, a.stores.is_empty()) {
         (Some(path), _) => {
-            let device = open_device(&index, path)?;
+            let device = repair::open_hash_device(&index, path)?;
             let area = FileArea {
                 image: &device,
                 base: verity::BLOCK,
@@ -189,6 +181,99 @@ pub fn run(a: VerifyArgs, ui: &Ui) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+#[derive(Serialize)]
+struct FecOutcome<'a> {
+    verity_root: String,
+    authenticated: bool,
+    data_blocks: u64,
+    fec: &'a fec::Outcome,
+}
+
+/// `verify --fec`: every block of the image and of its tree checked against the root, the
+/// bad ones against what the FEC file can restore, the FEC file against the image.
+fn check_fec(
+    a: &VerifyArgs,
+    index: &TrustedIndex,
+    stores: Option<&Stores>,
+    path: &std::path::Path,
+    ui: &Ui,
+) -> Result<()> {
+    let v = &index.header().verity;
+    let tree = match (&a.verity, stores) {
+        (Some(device), _) => TreeSource::Device(device),
+        (None, Some(stores)) => {
+            stores.use_pack_maps(index);
+            TreeSource::Stores(stores)
+        }
+        (None, None) => TreeSource::Appended,
+    };
+    let fec_file = FecFile {
+        path,
+        roots: a.fec_roots,
+    };
+    let bar = ui.bar();
+    let outcome = repair::check(index, &a.image, tree, &fec_file, &bar)?;
+    bar.finish();
+    let shown = FecOutcome {
+        verity_root: v.root_hex(),
+        authenticated: index.is_authenticated(),
+        data_blocks: v.data_blocks,
+        fec: &outcome,
+    };
+    let mismatched = outcome.mismatched_rounds.unwrap_or(0);
+    if outcome.bad.count + outcome.unchecked.count == 0 && mismatched == 0 {
+        return ui.report(a.json, &shown, || {
+            format!(
+                "{}: all {} blocks and the tree match dm-verity root {}, and {} (roots {}) matches them{}",
+                a.image.display(),
+                v.data_blocks,
+                shown.verity_root,
+                path.display(),
+                outcome.roots,
+                if shown.authenticated {
+                    ", from an index whose signature was checked"
+                } else {
+                    "; the index was NOT authenticated (no --trusted-key), so this root proves nothing about who built it"
+                }
+            )
+        });
+    }
+    if a.json {
+        super::print_out(&serde_json::to_string_pretty(&shown)?)?;
+    }
+    let mut problems = Vec::new();
+    if outcome.bad.count > 0 {
+        problems.push(format!("bad blocks (of 4096 bytes): {}", outcome.bad));
+    }
+    if outcome.unchecked.count > 0 {
+        problems.push(format!(
+            "{} blocks under them could not be checked",
+            outcome.unchecked.count
+        ));
+    }
+    if outcome.corrected.count > 0 {
+        problems.push(format!(
+            "{} can restore {}: run blockcast repair",
+            path.display(),
+            outcome.corrected
+        ));
+    }
+    if outcome.uncorrectable.count > 0 {
+        problems.push(format!(
+            "it cannot restore {} (more than {} damaged blocks in their interleaved group)",
+            outcome.uncorrectable, outcome.roots
+        ));
+    }
+    if mismatched > 0 {
+        problems.push(format!(
+            "{} does not match the image in {mismatched} of its {} rounds (damaged, stale, or made for another image or --fec-roots)",
+            path.display(),
+            outcome.rounds
+        ));
+    }
+    bail!("{}: {}", a.image.display(), problems.join("; "))
 }
 
 /// Without a tree, the chunk ids still locate damage: the blocks of the first bad chunks.

@@ -6,12 +6,13 @@ use blockcast::chunk::ChunkId;
 use blockcast::durable::NewFile;
 use blockcast::image::Image;
 use blockcast::progress::Progress;
-use blockcast::verity::{self, VerityParams};
+use blockcast::verity::fec::{self, Roots, Stream};
+use blockcast::verity::{self, FileArea, VerityParams};
 use clap::Args;
 use serde::Serialize;
 
 use super::make::{parse_salt, parse_uuid, Salt};
-use super::Ui;
+use super::{parse_roots, Ui};
 
 /// Write the dm-verity hash device of any image, as `veritysetup format` does.
 #[derive(Args)]
@@ -25,6 +26,13 @@ pub struct VerityArgs {
     /// Superblock uuid [default: derived from the salt].
     #[arg(long, value_parser = parse_uuid)]
     uuid: Option<[u8; 16]>,
+    /// Also write forward error correction data for the image and its tree to FILE, as
+    /// `veritysetup format --fec-device FILE` does.
+    #[arg(long, value_name = "FILE")]
+    fec: Option<PathBuf>,
+    /// Parity bytes per FEC codeword, 2 to 24.
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_roots)]
+    fec_roots: Roots,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -59,6 +67,22 @@ pub fn run(a: VerityArgs, ui: &Ui) -> Result<()> {
         .write_all_at(&superblock, 0)
         .with_context(|| device.temp().display().to_string())?;
     device.commit()?;
+    if let Some(path) = &a.fec {
+        let device = Image::open(&a.hash_device)?;
+        let area = FileArea {
+            image: &device,
+            base: verity::BLOCK,
+        };
+        let file = NewFile::create(path)?;
+        fec::encode(
+            &Stream::new(&image, &area, &geometry),
+            a.fec_roots,
+            file.file(),
+            file.temp(),
+            &bar,
+        )?;
+        file.commit()?;
+    }
     let out = Outcome {
         root_hash: ChunkId(root).to_hex(),
         salt: params.salt.iter().map(|b| format!("{b:02x}")).collect(),

@@ -133,6 +133,17 @@ pub fn extract(index: &Path, store: &Path, out: &Path, extra: &[&str]) -> serde_
         .args(extra)))
 }
 
+/// Runs `veritysetup` with `args`: whether it succeeded, and what it printed.
+pub fn veritysetup(args: &[&str]) -> (bool, String) {
+    let out = Command::new("veritysetup")
+        .args(args)
+        .output()
+        .expect("veritysetup is installed (tools/test installs cryptsetup-bin)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 pub fn same_bytes(a: &Path, b: &Path) -> bool {
     std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
 }

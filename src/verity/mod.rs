@@ -1,6 +1,7 @@
 //! dm-verity hash trees, format version 1 exactly as `veritysetup format` writes them:
 //! SHA-256, 4096-byte data and hash blocks, each digest `SHA-256(salt || block)`, the
-//! levels stored top level first after a 4096-byte superblock area.
+//! levels stored top level first after a 4096-byte superblock area; and its forward error
+//! correction ([`fec`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +16,8 @@ use crate::chunk::{BlockCheck, Checked};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Image, WINDOW};
 use crate::progress::Progress;
+
+pub mod fec;
 
 pub const BLOCK: u64 = 4096;
 pub const DIGEST: usize = 32;
