@@ -58,6 +58,14 @@ fn make_release(dir: &Path, store: &Path, images: &[PathBuf], k: usize, extra: &
     index
 }
 
+/// Makes every release of `images` into `store` in packs of 256 KiB, so that pruning
+/// the early ones leaves packs mostly dead; returns their indexes.
+fn in_small_packs(dir: &Path, store: &Path, images: &[PathBuf]) -> Vec<PathBuf> {
+    (1..=images.len())
+        .map(|k| make_release(dir, store, images, k, &["--pack", "--pack-size", "256K"]))
+        .collect()
+}
+
 /// `blockcast prune STORE -q --keep-last 2` and `extra`, to run.
 fn keep_two(store: &str, extra: &[&str]) -> Command {
     let mut cmd = bin();
@@ -393,17 +401,7 @@ fn prune_killed_anywhere_is_finished_by_the_next() {
     let t = tempdir();
     let images = weekly_images(t.path(), 6);
     let pristine = t.path().join("pristine");
-    let indexes: Vec<PathBuf> = (1..=6)
-        .map(|k| {
-            make_release(
-                t.path(),
-                &pristine,
-                &images,
-                k,
-                &["--pack", "--pack-size", "256K"],
-            )
-        })
-        .collect();
+    let indexes = in_small_packs(t.path(), &pristine, &images);
     let store = t.path().join("store");
     let copy = |to: &Path| {
         let _ = fs::remove_dir_all(to);
@@ -605,17 +603,7 @@ fn a_mount_reads_on_through_a_prune_that_repacks_without_grace() {
     let t = tempdir();
     let images = weekly_images(t.path(), 4);
     let store = t.path().join("store");
-    let indexes: Vec<PathBuf> = (1..=4)
-        .map(|k| {
-            make_release(
-                t.path(),
-                &store,
-                &images,
-                k,
-                &["--pack", "--pack-size", "256K"],
-            )
-        })
-        .collect();
+    let indexes = in_small_packs(t.path(), &store, &images);
     let mp = t.path().join("mp");
     fs::create_dir_all(&mp).unwrap();
     ok(bin()
