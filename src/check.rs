@@ -666,9 +666,9 @@ fn find_releases(
         .iter()
         .filter(|l| releases::kind(&l.name) == Kind::Record)
     {
-        match store.read(&l.name, MAX_INDEX_SIZE) {
-            Ok(Some(bytes)) => match record_fault(&store.describe(), &l.name, bytes) {
-                None => good.push(l.clone()),
+        match releases::read_record(store, &l.name) {
+            Ok(Some(index)) => match misnamed(&l.name, &index) {
+                None => good.push((l.name.clone(), index)),
                 Some(reason) => bad.push((l.name.clone(), reason)),
             },
             // Gone since the listing.
@@ -677,17 +677,21 @@ fn find_releases(
             Err(e) => return Err(e),
         }
     }
-    Ok((releases::find(store, &good, &[])?, bad))
+    Ok((releases::gather(&[], good)?, bad))
 }
 
-/// Why the record `name` (an index) is bad, if it is: it cannot be read as an index, or,
-/// under `indexes/`, it is not the index its name gives.
+/// Why the record `name` (an index) is bad, if it is: it cannot be read as an index, or
+/// it is not the one its name gives (see [`misnamed`]).
 fn record_fault(store: &str, name: &str, bytes: Vec<u8>) -> Option<String> {
     let label = PathBuf::from(format!("{store}/{name}"));
-    let index = match Index::from_bytes(&label, bytes) {
-        Ok(index) => index,
-        Err(e) => return Some(e.to_string()),
-    };
+    match Index::from_bytes(&label, bytes) {
+        Ok(index) => misnamed(name, &index),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Under `indexes/`, why the record `name` is not the index its name gives, if it is not.
+fn misnamed(name: &str, index: &Index) -> Option<String> {
     let digest = pack::hex(&index.digest());
     match recorded_digest(name) {
         Some(named) if named != digest => Some(format!(

@@ -56,6 +56,13 @@ fn check_cmd(store: &str, indexes: &[&PathBuf]) -> Command {
     cmd
 }
 
+/// `check STORE [--index INDEX]... --repair --from FROM`, to run.
+fn repair_cmd(store: &str, indexes: &[&PathBuf], from: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = check_cmd(store, indexes);
+    cmd.args(["--repair", "--from"]).arg(from);
+    cmd
+}
+
 /// `check --json` that must fail (problems remain); its report.
 fn check_fails(cmd: &mut Command) -> Value {
     let out = cmd.arg("--json").output().expect("run blockcast");
@@ -201,12 +208,7 @@ fn a_loose_store_has_a_flipped_byte_and_a_missing_delta_named_and_mended() {
 
     // --repair needs --from.
     fails(check_cmd(store_arg, &[]).arg("--repair"));
-    let repaired = check_ok(
-        check_cmd(store_arg, &[])
-            .arg("--repair")
-            .arg("--from")
-            .arg(&pristine),
-    );
+    let repaired = check_ok(&mut repair_cmd(store_arg, &[], &pristine));
     assert_clean(&repaired["after"]);
     assert_eq!(
         objects_in(&repaired["found"], "corrupt"),
@@ -245,12 +247,7 @@ fn a_loose_store_has_a_flipped_byte_and_a_missing_delta_named_and_mended() {
         "{found:#}"
     );
     assert_eq!(problem(&found, "corrupt", &record_name)["kind"], "record");
-    let repaired = check_ok(
-        check_cmd(store_arg, &[])
-            .arg("--repair")
-            .arg("--from")
-            .arg(&pristine),
-    );
+    let repaired = check_ok(&mut repair_cmd(store_arg, &[], &pristine));
     assert_clean(&repaired["after"]);
     assert_eq!(repaired["after"]["releases"].as_array().unwrap().len(), 2);
     assert!(same_bytes(&records[1], &indexes[1]));
@@ -302,12 +299,7 @@ fn a_packed_store_has_a_flipped_byte_and_a_truncated_pack_named_and_mended() {
 
     // Mending v2 alone moves what v2 takes from the damaged pack into a new one, named
     // anew, and writes v2's pack map again; v1 still reads the damaged pack.
-    let mended = check_ok(
-        check_cmd(store_arg, &[&indexes[1]])
-            .arg("--repair")
-            .arg("--from")
-            .arg(&served.url),
-    );
+    let mended = check_ok(&mut repair_cmd(store_arg, &[&indexes[1]], &served.url));
     assert_clean(&mended["after"]);
     assert_eq!(mended["maps_rewritten"], 1, "{mended:#}");
     let new: Vec<String> = packs_in(&store).difference(&original).cloned().collect();
@@ -360,12 +352,7 @@ fn a_packed_store_has_a_flipped_byte_and_a_truncated_pack_named_and_mended() {
     assert!(objects_in(&found, "corrupt").contains(&name));
 
     // Both mended from a packed directory (through its pack maps).
-    let mended = check_ok(
-        check_cmd(store_arg, &both)
-            .arg("--repair")
-            .arg("--from")
-            .arg(&packed),
-    );
+    let mended = check_ok(&mut repair_cmd(store_arg, &both, &packed));
     assert_clean(&mended["after"]);
     assert_eq!(mended["not_repaired"], serde_json::json!([]), "{mended:#}");
     assert_clean(&check_ok(&mut check_cmd(store_arg, &both)));
@@ -392,12 +379,7 @@ fn a_packed_store_has_a_flipped_byte_and_a_truncated_pack_named_and_mended() {
         !found["missing"].as_array().unwrap().is_empty(),
         "{found:#}"
     );
-    let mended = check_ok(
-        check_cmd(store_arg, &both)
-            .arg("--repair")
-            .arg("--from")
-            .arg(&packed),
-    );
+    let mended = check_ok(&mut repair_cmd(store_arg, &both, &packed));
     assert_clean(&mended["after"]);
     assert_eq!(mended["loose_written"], 0, "{mended:#}");
     assert!(

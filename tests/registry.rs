@@ -379,19 +379,24 @@ fn basic_logins_come_from_auth_files_and_bad_ones_are_named() {
     assert!(is_extracted(&out, &image("ext4", 2)));
 }
 
-#[test]
-fn token_logins_ask_the_realm_and_anonymous_pulls_get_a_token_too() {
-    let t = tempdir();
-    let tokens = TokenServer::start(&t.path().join("token"), "ci", "s3cret", true, 300);
-    let registry = Registry::start(
-        &t.path().join("registry"),
+/// A registry in `dir/registry` that takes the tokens `tokens` hands out.
+fn token_registry(dir: &Path, tokens: &TokenServer) -> Registry {
+    Registry::start(
+        &dir.join("registry"),
         Access::Token {
             realm: tokens.realm.clone(),
             service: token::SERVICE.into(),
             issuer: token::ISSUER.into(),
             certificate: tokens.certificate.clone(),
         },
-    );
+    )
+}
+
+#[test]
+fn token_logins_ask_the_realm_and_anonymous_pulls_get_a_token_too() {
+    let t = tempdir();
+    let tokens = TokenServer::start(&t.path().join("token"), "ci", "s3cret", true, 300);
+    let registry = token_registry(t.path(), &tokens);
     let rel = release(t.path(), "erofs");
     let reference = registry.oci("team/os:v2");
     // Anonymous: a pull token, which cannot push.
@@ -868,15 +873,7 @@ fn tokens_that_expire_during_a_run_are_renewed_and_helpers_give_logins() {
     let t = tempdir();
     // Tokens good for a second: every request of a run finds its token about to expire.
     let tokens = TokenServer::start(&t.path().join("token"), "ci", "s3cret", false, 1);
-    let registry = Registry::start(
-        &t.path().join("registry"),
-        Access::Token {
-            realm: tokens.realm.clone(),
-            service: token::SERVICE.into(),
-            issuer: token::ISSUER.into(),
-            certificate: tokens.certificate.clone(),
-        },
-    );
+    let registry = token_registry(t.path(), &tokens);
     // The login comes from a credential helper the auth file names.
     let bin_dir = t.path().join("helpers");
     fs::create_dir_all(&bin_dir).unwrap();

@@ -113,7 +113,7 @@ pub fn prune(
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let listed = store.list()?;
     let all = releases::find(store.as_ref(), &listed, &opts.keep)?;
-    let (mut kept, bases) = choose(&all, opts)?;
+    let (mut kept, bases) = choose(&all, opts);
     // A release recorded within the grace period is kept whole, as its record is.
     let when: HashMap<&str, SystemTime> = listed
         .iter()
@@ -207,10 +207,7 @@ pub fn prune(
 
 /// The releases kept and those kept as bases of deltas, out of `all` (in release-number
 /// order).
-fn choose<'a>(
-    all: &'a [Release],
-    opts: &PruneOptions,
-) -> Result<(Vec<&'a Release>, Vec<&'a Release>)> {
+fn choose<'a>(all: &'a [Release], opts: &PruneOptions) -> (Vec<&'a Release>, Vec<&'a Release>) {
     let mut numbers: Vec<u64> = all
         .iter()
         .filter(|r| !r.records.is_empty())
@@ -239,7 +236,7 @@ fn choose<'a>(
         .iter()
         .filter(|r| !kept_digests.contains(&r.index.digest()) && base_numbers.contains(&r.number()))
         .collect();
-    Ok((kept, bases))
+    (kept, bases)
 }
 
 /// What the kept releases need.
@@ -458,7 +455,7 @@ fn doomed(
     for l in listed {
         match releases::kind(&l.name) {
             Kind::Retired(d) if gone_packs.contains(&d) || !packs.contains(&d) => {}
-            Kind::Lease if lease::is_dead_lease(store, &l.name)? => {}
+            Kind::Lease if lease::is_dead_lease(store, l)? => {}
             _ => continue,
         }
         out[4].push(l.name.clone());

@@ -128,9 +128,43 @@ impl Release {
     }
 }
 
+/// The index of the release record `name` (see [`Kind::Record`]), read and parsed, named
+/// after the store and the record in messages; `None` when the store no longer has it.
+pub fn read_record(store: &dyn PruneStore, name: &str) -> Result<Option<Index>> {
+    let Some(bytes) = store.read(name, MAX_INDEX_SIZE)? else {
+        return Ok(None);
+    };
+    let label = PathBuf::from(format!("{}/{name}", store.describe()));
+    Index::from_bytes(&label, bytes).map(Some)
+}
+
 /// The releases the store's records name, with those at `named`, each once (by index
 /// digest), in release-number order.
 pub fn find(store: &dyn PruneStore, listed: &[Listed], named: &[PathBuf]) -> Result<Vec<Release>> {
+    let mut records = Vec::new();
+    for l in listed.iter().filter(|l| kind(&l.name) == Kind::Record) {
+        let index = read_record(store, &l.name)
+            .map_err(|e| match e {
+                e @ Error::BadIndex { .. } => Error::Integrity(format!(
+                    "{e}: a release record that cannot be read; remove it, or mend it with check --repair, before pruning"
+                )),
+                e => e,
+            })?
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "{}: {} was listed, then could not be read",
+                    store.describe(),
+                    l.name
+                ))
+            })?;
+        records.push((l.name.clone(), index));
+    }
+    gather(named, records)
+}
+
+/// The releases of the index files at `named` and of `records` (each a record's name and
+/// index), each once (by index digest), in release-number order.
+pub fn gather(named: &[PathBuf], records: Vec<(String, Index)>) -> Result<Vec<Release>> {
     let mut by_digest: HashMap<[u8; 32], Release> = HashMap::new();
     for path in named {
         let index = Index::open(path)?;
@@ -143,20 +177,7 @@ pub fn find(store: &dyn PruneStore, listed: &[Listed], named: &[PathBuf]) -> Res
             })
             .named = true;
     }
-    for l in listed.iter().filter(|l| kind(&l.name) == Kind::Record) {
-        let bytes = store.read(&l.name, MAX_INDEX_SIZE)?.ok_or_else(|| {
-            Error::Integrity(format!(
-                "{}: {} was listed, then could not be read",
-                store.describe(),
-                l.name
-            ))
-        })?;
-        let label = PathBuf::from(format!("{}/{}", store.describe(), l.name));
-        let index = Index::from_bytes(&label, bytes).map_err(|e| {
-            Error::Integrity(format!(
-                "{e}: a release record that cannot be read; remove it, or mend it with check --repair, before pruning"
-            ))
-        })?;
+    for (name, index) in records {
         by_digest
             .entry(index.digest())
             .or_insert(Release {
@@ -165,7 +186,7 @@ pub fn find(store: &dyn PruneStore, listed: &[Listed], named: &[PathBuf]) -> Res
                 named: false,
             })
             .records
-            .push(l.name.clone());
+            .push(name);
     }
     let mut releases: Vec<Release> = by_digest.into_values().collect();
     releases.sort_by_key(|r| (r.number(), r.index.digest()));

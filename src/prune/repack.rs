@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::releases::Kind;
 use super::{Marked, PruneReport, REPACK_DEAD_PERCENT};
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
@@ -93,24 +94,15 @@ pub fn plan(
     }
     // Every other pack's contents, from its table of contents.
     let mut held: HashMap<Object, Place> = HashMap::new();
-    let mut others: Vec<(&String, u64)> = listed
+    let mut others: Vec<(&String, [u8; 32], u64)> = listed
         .iter()
-        .filter(|(name, _)| {
-            name.strip_prefix("packs/")
-                .and_then(|n| n.strip_suffix(".bcpack"))
-                .and_then(ChunkId::from_hex)
-                .is_some_and(|d| !chosen.contains(&d.0))
+        .filter_map(|(name, l)| match super::releases::kind(name) {
+            Kind::Pack(digest) if !chosen.contains(&digest) => Some((name, digest, l.size)),
+            _ => None,
         })
-        .map(|(name, l)| (name, l.size))
         .collect();
     others.sort();
-    for (name, size) in others {
-        let digest = name
-            .strip_prefix("packs/")
-            .and_then(|n| n.strip_suffix(".bcpack"))
-            .and_then(ChunkId::from_hex)
-            .map(|d| d.0)
-            .unwrap_or_default();
+    for (name, digest, size) in others {
         let (count, toc_at) = header(store, name, size)?;
         let toc = store.read_range(name, toc_at..size)?.unwrap_or_default();
         for (object, place) in pack::parse_toc(name, &digest, &toc, count, toc_at)? {

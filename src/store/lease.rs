@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use super::{PruneStore, Warn};
+use super::{Listed, PruneStore, Warn};
 use crate::error::{Error, IoContext, Result};
 
 /// How long a lease holds unless renewed.
@@ -215,46 +215,45 @@ fn busy(role: Role, store: &str, wait: Duration) -> Error {
     ))
 }
 
+/// Until when (seconds since the epoch) the lease `listed` holds: what it says, or, when
+/// it cannot be read, a lease's time after it was written.
+fn expires(listed: &Listed, bytes: &[u8]) -> u64 {
+    serde_json::from_slice::<Lease>(bytes).map_or_else(
+        |_| {
+            listed
+                .modified
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + LEASE_FOR.as_secs()
+        },
+        |l| l.expires,
+    )
+}
+
 /// The live leases of `role` in `store`: those whose time has not run out.
 fn live(store: &dyn PruneStore, role: Role) -> Result<Vec<String>> {
     let now = now_secs();
     let mut found = Vec::new();
     for listed in store.list_dir(LEASES)? {
-        let Some(_) = listed
-            .name
-            .strip_prefix(LEASES)
-            .and_then(|n| n.strip_prefix('/'))
-            .filter(|n| n.ends_with(role.suffix()))
-        else {
+        if !listed.name.ends_with(role.suffix()) {
             continue;
-        };
+        }
         let Some(bytes) = store.read(&listed.name, LEASE_MAX)? else {
             continue;
         };
-        // A lease that cannot be read counts until it is a lease's time old.
-        let expires = serde_json::from_slice::<Lease>(&bytes).map_or_else(
-            |_| {
-                listed
-                    .modified
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-                    + LEASE_FOR.as_secs()
-            },
-            |l| l.expires,
-        );
-        if expires > now {
+        if expires(&listed, &bytes) > now {
             found.push(listed.name);
         }
     }
     Ok(found)
 }
 
-/// Whether a lease named `name` has expired or cannot be read: prune removes those.
-pub fn is_dead_lease(store: &dyn PruneStore, name: &str) -> Result<bool> {
-    let Some(bytes) = store.read(name, LEASE_MAX)? else {
+/// Whether the lease `listed` has expired (as [`live`] counts it): prune removes those.
+pub fn is_dead_lease(store: &dyn PruneStore, listed: &Listed) -> Result<bool> {
+    let Some(bytes) = store.read(&listed.name, LEASE_MAX)? else {
         return Ok(false);
     };
-    Ok(serde_json::from_slice::<Lease>(&bytes).map_or(true, |l| l.expires <= now_secs()))
+    Ok(expires(listed, &bytes) <= now_secs())
 }
 
 /// Writes a lease of `role` and waits until no live lease of the other role remains (a
