@@ -155,13 +155,23 @@ impl Drop for Hold {
 /// Takes the lock file `path` shared (a publisher) or exclusive (a prune), waiting at
 /// most `wait` when another holds it the other way.
 fn lock(path: &std::path::Path, role: Role, wait: Duration, warn: &Warn) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // A link in its place would lead the lock (and the file created) out of the store;
+    // anything but a regular file is no lock.
     let file = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .at(path)?;
+    if !file.metadata().at(path)?.is_file() {
+        return Err(Error::Invalid(format!(
+            "{}: not a regular file, so not a store's lock",
+            path.display()
+        )));
+    }
     let (now, later) = match role {
         Role::Publish => (
             FlockOperation::NonBlockingLockShared,
@@ -331,5 +341,37 @@ impl Renewed {
             let _ = renewer.join();
         }
         self.store.delete(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_that_is_a_link_or_a_fifo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let outside = dir.path().join("outside");
+        let warn: Warn = Arc::new(|_: &str| {});
+        for make in ["link", "fifo"] {
+            let _ = std::fs::remove_dir_all(&store);
+            let local = crate::store::LocalStore::open(&store, true).unwrap();
+            let lock = store.join(LOCK_FILE);
+            match make {
+                "link" => std::os::unix::fs::symlink(&outside, &lock).unwrap(),
+                _ => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &lock,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap(),
+            }
+            let held = Hold::prune(Arc::new(local), Duration::from_secs(1), &warn);
+            assert!(held.is_err(), "{make}");
+            assert!(!outside.exists(), "{make}: the lock followed the link");
+        }
     }
 }
