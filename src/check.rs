@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::error::{Error, Result};
 use crate::index::format::MAX_INDEX_SIZE;
-use crate::index::{stored_size_bound, ChunkRecord, Index};
+use crate::index::{stored_size_bound, BasePiece, ChunkRecord, Index};
 use crate::pack::format::{DEFAULT_PACK_SIZE, PACK_HEADER_SIZE};
 use crate::pack::{self, Object, PackMap, PackWriter, Place};
 use crate::progress::Progress;
@@ -262,14 +262,14 @@ fn is_objects_fault(e: &Error) -> bool {
 }
 
 /// What the releases need of an object, from their indexes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Sizes {
     /// The chunk file's bytes decompressed (for a delta: of the chunk file it rebuilds).
     size: u32,
     /// Its stored bytes, as a pack map must give them.
     stored: u32,
-    /// A delta's base chunk's size.
-    base_size: u32,
+    /// A delta's base run.
+    run: Arc<[BasePiece]>,
 }
 
 fn sizes_of(index: &Index) -> HashMap<Object, Sizes> {
@@ -279,7 +279,7 @@ fn sizes_of(index: &Index) -> HashMap<Object, Sizes> {
         let s = Sizes {
             size: u.size,
             stored: u.stored_size,
-            base_size: 0,
+            run: Arc::from([]),
         };
         sizes.insert(Object::Chunk(u.id), s);
     }
@@ -287,19 +287,19 @@ fn sizes_of(index: &Index) -> HashMap<Object, Sizes> {
         let s = Sizes {
             size: r.size,
             stored: r.stored_size,
-            base_size: 0,
+            run: Arc::from([]),
         };
         sizes.insert(Object::Chunk(r.id), s);
     }
     for (id, deltas) in index.deltas_by_unit() {
-        let Some(unit) = sizes.get(&Object::Chunk(id)).copied() else {
+        let Some(unit) = sizes.get(&Object::Chunk(id)).cloned() else {
             continue;
         };
         for d in deltas {
             let s = Sizes {
                 size: unit.size,
                 stored: d.stored_size,
-                base_size: d.base_size,
+                run: d.run.clone(),
             };
             sizes.insert(Object::Delta { id, base: d.base }, s);
         }
@@ -480,12 +480,13 @@ impl Survey {
             let sizes = sizes_of(&r.index);
             let (chunks, deltas, tree) = pack::objects(&r.index);
             for object in chunks.into_iter().chain(tree).chain(deltas) {
-                let Some(s) = sizes.get(&object).copied() else {
+                let Some(s) = sizes.get(&object).cloned() else {
                     continue;
                 };
                 let at = self.maps[ri].as_ref().and_then(|m| m.find(&object));
-                if let Object::Delta { base, .. } = object {
-                    if !on_devices.contains(&base) || (self.maps[ri].is_some() && at.is_none()) {
+                if let Object::Delta { .. } = object {
+                    let held = s.run.iter().all(|p| on_devices.contains(&p.id));
+                    if !held || (self.maps[ri].is_some() && at.is_none()) {
                         continue;
                     }
                 }
@@ -913,13 +914,13 @@ impl<'a> Reader<'a> {
     /// An object's stored bytes checked against its id: a chunk file decompressed and
     /// hashed, a delta rebuilt against its base when the store holds a good copy of it.
     fn verify(&mut self, item: &Item, bytes: &[u8]) -> Outcome {
-        let s = item.sizes;
+        let s = &item.sizes;
         match item.object {
             Object::Chunk(id) => match chunk_from(bytes, id, s.size) {
                 Ok(_) => Outcome::Good,
                 Err(e) => Outcome::Corrupt(reason(e)),
             },
-            Object::Delta { id, base } => match self.base(&base, s.base_size) {
+            Object::Delta { id, .. } => match self.run(&s.run) {
                 Some(base) => match codec::decompress_against(bytes, &base, s.size, id, 0) {
                     Ok(_) => Outcome::Good,
                     Err(e) => Outcome::Corrupt(reason(e)),
@@ -927,6 +928,15 @@ impl<'a> Reader<'a> {
                 None => Outcome::Unverified,
             },
         }
+    }
+
+    /// The bytes of a base run, each chunk from a good copy in the store.
+    fn run(&mut self, run: &[BasePiece]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for p in run {
+            out.extend_from_slice(&self.base(&p.id, p.size)?);
+        }
+        Some(out)
     }
 
     /// The bytes of chunk `id` (`size` bytes) from a good copy in the store: of its chunk
@@ -1328,22 +1338,28 @@ impl Fix<'_> {
         item: &Item,
         exact: bool,
     ) -> std::result::Result<(usize, Vec<u8>), String> {
-        let s = item.sizes;
+        let s = item.sizes.clone();
+        let size = s.size;
         let check: store::Check = match item.object {
-            Object::Chunk(id) => Arc::new(move |b: &[u8]| chunk_from(b, id, s.size)),
+            Object::Chunk(id) => Arc::new(move |b: &[u8]| chunk_from(b, id, size)),
             Object::Delta { id, base } => {
-                let Some(base_data) = self.base_anywhere(survey, bases, &base, s.base_size) else {
-                    return Err(format!(
-                        "no good copy of its base chunk {base} in this store or those to repair from, so no copy of it can be checked"
-                    ));
-                };
+                let mut base_data = Vec::new();
+                for p in s.run.iter() {
+                    let Some(piece) = self.base_anywhere(survey, bases, &p.id, p.size) else {
+                        return Err(format!(
+                            "no good copy of chunk {} of its base {base} in this store or those to repair from, so no copy of it can be checked",
+                            p.id
+                        ));
+                    };
+                    base_data.extend_from_slice(&piece);
+                }
                 let base_data = Arc::new(base_data);
-                Arc::new(move |b: &[u8]| codec::decompress_against(b, &base_data, s.size, id, 0))
+                Arc::new(move |b: &[u8]| codec::decompress_against(b, &base_data, size, id, 0))
             }
         };
         let mut why = Vec::new();
         for source in 0..self.sources.list.len() {
-            match self.fetch_from(source, survey, &item.object, &item.releases, s, &check) {
+            match self.fetch_from(source, survey, &item.object, &item.releases, size, &check) {
                 Some(bytes) if exact && bytes.len() != s.stored as usize => why.push(format!(
                     "{} has a copy of {} bytes, not the {} its index gives",
                     self.sources.list[source].describe(),
@@ -1368,7 +1384,7 @@ impl Fix<'_> {
         survey: &Survey,
         object: &Object,
         releases: &[usize],
-        s: Sizes,
+        size: u32,
         check: &store::Check,
     ) -> Option<Vec<u8>> {
         let mut places = Vec::new();
@@ -1399,7 +1415,7 @@ impl Fix<'_> {
             }
         }
         let opts = ReadOptions {
-            max_len: stored_size_bound(s.size),
+            max_len: stored_size_bound(size),
             for_mount: false,
         };
         let name = object.loose_name();
@@ -1425,14 +1441,11 @@ impl Fix<'_> {
         let (unit, unit_size, record) = bases.unit_of(id, size);
         let check: store::Check = Arc::new(move |b: &[u8]| chunk_from(b, unit, unit_size));
         let everyone: Vec<usize> = (0..survey.releases.len()).collect();
-        let s = Sizes {
-            size: unit_size,
-            stored: 0,
-            base_size: 0,
-        };
         for source in 0..self.sources.list.len() {
             let object = Object::Chunk(unit);
-            if let Some(bytes) = self.fetch_from(source, survey, &object, &everyone, s, &check) {
+            if let Some(bytes) =
+                self.fetch_from(source, survey, &object, &everyone, unit_size, &check)
+            {
                 let chunk = chunk_from(&bytes, unit, unit_size).ok()?;
                 return base_bytes(chunk, record);
             }

@@ -45,6 +45,9 @@ pub struct MakeOptions {
     /// Indexes of earlier releases, their chunks in the same store: each new chunk file
     /// also gets a delta against the earlier chunk it most resembles (see [`delta`]).
     pub delta_from: Vec<PathBuf>,
+    /// The images of the first `delta_from` releases, in the same order; the others are
+    /// rebuilt from the store.
+    pub delta_from_image: Vec<PathBuf>,
     /// Put the release's new chunk files and deltas into packs of at most this many
     /// bytes and write its pack map (see [`pack::pack_release`]).
     pub pack: Option<u64>,
@@ -60,6 +63,7 @@ impl MakeOptions {
             release: 0,
             filesystem_aware: true,
             delta_from: Vec::new(),
+            delta_from_image: Vec::new(),
             pack: None,
         }
     }
@@ -308,7 +312,16 @@ pub fn make_with_cuts(
         start = end;
     }
     report.chunks = ends.len() as u64;
-    let (deltas, made) = delta::make(image, &records, &earlier, store, opts.level, progress)?;
+    let (deltas, made) = delta::make(
+        image,
+        &records,
+        &cuts.files,
+        earlier,
+        &opts.delta_from_image,
+        store,
+        opts.level,
+        progress,
+    )?;
     report.deltas = made.deltas;
     report.delta_bytes = made.stored_bytes;
     report.delta_replaced_bytes = made.replaced_bytes;

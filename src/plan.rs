@@ -77,6 +77,30 @@ pub struct Plan {
     pub by_delta: HashMap<ChunkId, Delta>,
 }
 
+/// The base runs an update in place sets aside, within a limit, each once.
+#[derive(Default)]
+struct Aside {
+    limit: u64,
+    used: u64,
+    runs: HashSet<ChunkId>,
+}
+
+impl Aside {
+    /// Whether `delta`'s run is set aside (already, or now within the limit).
+    fn admit(&mut self, delta: &Delta) -> bool {
+        if self.runs.contains(&delta.base) {
+            return true;
+        }
+        let size = u64::from(delta.base_size);
+        if self.used + size > self.limit {
+            return false;
+        }
+        self.used += size;
+        self.runs.insert(delta.base);
+        true
+    }
+}
+
 /// The ids of the chunks that are neither all zero nor already in place.
 pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
     index
@@ -91,13 +115,20 @@ pub fn wanted(index: &Index, in_place: &[bool]) -> HashSet<ChunkId> {
 /// (a delta where one has a base in a seed or the output).
 /// `in_place` is empty when there is no existing output.
 /// `deltas`: the index's deltas the stores offer (see [`Stores::offered_deltas`]).
+/// `aside_limit`: most bytes of base runs that only `output` holds (which an update in
+/// place sets aside before overwriting them); past it, chunk files are fetched whole.
 pub fn plan(
     index: &TrustedIndex,
     deltas: &HashMap<ChunkId, Vec<Delta>>,
     seeds: &[Seed],
     in_place: &[bool],
     output: Option<&Seed>,
+    aside_limit: u64,
 ) -> Plan {
+    let mut aside = Aside {
+        limit: aside_limit,
+        ..Aside::default()
+    };
     let mut summary = PlanSummary {
         image_size: index.header().image_size,
         chunks: index.len() as u64,
@@ -139,14 +170,17 @@ pub fn plan(
             if fetched.insert(unit.id) {
                 summary.store.chunks += 1;
                 summary.store.bytes += u64::from(unit.size);
-                match deltas
+                let usable = deltas
                     .get(&unit.id)
                     .and_then(|d| usable_delta(d, seeds, output))
-                {
+                    .filter(|(d, holder, _)| {
+                        !output.is_some_and(|o| std::ptr::eq(*holder, o)) || aside.admit(d)
+                    });
+                match usable {
                     Some((delta, _, _)) => {
                         summary.store.deltas += 1;
-                        by_delta.insert(unit.id, delta);
                         summary.store.stored_bytes += u64::from(delta.stored_size);
+                        by_delta.insert(unit.id, delta);
                     }
                     None => summary.store.stored_bytes += u64::from(unit.stored_size),
                 }

@@ -9,7 +9,7 @@ use crate::chunk::{is_zero, ChunkId, VerifiedChunk};
 use crate::chunker::{self, ChunkParams};
 use crate::error::Result;
 use crate::image::Image;
-use crate::index::{Delta, Index, Unit};
+use crate::index::{BasePiece, Delta, Index, Unit};
 use crate::layout::Cutting;
 use crate::progress::Progress;
 use crate::store;
@@ -17,6 +17,8 @@ use crate::store;
 pub struct Seed {
     image: Image,
     chunks: HashMap<ChunkId, (u64, u32)>,
+    /// Places before this offset lend bases to deltas only, not chunks to copy.
+    bases_only_before: u64,
 }
 
 impl Seed {
@@ -50,7 +52,11 @@ impl Seed {
         for (id, at) in found.into_iter().flatten() {
             chunks.entry(id).or_insert(at);
         }
-        Ok(Seed { image, chunks })
+        Ok(Seed {
+            image,
+            chunks,
+            bases_only_before: 0,
+        })
     }
 
     /// Takes the chunk list from the index the seed was built from; nothing is read now,
@@ -63,17 +69,26 @@ impl Seed {
                 chunks.entry(r.id).or_insert((r.offset, r.size));
             }
         }
-        Ok(Seed { image, chunks })
+        Ok(Seed {
+            image,
+            chunks,
+            bases_only_before: 0,
+        })
     }
 
     /// A seed of the chunks at the given places of `image`, each verified when used.
     pub fn from_chunks(image: Image, chunks: HashMap<ChunkId, (u64, u32)>) -> Seed {
-        Seed { image, chunks }
+        Seed {
+            image,
+            chunks,
+            bases_only_before: 0,
+        }
     }
 
-    /// Forgets every place that starts before `limit`.
-    pub fn forget_before(&mut self, limit: u64) {
-        self.chunks.retain(|_, (offset, _)| *offset >= limit);
+    /// Keeps every place that starts before `limit` for the bases of deltas alone (which
+    /// are read before anything is written), not as chunks to copy.
+    pub fn bases_only_before(&mut self, limit: u64) {
+        self.bases_only_before = limit;
     }
 
     /// Records that the seed holds `id` at `offset`, in preference to any place found so far.
@@ -87,6 +102,12 @@ impl Seed {
 
     /// Where the seed holds chunk `id`: offset and size.
     pub fn locate(&self, id: &ChunkId) -> Option<(u64, u32)> {
+        self.locate_base(id)
+            .filter(|&(offset, _)| offset >= self.bases_only_before)
+    }
+
+    /// Where the seed holds chunk `id` to lend to a delta's base run.
+    pub fn locate_base(&self, id: &ChunkId) -> Option<(u64, u32)> {
         self.chunks.get(id).copied()
     }
 
@@ -104,30 +125,51 @@ impl Seed {
     }
 }
 
-/// Of `deltas` (those of one chunk file, in index order), the first whose base one of
-/// `seeds` holds, else the first whose base `then` holds: the delta, the seed holding its
-/// base and the base's place in it.
+/// Where `seed` holds each chunk of `run`, when it holds every one at its size.
+fn run_places(seed: &Seed, run: &[BasePiece]) -> Option<Vec<u64>> {
+    run.iter()
+        .map(|p| {
+            seed.locate_base(&p.id)
+                .filter(|&(_, size)| size == p.size)
+                .map(|(at, _)| at)
+        })
+        .collect()
+}
+
+/// Of `deltas` (those of one chunk file, in index order), the first whose whole base run
+/// one of `seeds` holds, else the first whose run `then` holds: the delta, the seed holding
+/// its run and the place of each of the run's chunks in it.
 pub fn usable_delta<'a>(
     deltas: &[Delta],
     seeds: &'a [Seed],
     then: Option<&'a Seed>,
-) -> Option<(Delta, &'a Seed, u64)> {
-    let held = |d: &Delta, seed: &'a Seed| {
-        seed.locate(&d.base)
-            .filter(|&(_, size)| size == d.base_size)
-            .map(|(at, _)| (*d, seed, at))
-    };
+) -> Option<(Delta, &'a Seed, Vec<u64>)> {
+    let held = |d: &Delta, seed: &'a Seed| run_places(seed, &d.run).map(|at| (d.clone(), seed, at));
     deltas
         .iter()
         .find_map(|d| seeds.iter().find_map(|seed| held(d, seed)))
         .or_else(|| then.and_then(|seed| deltas.iter().find_map(|d| held(d, seed))))
 }
 
-/// The ids a seed can lend to an index: the chunks in `wanted`, and the bases of its
-/// deltas.
+/// The bytes of `delta`'s base run, read from `seed` at `places` (see [`usable_delta`]),
+/// each chunk checked against its id; `target_offset` names the place in the target image
+/// for errors.
+pub fn read_run(seed: &Seed, delta: &Delta, places: &[u64], target_offset: u64) -> Result<Vec<u8>> {
+    let mut base = Vec::with_capacity(delta.base_size as usize);
+    for (p, &at) in delta.run.iter().zip(places) {
+        let chunk = seed.read(p.id, at, p.size, target_offset)?;
+        base.extend_from_slice(chunk.data());
+    }
+    Ok(base)
+}
+
+/// The ids a seed can lend to an index: the chunks in `wanted`, and the chunks of its
+/// deltas' base runs.
 pub fn lendable(index: &Index, wanted: &HashSet<ChunkId>) -> HashSet<ChunkId> {
     let mut ids = wanted.clone();
-    ids.extend(index.deltas().map(|d| d.base));
+    for d in index.deltas() {
+        ids.extend(d.run.iter().map(|p| p.id));
+    }
     ids
 }
 
@@ -162,12 +204,9 @@ impl store::Bases for SeedBases {
         usable_delta(deltas, &self.seeds, self.aside.as_ref()).map(|(delta, _, _)| delta)
     }
 
-    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>> {
+    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, Vec<u8>)>> {
         let deltas = self.deltas.get(&unit.id)?;
-        let (delta, seed, at) = usable_delta(deltas, &self.seeds, self.aside.as_ref())?;
-        Some(
-            seed.read(delta.base, at, delta.base_size, unit.offset)
-                .map(|base| (delta, base)),
-        )
+        let (delta, seed, places) = usable_delta(deltas, &self.seeds, self.aside.as_ref())?;
+        Some(read_run(seed, &delta, &places, unit.offset).map(|base| (delta, base)))
     }
 }

@@ -71,6 +71,24 @@ fn record_table_matches() {
 }
 
 #[test]
+fn delta_record_table_matches() {
+    check_fields(
+        "### Delta record (checked)",
+        &format::DELTA_FIELDS,
+        format::RECORD_SIZE,
+    );
+}
+
+#[test]
+fn base_entry_table_matches() {
+    check_fields(
+        "### Base-run entry (checked)",
+        &format::BASE_ENTRY_FIELDS,
+        format::BASE_ENTRY_SIZE,
+    );
+}
+
+#[test]
 fn constants_match() {
     let rows = table(&doc(), "### Constants (checked)");
     let code: Vec<(&str, String)> = vec![
@@ -78,6 +96,8 @@ fn constants_match() {
         ("VERSION", format::VERSION.to_string()),
         ("HEADER_SIZE", format::HEADER_SIZE.to_string()),
         ("RECORD_SIZE", format::RECORD_SIZE.to_string()),
+        ("BASE_ENTRY_SIZE", format::BASE_ENTRY_SIZE.to_string()),
+        ("MAX_BASE_RUN", format::MAX_BASE_RUN.to_string()),
         ("FLAG_ZERO", format::FLAG_ZERO.to_string()),
         ("FLAG_GATHERED", format::FLAG_GATHERED.to_string()),
         ("HASH_SHA256", format::HASH_SHA256.to_string()),
@@ -118,6 +138,30 @@ fn golden_v3_index_still_reads() {
         } else {
             assert_eq!(blockcast::chunk::ChunkId::of(bytes), r.id);
         }
+    }
+}
+
+/// A version-5 index with deltas (`tests/fixtures/v5-erofs-v2.bcidx`: `blockcast make
+/// testimages/erofs-v2.img --delta-from v5-erofs-v1.bcidx` by the build before base runs)
+/// still reads: each delta is a run of its one base chunk, a chunk of the earlier release.
+#[test]
+fn golden_v5_deltas_still_read() {
+    let fixture = |name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        blockcast::index::Index::open(&path).unwrap()
+    };
+    let (v1, v2) = (fixture("v5-erofs-v1.bcidx"), fixture("v5-erofs-v2.bcidx"));
+    assert_eq!(v2.version(), 5);
+    let earlier: std::collections::HashMap<_, _> = v1.records().map(|r| (r.id, r.size)).collect();
+    let deltas: Vec<_> = v2.deltas().collect();
+    assert_eq!(deltas.len(), 11);
+    for d in deltas {
+        assert_eq!(d.run.len(), 1);
+        assert_eq!(d.run[0].id, d.base);
+        assert_eq!(d.run[0].size, d.base_size);
+        assert_eq!(earlier.get(&d.base), Some(&d.base_size));
     }
 }
 

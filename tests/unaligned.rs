@@ -26,6 +26,7 @@ fn explicit(ends: Vec<u64>) -> Cuts {
         },
         align: 1,
         fallback: None,
+        files: Vec::new(),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::index::Delta;
 use crate::index::{ChunkRecord, Index};
-use crate::plan::{self, PlanSummary, Source};
+use crate::plan::{self, Plan, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
 use crate::sign::Kind;
@@ -135,7 +135,7 @@ pub fn extract(
         let cutting = h.layout.cutting;
         let lendable = seed::lendable(index, &missing);
         let mut own = Seed::scan(target.path(), h.params, cutting, &lendable, progress)?;
-        own.forget_before(GUARD);
+        own.bases_only_before(GUARD);
         for (r, &here) in index.records().zip(&in_place) {
             if here && r.offset >= GUARD && missing.contains(&r.id) {
                 own.prefer(r.id, r.offset, r.size);
@@ -146,10 +146,17 @@ pub fn extract(
         None
     };
     let deltas = stores.offered_deltas(index);
-    let plan = plan::plan(index, &deltas, &seeds, &in_place, from_output.as_ref());
-    let aside = match &from_output {
-        Some(own) => set_bases_aside(index, &deltas, &plan.sources, &seeds, own)?,
-        None => None,
+    let plan = plan::plan(
+        index,
+        &deltas,
+        &seeds,
+        &in_place,
+        from_output.as_ref(),
+        opts.spill_limit,
+    );
+    let (aside, aside_bytes) = match &from_output {
+        Some(own) => set_bases_aside(index, &plan, &seeds, own)?,
+        None => (None, 0),
     };
     let _bases = UsingBases::new(stores, index, deltas, &seeds, aside);
     let run = Run {
@@ -165,7 +172,9 @@ pub fn extract(
     let (mut head, head_to_fetch) = run.head(&plan.sources)?;
     run.target.invalidate(size)?;
     progress.start("writing", size);
-    let (spilled_bytes, mut to_fetch) = run.copy_within(&plan.sources, opts, progress)?;
+    // The bases set aside and the copies' spill share the spill limit.
+    let spill_limit = opts.spill_limit.saturating_sub(aside_bytes);
+    let (spilled_bytes, mut to_fetch) = run.copy_within(&plan.sources, spill_limit, progress)?;
     run.write_from_seeds(&plan.sources, &mut to_fetch, progress)?;
     to_fetch.extend(head_to_fetch);
     run.fetch(&to_fetch, progress)?;
@@ -318,57 +327,63 @@ impl<'a> UsingBases<'a> {
     }
 }
 
-/// When the output is updated in place, the bases of the deltas to be fetched may be
+/// When the output is updated in place, the base runs of the deltas to be fetched may be
 /// found only in the output itself, where the update will overwrite them. Copies each
-/// such base, checked, into an anonymous temporary file before anything is written, and
-/// returns that file as a seed.
+/// chunk of such a run, checked, into an anonymous temporary file before anything is
+/// written, and returns that file as a seed, with the bytes it holds. The plan admitted
+/// these runs within the spill limit (see [`plan::plan`]).
 fn set_bases_aside(
     index: &Index,
-    deltas: &HashMap<ChunkId, Vec<Delta>>,
-    sources: &[Source],
+    plan: &Plan,
     seeds: &[Seed],
     own: &Seed,
-) -> Result<Option<Seed>> {
+) -> Result<(Option<Seed>, u64)> {
     if index.deltas_len() == 0 {
-        return Ok(None);
+        return Ok((None, 0));
     }
     let path = std::env::temp_dir().join("blockcast delta bases");
     let mut file: Option<File> = None;
     let mut places = HashMap::new();
     let mut end = 0u64;
     let mut seen = HashSet::new();
-    for (r, source) in index.records().zip(sources) {
+    for (r, source) in index.records().zip(&plan.sources) {
         let unit = r.unit();
         if *source != Source::Store || !seen.insert(unit.id) {
             continue;
         }
-        // Only the bases that the output alone holds.
-        let Some((d, _, at)) = deltas
+        // Only the runs that the output alone holds.
+        let Some((d, _, at)) = plan
+            .by_delta
             .get(&unit.id)
-            .and_then(|ds| seed::usable_delta(ds, seeds, Some(own)))
-            .filter(|&(_, holder, _)| std::ptr::eq(holder, own))
+            .and_then(|d| seed::usable_delta(std::slice::from_ref(d), seeds, Some(own)))
+            .filter(|(_, holder, _)| std::ptr::eq(*holder, own))
         else {
             continue;
         };
-        if places.contains_key(&d.base) {
-            continue;
+        for (p, &at) in d.run.iter().zip(&at) {
+            if places.contains_key(&p.id) {
+                continue;
+            }
+            // A chunk that no longer reads as it did when the output was scanned is left
+            // out: the chunk file whose run needs it is fetched whole.
+            let Ok(chunk) = own.read(p.id, at, p.size, r.offset) else {
+                continue;
+            };
+            let f = match &mut file {
+                Some(f) => f,
+                None => file.insert(tempfile::tempfile().at(&path)?),
+            };
+            f.write_all_at(chunk.data(), end).at(&path)?;
+            places.insert(p.id, (end, p.size));
+            end += u64::from(p.size);
         }
-        // A base that no longer reads as it did when the output was scanned is left
-        // out: its chunk file is fetched whole.
-        let Ok(base) = own.read(d.base, at, d.base_size, r.offset) else {
-            continue;
-        };
-        let f = match &mut file {
-            Some(f) => f,
-            None => file.insert(tempfile::tempfile().at(&path)?),
-        };
-        f.write_all_at(base.data(), end).at(&path)?;
-        places.insert(d.base, (end, d.base_size));
-        end += u64::from(d.base_size);
     }
     match file {
-        Some(f) => Ok(Some(Seed::from_chunks(Image::from_file(&path, f)?, places))),
-        None => Ok(None),
+        Some(f) => Ok((
+            Some(Seed::from_chunks(Image::from_file(&path, f)?, places)),
+            end,
+        )),
+        None => Ok((None, 0)),
     }
 }
 
@@ -503,7 +518,7 @@ impl Run<'_> {
     fn copy_within(
         &self,
         sources: &[Source],
-        opts: &ExtractOptions,
+        spill_limit: u64,
         progress: &dyn Progress,
     ) -> Result<(u64, Vec<usize>)> {
         let copies: Vec<Copy> = self
@@ -538,7 +553,7 @@ impl Run<'_> {
         let mut spilled_at: HashMap<usize, u64> = HashMap::new();
         let mut spilled = 0u64;
         let dropped = Mutex::new(Vec::new());
-        for step in order::schedule(&copies, opts.spill_limit) {
+        for step in order::schedule(&copies, spill_limit) {
             match step {
                 Step::Drop(a) => {
                     self.refetched.fetch_add(1, Ordering::Relaxed);

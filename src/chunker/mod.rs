@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::image::{Image, WINDOW};
-use crate::layout::{self, Cutting, FsKind, LayoutSummary};
+use crate::layout::{self, Cutting, FileMap, FsKind, LayoutSummary};
 use crate::progress::Progress;
 
 /// Every cut except the image's end falls on a multiple of this.
@@ -182,6 +182,8 @@ pub struct Cuts {
     pub align: u32,
     /// Why the filesystem-aware chunker was not used, when it was asked for.
     pub fallback: Option<String>,
+    /// The filesystem's regular files, when the cuts follow it.
+    pub files: Vec<FileMap>,
 }
 
 /// Cuts an image as `cutting` says; an image whose filesystem cannot be read is cut with
@@ -210,6 +212,7 @@ pub fn cut_image(
                     layout: LayoutSummary::of(l, cutting),
                     align,
                     fallback: None,
+                    files: analysis.files,
                 });
             }
             Err(e) => match e.io_error(image.path()) {
@@ -225,6 +228,7 @@ pub fn cut_image(
         layout: LayoutSummary::default(),
         align: ALIGN as u32,
         fallback,
+        files: Vec::new(),
     })
 }
 

@@ -40,10 +40,15 @@ pub struct MakeArgs {
     #[arg(long)]
     aligned: bool,
     /// Index of an earlier release whose chunks are in the same store (repeatable): each
-    /// new chunk file also gets a delta against the earlier chunk it most resembles, which
-    /// a device holding that release fetches instead.
+    /// new chunk file also gets a delta against the run of earlier chunks it most
+    /// resembles, which a device holding that release fetches instead.
     #[arg(long, value_name = "INDEX")]
     delta_from: Vec<PathBuf>,
+    /// The image of the --delta-from release in the same place (repeatable, in order),
+    /// checked against its index as it is read; without it the earlier image is rebuilt
+    /// from the store.
+    #[arg(long, value_name = "IMAGE", requires = "delta_from")]
+    delta_from_image: Vec<PathBuf>,
     /// Put the release's new chunk files and deltas into packs (`STORE/packs/`) and write
     /// its pack map (`STORE/packmaps/`), instead of one file per chunk.
     #[arg(long)]
@@ -111,6 +116,7 @@ pub fn run(a: MakeArgs, ui: &Ui) -> Result<()> {
         release: a.release,
         filesystem_aware: !a.aligned,
         delta_from: a.delta_from,
+        delta_from_image: a.delta_from_image,
         pack: a.pack.then_some(a.pack_size),
     };
     let (bytes, report) = make::make(&a.image, &store, &opts, &ui.bar(), &ui.warner())

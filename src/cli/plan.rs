@@ -35,7 +35,7 @@ pub fn run(mut a: PlanArgs, ui: &Ui) -> Result<()> {
     let runtime = blockcast::store::runtime()?;
     let (index, stores, seeds) = open_sources(&a.index, &a.sources, runtime.handle(), ui)?;
     let deltas = stores.offered_deltas(&index);
-    let plan = plan::plan(&index, &deltas, &seeds, &[], None);
+    let plan = plan::plan(&index, &deltas, &seeds, &[], None, 0);
     let missing = plan::count_missing(&index, &plan, &stores)?;
     let fetch = plan::fetch_cost(&index, &plan, &stores);
     let out = Output {

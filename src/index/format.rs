@@ -1,16 +1,23 @@
-//! Byte layout of the index, version 5. `docs/FORMAT.md` is the specification; the tests
+//! Byte layout of the index, version 6. `docs/FORMAT.md` is the specification; the tests
 //! in `tests/format_doc.rs` hold these constants to it.
 
 /// First 8 bytes of every index.
 pub const MAGIC: [u8; 8] = *b"BCASTIDX";
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Version written for an index without deltas, so that version-4 readers still read it.
 pub const VERSION_WITHOUT_DELTAS: u32 = 4;
+/// Version 5: every delta's base is one chunk, and there is no base-run table.
+pub const VERSION_SINGLE_BASES: u32 = 5;
 /// Oldest version still read: version 3 is version 4 without gathered chunks, and
 /// version 4 is version 5 without deltas.
 pub const OLDEST_VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 512;
 pub const RECORD_SIZE: usize = 56;
+/// Bytes of one entry of the base-run table: a chunk id and its size.
+pub const BASE_ENTRY_SIZE: usize = 36;
+/// Most bytes a delta's base run (version 6) may hold: what a device reads, checks and
+/// keeps in memory to rebuild one chunk file from a delta.
+pub const MAX_BASE_RUN: u32 = 4 << 20;
 
 /// Largest index file read; bounds every allocation sized from an index.
 pub const MAX_INDEX_SIZE: u64 = 1 << 30;
@@ -48,7 +55,9 @@ pub const H_MAGIC: Field = field("magic", 0, 8);
 pub const H_VERSION: Field = field("version", 8, 4);
 pub const H_HEADER_SIZE: Field = field("header_size", 12, 4);
 pub const H_RECORD_SIZE: Field = field("record_size", 16, 4);
-pub const H_FLAGS: Field = field("flags", 20, 4);
+/// Entries of the base-run table (version 6); zero in earlier versions, where it was a
+/// flags field that had to be zero.
+pub const H_BASE_COUNT: Field = field("base_count", 20, 4);
 pub const H_IMAGE_SIZE: Field = field("image_size", 24, 8);
 pub const H_CHUNK_COUNT: Field = field("chunk_count", 32, 8);
 pub const H_TABLE_OFFSET: Field = field("chunk_table_offset", 40, 8);
@@ -84,7 +93,7 @@ pub const HEADER_FIELDS: [&Field; 34] = [
     &H_VERSION,
     &H_HEADER_SIZE,
     &H_RECORD_SIZE,
-    &H_FLAGS,
+    &H_BASE_COUNT,
     &H_IMAGE_SIZE,
     &H_CHUNK_COUNT,
     &H_TABLE_OFFSET,
@@ -131,6 +140,27 @@ pub const RECORD_FIELDS: [&Field; 6] = [
     &R_PART_OFFSET,
     &R_ID,
 ];
+
+pub const D_OFFSET: Field = field("offset", 0, 8);
+pub const D_BASE_SIZE: Field = field("base_size", 8, 4);
+pub const D_STORED_SIZE: Field = field("stored_size", 12, 4);
+pub const D_BASE_COUNT: Field = field("base_count", 16, 4);
+pub const D_RESERVED: Field = field("reserved", 20, 4);
+pub const D_BASE: Field = field("base", 24, 32);
+
+pub const DELTA_FIELDS: [&Field; 6] = [
+    &D_OFFSET,
+    &D_BASE_SIZE,
+    &D_STORED_SIZE,
+    &D_BASE_COUNT,
+    &D_RESERVED,
+    &D_BASE,
+];
+
+pub const E_ID: Field = field("id", 0, 32);
+pub const E_SIZE: Field = field("size", 32, 4);
+
+pub const BASE_ENTRY_FIELDS: [&Field; 2] = [&E_ID, &E_SIZE];
 
 /// The bytes of `f` within `buf`, which callers size to the header or a record.
 pub fn slice<'a>(buf: &'a [u8], f: &Field) -> &'a [u8] {

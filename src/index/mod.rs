@@ -6,6 +6,7 @@ pub mod format;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -256,34 +257,102 @@ pub fn stored_size_bound(size: u32) -> u64 {
     size + size / 128 + 1024
 }
 
-/// Another way to get a chunk file: a delta, encoded against the bytes of a chunk of an
-/// earlier release that a seed may hold (see `docs/FORMAT.md`, Deltas).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One chunk of a delta's base run: its id and size (a seed finds it by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BasePiece {
+    pub id: ChunkId,
+    pub size: u32,
+}
+
+impl BasePiece {
+    fn decode(b: &[u8]) -> BasePiece {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(slice(b, &E_ID));
+        BasePiece {
+            id: ChunkId(id),
+            size: get_u32(b, &E_SIZE),
+        }
+    }
+
+    fn encode(&self, b: &mut [u8]) {
+        put(b, &E_ID, &self.id.0);
+        put(b, &E_SIZE, &self.size.to_le_bytes());
+    }
+}
+
+/// The name of a base run: the id of its one chunk, or for a longer run the SHA-256 of
+/// "blockcast base run" followed by its entries as the base-run table holds them.
+pub fn base_run_id(run: &[BasePiece]) -> ChunkId {
+    if let [one] = run {
+        return one.id;
+    }
+    let mut h = Sha256::new();
+    h.update(b"blockcast base run");
+    let mut entry = [0u8; BASE_ENTRY_SIZE];
+    for p in run {
+        p.encode(&mut entry);
+        h.update(entry);
+    }
+    ChunkId(h.finalize().into())
+}
+
+/// Another way to get a chunk file: a delta, encoded against the bytes of a run of chunks
+/// of earlier releases that a seed may hold (see `docs/FORMAT.md`, Deltas).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delta {
     /// Image offset of a record whose chunk file (its own, or its gathered chunk) the
     /// delta rebuilds.
     pub offset: u64,
-    /// The chunk the delta is encoded against, by its id, and its size.
+    /// The base run's name (see [`base_run_id`]): what the delta file is stored under.
     pub base: ChunkId,
+    /// Bytes of the base run: its chunks' bytes, concatenated.
     pub base_size: u32,
     /// Bytes of the delta file in the store.
     pub stored_size: u32,
+    /// The chunks whose bytes, in this order, are the base: at least one.
+    pub run: Arc<[BasePiece]>,
 }
 
 impl Delta {
+    /// A delta of the chunk file at `offset` against `run`, with its name and size.
+    pub fn new(offset: u64, run: Vec<BasePiece>, stored_size: u32) -> Delta {
+        Delta {
+            offset,
+            base: base_run_id(&run),
+            base_size: run.iter().map(|p| p.size).sum(),
+            stored_size,
+            run: run.into(),
+        }
+    }
+
+    /// The base, as errors and warnings name it.
+    pub fn base_name(&self) -> String {
+        match self.run.len() {
+            0 | 1 => format!("chunk {}", self.base),
+            n => format!("base run {} ({n} chunks)", self.base),
+        }
+    }
+
+    /// The record's fields: the delta without its run, and the count of its run's entries.
     fn decode(b: &[u8]) -> (Delta, u32, u32) {
-        let (r, at) = ChunkRecord::decode(b);
+        let mut base = [0u8; 32];
+        base.copy_from_slice(slice(b, &D_BASE));
         let delta = Delta {
-            offset: r.offset,
-            base: r.id,
-            base_size: r.size,
-            stored_size: r.stored_size,
+            offset: get_u64(b, &D_OFFSET),
+            base: ChunkId(base),
+            base_size: get_u32(b, &D_BASE_SIZE),
+            stored_size: get_u32(b, &D_STORED_SIZE),
+            run: Arc::from([]),
         };
-        (delta, r.flags, at)
+        (delta, get_u32(b, &D_BASE_COUNT), get_u32(b, &D_RESERVED))
     }
 
     fn encode(&self, b: &mut [u8]) {
-        ChunkRecord::stored(self.offset, self.base_size, self.stored_size, self.base).encode(b)
+        put(b, &D_OFFSET, &self.offset.to_le_bytes());
+        put(b, &D_BASE_SIZE, &self.base_size.to_le_bytes());
+        put(b, &D_STORED_SIZE, &self.stored_size.to_le_bytes());
+        put(b, &D_BASE_COUNT, &(self.run.len() as u32).to_le_bytes());
+        put(b, &D_BASE, &self.base.0);
     }
 }
 
@@ -295,6 +364,8 @@ pub struct Index {
     header: Header,
     tree_count: usize,
     delta_count: usize,
+    /// Entries of the base-run table, which follows the delta table (version 6).
+    base_count: usize,
 }
 
 impl Index {
@@ -327,9 +398,11 @@ impl Index {
             .checked_add(get_u64(h, &H_TREE_COUNT))
             .and_then(|n| n.checked_add(get_u64(h, &H_GATHER_COUNT)))
             .and_then(|n| n.checked_add(u64::from(get_u32(h, &H_DELTA_COUNT))));
+        let entries = u64::from(get_u32(h, &H_BASE_COUNT)) * BASE_ENTRY_SIZE as u64;
         records
             .and_then(|n| n.checked_mul(RECORD_SIZE as u64))
             .and_then(|n| n.checked_add(HEADER_SIZE as u64))
+            .and_then(|n| n.checked_add(entries))
             .filter(|&n| n <= MAX_INDEX_SIZE)
             .ok_or_else(|| "its record counts give an implausible size".into())
     }
@@ -388,7 +461,6 @@ impl Index {
         };
         check(&H_HEADER_SIZE, HEADER_SIZE as u64)?;
         check(&H_RECORD_SIZE, RECORD_SIZE as u64)?;
-        check(&H_FLAGS, 0)?;
         check(&H_TABLE_OFFSET, HEADER_SIZE as u64)?;
         let cutting = match h[H_LAYOUT.offset] {
             LAYOUT_ALIGNED_CDC => Cutting::Aligned,
@@ -424,14 +496,23 @@ impl Index {
                 "version {version} has no deltas, yet delta_count is {delta_count}"
             )));
         }
+        let base_count = u64::from(get_u32(h, &H_BASE_COUNT));
+        if version < 6 && base_count != 0 {
+            return Err(bad(format!(
+                "version {version} has no base-run table, yet base_count is {base_count}"
+            )));
+        }
         let table_len = (bytes.len() - HEADER_SIZE) as u64;
         let records = chunk_count
             .checked_add(tree_count)
             .and_then(|n| n.checked_add(gather_count))
             .and_then(|n| n.checked_add(delta_count));
-        if records.and_then(|n| n.checked_mul(RECORD_SIZE as u64)) != Some(table_len) {
+        let tables = records
+            .and_then(|n| n.checked_mul(RECORD_SIZE as u64))
+            .and_then(|n| n.checked_add(base_count * BASE_ENTRY_SIZE as u64));
+        if tables != Some(table_len) {
             return Err(bad(format!(
-                "chunk count {chunk_count}, tree chunk count {tree_count}, gather count {gather_count} and delta count {delta_count} do not match the {table_len}-byte tables (truncated or corrupt)"
+                "chunk count {chunk_count}, tree chunk count {tree_count}, gather count {gather_count}, delta count {delta_count} and base count {base_count} do not match the {table_len}-byte tables (truncated or corrupt)"
             )));
         }
         check(
@@ -514,6 +595,7 @@ impl Index {
             header,
             tree_count: tree_count as usize,
             delta_count: delta_count as usize,
+            base_count: base_count as usize,
         };
         index.check_gather_records()?;
         index.check_records()?;
@@ -619,11 +701,19 @@ impl Index {
     }
 
     /// Delta records are sorted by offset and base, each names the start of a record with a
-    /// chunk file, and sizes are plausible.
+    /// chunk file, sizes are plausible, and (version 6) each base run fills its share of the
+    /// base-run table, is named by its digest and sums to its base size.
     fn check_delta_records(&self) -> Result<()> {
+        let runs = self.version() >= 6;
+        let (cap, cap_name) = if runs {
+            (MAX_BASE_RUN, "MAX_BASE_RUN")
+        } else {
+            (MAX_CHUNK, "MAX_CHUNK")
+        };
         let mut previous: Option<(u64, ChunkId)> = None;
+        let mut entries = 0usize;
         for (i, raw) in self.raw_deltas().enumerate() {
-            let (d, flags, at) = Delta::decode(raw);
+            let (d, count, reserved) = Delta::decode(raw);
             let bad = |what: &str| Error::BadIndex {
                 path: self.path.clone(),
                 reason: format!("delta record {i} (offset {}): {what}", d.offset),
@@ -638,16 +728,56 @@ impl Index {
                 .filter(|r| r.offset == d.offset && !r.is_zero())
                 .ok_or_else(|| bad("no record with a chunk file starts there"))?;
             let unit = record.unit();
-            let plausible = d.base_size > 0
-                && d.base_size <= MAX_CHUNK
-                && d.stored_size > 0
-                && u64::from(d.stored_size) <= stored_size_bound(unit.size);
-            if !plausible || flags != 0 || at != 0 {
-                return Err(bad("bad base size, stored size or flags"));
+            if reserved != 0 || (!runs && count != 0) || (runs && count == 0) {
+                return Err(bad("bad base count or reserved bytes"));
             }
-            if d.base == unit.id {
+            if d.base_size == 0 || d.base_size > cap {
+                return Err(bad(&format!(
+                    "base size {} is 0 or above {cap_name} ({cap})",
+                    d.base_size
+                )));
+            }
+            if d.stored_size == 0 || u64::from(d.stored_size) > stored_size_bound(unit.size) {
+                return Err(bad("implausible stored size"));
+            }
+            let run = self.run_at(entries, count as usize).ok_or_else(|| {
+                bad(&format!(
+                    "its {count} base entries run past the {}-entry base-run table",
+                    self.base_count
+                ))
+            })?;
+            entries += count as usize;
+            let pieces: Vec<BasePiece> = run.collect();
+            if runs {
+                let mut total = 0u64;
+                for p in &pieces {
+                    if p.size == 0 {
+                        return Err(bad("a base chunk of size 0"));
+                    }
+                    total += u64::from(p.size);
+                }
+                if total != u64::from(d.base_size) {
+                    return Err(bad(&format!(
+                        "its base chunks hold {total} bytes, its base size is {}",
+                        d.base_size
+                    )));
+                }
+                if base_run_id(&pieces) != d.base {
+                    return Err(bad("its base is not the name of its base run"));
+                }
+            }
+            if d.base == unit.id || pieces.iter().any(|p| p.id == unit.id) {
                 return Err(bad("the base is the chunk itself"));
             }
+        }
+        if entries != self.base_count {
+            return Err(Error::BadIndex {
+                path: self.path.clone(),
+                reason: format!(
+                    "the delta records name {entries} base entries, the base-run table has {}",
+                    self.base_count
+                ),
+            });
         }
         Ok(())
     }
@@ -723,7 +853,7 @@ impl Index {
 
     /// Number of gathered chunks.
     pub fn gathered_len(&self) -> usize {
-        (self.bytes.len() - HEADER_SIZE) / RECORD_SIZE
+        (self.bytes.len() - HEADER_SIZE - self.base_count * BASE_ENTRY_SIZE) / RECORD_SIZE
             - self.len()
             - self.tree_count
             - self.delta_count
@@ -764,9 +894,39 @@ impl Index {
         )
     }
 
-    /// The deltas, sorted by offset and base.
-    pub fn deltas(&self) -> impl ExactSizeIterator<Item = Delta> + '_ {
-        self.raw_deltas().map(|b| Delta::decode(b).0)
+    /// Entries `first..first + count` of the base-run table; `None` past its end.
+    fn run_at(&self, first: usize, count: usize) -> Option<impl Iterator<Item = BasePiece> + '_> {
+        let end = first.checked_add(count).filter(|&e| e <= self.base_count)?;
+        let at = self.bytes.len() - self.base_count * BASE_ENTRY_SIZE;
+        Some(
+            self.bytes[at + first * BASE_ENTRY_SIZE..at + end * BASE_ENTRY_SIZE]
+                .chunks_exact(BASE_ENTRY_SIZE)
+                .map(BasePiece::decode),
+        )
+    }
+
+    /// The deltas, sorted by offset and base, each with its base run (a version-5 delta's
+    /// is its one base chunk).
+    pub fn deltas(&self) -> std::vec::IntoIter<Delta> {
+        let mut first = 0;
+        let mut out = Vec::with_capacity(self.delta_count);
+        for raw in self.raw_deltas() {
+            let (mut d, count, _) = Delta::decode(raw);
+            let count = count as usize;
+            d.run = if count == 0 {
+                Arc::from([BasePiece {
+                    id: d.base,
+                    size: d.base_size,
+                }])
+            } else {
+                self.run_at(first, count)
+                    .map(Iterator::collect)
+                    .unwrap_or_default()
+            };
+            first += count;
+            out.push(d);
+        }
+        out.into_iter()
     }
 
     /// The deltas of each chunk file, by its id, in index order.
@@ -935,7 +1095,8 @@ pub fn encode(
     deltas: &[Delta],
 ) -> Vec<u8> {
     let tables = records.len() + tree.len() + gathered.len() + deltas.len();
-    let mut bytes = vec![0u8; HEADER_SIZE + tables * RECORD_SIZE];
+    let entries: usize = deltas.iter().map(|d| d.run.len()).sum();
+    let mut bytes = vec![0u8; HEADER_SIZE + tables * RECORD_SIZE + entries * BASE_ENTRY_SIZE];
     {
         let h = &mut bytes[..HEADER_SIZE];
         put(h, &H_MAGIC, &MAGIC);
@@ -976,6 +1137,7 @@ pub fn encode(
         put(h, &H_TREE_COUNT, &(tree.len() as u64).to_le_bytes());
         put(h, &H_GATHER_COUNT, &(gathered.len() as u64).to_le_bytes());
         put(h, &H_DELTA_COUNT, &(deltas.len() as u32).to_le_bytes());
+        put(h, &H_BASE_COUNT, &(entries as u32).to_le_bytes());
         let tree_offset = (HEADER_SIZE + records.len() * RECORD_SIZE) as u64;
         put(h, &H_TREE_OFFSET, &tree_offset.to_le_bytes());
         put(h, &H_TREE_SIZE, &v.tree_size.to_le_bytes());
@@ -994,6 +1156,11 @@ pub fn encode(
     }
     for (d, b) in deltas.iter().zip(&mut out) {
         d.encode(b);
+    }
+    let at = bytes.len() - entries * BASE_ENTRY_SIZE;
+    let pieces = deltas.iter().flat_map(|d| d.run.iter());
+    for (p, b) in pieces.zip(bytes[at..].chunks_exact_mut(BASE_ENTRY_SIZE)) {
+        p.encode(b);
     }
     let d = digest(&bytes);
     put(&mut bytes, &H_DIGEST, &d);
@@ -1067,23 +1234,44 @@ mod tests {
         assert_eq!(index.find(24448), None);
     }
 
+    fn piece(id: u8, size: u32) -> BasePiece {
+        BasePiece {
+            id: ChunkId([id; 32]),
+            size,
+        }
+    }
+
     fn deltas() -> Vec<Delta> {
-        let d = |offset, base: u8, base_size, stored_size| Delta {
-            offset,
-            base: ChunkId([base; 32]),
-            base_size,
-            stored_size,
-        };
-        // Two for the first chunk, one for the gathered chunk (named by its first part).
-        vec![
-            d(0, 20, 4000, 50),
-            d(0, 21, 6000, 60),
-            d(5000, 22, 7000, 40),
-        ]
+        // Two for the first chunk (one against a run of two chunks), one for the gathered
+        // chunk (named by its first part).
+        let mut d = vec![
+            Delta::new(0, vec![piece(20, 4000)], 50),
+            Delta::new(0, vec![piece(21, 6000), piece(23, 1000)], 60),
+            Delta::new(5000, vec![piece(22, 7000)], 40),
+        ];
+        d.sort_by_key(|d| (d.offset, d.base));
+        d
+    }
+
+    /// `bytes` (deltas whose runs are one chunk each) as version 5 wrote them: no base
+    /// counts, no base-run table.
+    fn as_version_5(mut bytes: Vec<u8>) -> Vec<u8> {
+        let entries = get_u32(&bytes, &H_BASE_COUNT) as usize;
+        let deltas = get_u32(&bytes, &H_DELTA_COUNT) as usize;
+        bytes.truncate(bytes.len() - entries * BASE_ENTRY_SIZE);
+        let first = bytes.len() - deltas * RECORD_SIZE;
+        for r in bytes[first..].chunks_exact_mut(RECORD_SIZE) {
+            put(r, &D_BASE_COUNT, &0u32.to_le_bytes());
+        }
+        put(&mut bytes, &H_VERSION, &5u32.to_le_bytes());
+        put(&mut bytes, &H_BASE_COUNT, &0u32.to_le_bytes());
+        let d = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &d);
+        bytes
     }
 
     #[test]
-    fn deltas_round_trip_as_version_5() {
+    fn deltas_round_trip_with_their_base_runs() {
         let (header, records, tree, gathered) = sample();
         let bytes = encode(&header, &records, &tree, &gathered, &deltas());
         assert_eq!(
@@ -1098,21 +1286,43 @@ mod tests {
         assert_eq!(by_unit[&ChunkId([1; 32])], deltas()[..2]);
         assert_eq!(by_unit[&gathered[0].id], deltas()[2..]);
         assert_eq!(by_unit.len(), 2);
+        let run = &deltas()[1];
+        assert_eq!(run.run.len(), 2);
+        assert_eq!(run.base_size, 7000);
+        assert_ne!(run.base, ChunkId([21; 32]));
+        assert_eq!(deltas()[0].base, ChunkId([20; 32]));
+    }
+
+    #[test]
+    fn version_5_deltas_are_still_read() {
+        let (header, records, tree, gathered) = sample();
+        let single: Vec<Delta> = deltas().into_iter().filter(|d| d.run.len() == 1).collect();
+        let bytes = as_version_5(encode(&header, &records, &tree, &gathered, &single));
+        assert_eq!(
+            Index::declared_len(&bytes[..HEADER_SIZE]),
+            Ok(bytes.len() as u64)
+        );
+        let index = Index::from_bytes(Path::new("t"), bytes).unwrap();
+        assert_eq!(index.version(), 5);
+        assert_eq!(index.deltas().collect::<Vec<_>>(), single);
     }
 
     #[test]
     fn rejects_deltas_that_name_no_chunk_file_or_are_out_of_order() {
-        let reject = |d: Vec<Delta>, why: &str| {
-            let (h, r, t, g) = sample();
-            let err = Index::from_bytes(Path::new("t"), encode(&h, &r, &t, &g, &d)).err();
+        let reject_bytes = |bytes: Vec<u8>, why: &str| {
+            let err = Index::from_bytes(Path::new("t"), bytes).err();
             let err = err.expect(why).to_string();
             assert!(err.contains(why), "{err} lacks {why}");
+        };
+        let reject = |d: Vec<Delta>, why: &str| {
+            let (h, r, t, g) = sample();
+            reject_bytes(encode(&h, &r, &t, &g, &d), why);
         };
         let mut d = deltas();
         d.swap(0, 1);
         reject(d, "not after the previous delta record");
         let mut d = deltas();
-        d[1] = d[0];
+        d[1] = d[0].clone();
         reject(d, "not after the previous delta record");
         for offset in [1, 9096, 24448] {
             let mut d = deltas();
@@ -1120,21 +1330,56 @@ mod tests {
             reject(d, "no record with a chunk file starts there");
         }
         let mut d = deltas();
-        d[2].base = ChunkId([9; 32]);
+        d[2] = Delta::new(5000, vec![piece(9, 100)], 40);
         reject(d, "the base is the chunk itself");
-        for (base_size, stored_size) in [(0, 50), (MAX_CHUNK + 1, 50), (4000, 0), (4000, 9000)] {
+        let mut d = deltas();
+        d[1] = Delta::new(0, vec![piece(1, 5000), piece(20, 100)], 40);
+        d.sort_by_key(|d| (d.offset, d.base));
+        reject(d, "the base is the chunk itself");
+        for size in [0, MAX_BASE_RUN + 1] {
             let mut d = deltas();
-            d[0].base_size = base_size;
-            d[0].stored_size = stored_size;
-            reject(d, "bad base size, stored size or flags");
+            d[2] = Delta::new(5000, vec![piece(22, size)], 40);
+            reject(d, "is 0 or above MAX_BASE_RUN");
         }
-        let (header, records, tree, gathered) = sample();
-        let mut bytes = encode(&header, &records, &tree, &gathered, &deltas());
+        for stored_size in [0, 9000] {
+            let mut d = deltas();
+            d[0].stored_size = stored_size;
+            reject(d, "implausible stored size");
+        }
+        let mut d = deltas();
+        let two = d.iter().position(|d| d.run.len() == 2).unwrap();
+        d[two].base_size += 1;
+        reject(d, "its base chunks hold 7000 bytes, its base size is 7001");
+        let mut d = deltas();
+        d[two].run = Arc::from([piece(21, 6000), piece(24, 1000)]);
+        reject(d, "its base is not the name of its base run");
+        // A run of one chunk is named by that chunk.
+        let mut d = deltas();
+        d[2].base = ChunkId([25; 32]);
+        reject(d, "its base is not the name of its base run");
+        let (h, r, t, g) = sample();
+        let mut bytes = encode(&h, &r, &t, &g, &deltas());
+        let first = bytes.len() - 4 * BASE_ENTRY_SIZE - 3 * RECORD_SIZE;
+        put(&mut bytes[first..], &D_BASE_COUNT, &0u32.to_le_bytes());
+        let digest_now = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &digest_now);
+        reject_bytes(bytes, "bad base count or reserved bytes");
+        let mut bytes = encode(&h, &r, &t, &g, &deltas());
+        put(&mut bytes, &H_BASE_COUNT, &5u32.to_le_bytes());
+        let digest_now = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &digest_now);
+        reject_bytes(bytes, "do not match the");
+        let mut bytes = encode(&h, &r, &t, &g, &deltas());
         put(&mut bytes, &H_VERSION, &4u32.to_le_bytes());
         let d = digest(&bytes);
         put(&mut bytes, &H_DIGEST, &d);
-        let err = Index::from_bytes(Path::new("t"), bytes).err().unwrap();
-        assert!(err.to_string().contains("version 4 has no deltas"), "{err}");
+        reject_bytes(bytes, "version 4 has no deltas");
+        let single: Vec<Delta> = deltas().into_iter().filter(|d| d.run.len() == 1).collect();
+        let mut bytes = as_version_5(encode(&h, &r, &t, &g, &single));
+        put(&mut bytes, &H_BASE_COUNT, &1u32.to_le_bytes());
+        let d = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &d);
+        reject_bytes(bytes, "version 5 has no base-run table");
     }
 
     /// A part's bytes come out of its gathered chunk, and must hash to its own id.

@@ -272,9 +272,16 @@ fn mark(
         let (chunks, deltas, tree) = pack::objects(&r.index);
         live.extend(chunks);
         live.extend(tree);
+        // A delta is kept when devices hold every chunk of its base run.
+        let held: HashSet<ChunkId> = r
+            .index
+            .deltas()
+            .filter(|d| d.run.iter().all(|p| on_devices.contains(&p.id)))
+            .map(|d| d.base)
+            .collect();
         for d in deltas {
             match d {
-                Object::Delta { base, .. } if !on_devices.contains(&base) => {
+                Object::Delta { base, .. } if !held.contains(&base) => {
                     dropped.insert(d);
                 }
                 d => {

@@ -38,9 +38,9 @@ pub type Warn = Arc<dyn Fn(&str) + Send + Sync>;
 /// The bases of deltas at hand (chunks of an earlier release that a seed holds), which
 /// let a fetch take a delta instead of a whole chunk file.
 pub trait Bases: Send + Sync {
-    /// A delta that rebuilds `unit` and the bytes of its base, verified; `None` when no
-    /// base is at hand, an error when the copy at hand is bad.
-    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, VerifiedChunk)>>;
+    /// A delta that rebuilds `unit` and the bytes of its base run, each chunk of it
+    /// verified; `None` when no base is at hand, an error when the copy at hand is bad.
+    fn for_unit(&self, unit: &Unit) -> Option<Result<(Delta, Vec<u8>)>>;
     /// The delta [`Bases::for_unit`] would offer for `unit`, found without reading its
     /// base.
     fn delta_for(&self, unit: &Unit) -> Option<Delta>;
@@ -462,7 +462,7 @@ impl Stores {
         records: Vec<ChunkRecord>,
         by_delta: &HashMap<ChunkId, Delta>,
     ) -> FetchCost {
-        let delta_for = |u: &Unit| by_delta.get(&u.id).copied();
+        let delta_for = |u: &Unit| by_delta.get(&u.id).cloned();
         let mut cost = FetchCost::default();
         for job in self.shared.plan_jobs(records, &delta_for) {
             let (ranges, bytes) = match job {
@@ -795,7 +795,7 @@ impl Shared {
         let base = Arc::new(base);
         let opts = self.read_options(u64::from(delta.stored_size));
         let rebuild: Check = Arc::new(move |stored: &[u8]| {
-            codec::decompress_against(stored, base.data(), r.size, r.id, r.offset)
+            codec::decompress_against(stored, &base, r.size, r.id, r.offset)
         });
         let name = local::place(&r.id, Some(&delta.base));
         let mut failure = None;
@@ -819,7 +819,7 @@ impl Shared {
         Some(Err(failure.unwrap_or_else(|| Error::Unavailable {
             id: r.id,
             offset: r.offset,
-            reason: format!("no store has its delta against chunk {}", delta.base),
+            reason: format!("no store has its delta against {}", delta.base_name()),
         })))
     }
 
@@ -838,7 +838,7 @@ impl Shared {
         for r in firsts {
             let unit = r.unit();
             let delta = delta_for(&unit);
-            let object = match delta {
+            let object = match &delta {
                 Some(d) => Object::Delta {
                     id: unit.id,
                     base: d.base,
@@ -995,15 +995,15 @@ impl Shared {
                 id: r.id,
                 offset: r.offset,
                 reason: format!(
-                    "the base of its delta, chunk {}, is no longer at hand",
-                    d.base
+                    "the base of its delta, {}, is no longer at hand",
+                    d.base_name()
                 ),
             };
             let (found, base) = bases.and_then(|b| b.for_unit(&r)).ok_or_else(gone)??;
             if found.base != d.base {
                 return Err(gone());
             }
-            codec::decompress_against(&stored, base.data(), r.size, r.id, r.offset)
+            codec::decompress_against(&stored, &base, r.size, r.id, r.offset)
         })
         .await
         .map_err(|_| worker_failed())?;
