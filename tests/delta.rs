@@ -247,18 +247,174 @@ fn make_refuses_deltas_from_a_release_whose_chunks_are_not_in_the_store() {
     assert!(!t.path().join("v2.bcidx").exists());
 }
 
+/// The delta files of a store, by name, with their bytes.
+fn delta_files(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for dir in std::fs::read_dir(store).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "cadelta") {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                out.insert(name, std::fs::read(&f).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The index and every delta file come out byte for byte the same on a second run, in
+/// another store, and with the earlier image given (`--delta-from-image`) instead of
+/// rebuilt from the store; some runs hold several chunks.
 #[test]
 fn deltas_are_made_the_same_way_every_time() {
+    let mut longest_run = 0;
+    for kind in KINDS {
+        let t = tempdir();
+        let (v1, v2, _, _) = publish(t.path(), kind);
+        let again = t.path().join("again.bcidx");
+        make_with(
+            &image(kind, 2),
+            &t.path().join("store"),
+            &again,
+            &["--delta-from", v1.to_str().unwrap()],
+        );
+        assert!(same_bytes(&v2, &again), "{kind}");
+        let other = t.path().join("other");
+        let (o1, o2) = (other.join("v1.bcidx"), other.join("v2.bcidx"));
+        make(&image(kind, 1), &other.join("store"), &o1);
+        make_with(
+            &image(kind, 2),
+            &other.join("store"),
+            &o2,
+            &[
+                "--delta-from",
+                o1.to_str().unwrap(),
+                "--delta-from-image",
+                image(kind, 1).to_str().unwrap(),
+            ],
+        );
+        assert!(
+            same_bytes(&v2, &o2),
+            "{kind}: another store, the image given"
+        );
+        let files = delta_files(&t.path().join("store"));
+        assert!(!files.is_empty(), "{kind}");
+        assert!(files == delta_files(&other.join("store")), "{kind}");
+        let index = Index::open(&v2).unwrap();
+        longest_run = longest_run.max(index.deltas().map(|d| d.run.len()).max().unwrap_or(0));
+    }
+    assert!(longest_run > 1, "no delta has a base run of several chunks");
+}
+
+/// An earlier image that is not the release its index describes is refused, naming it.
+#[test]
+fn make_refuses_an_earlier_image_that_is_not_the_release() {
     let t = tempdir();
-    let (v1, v2, _, _) = publish(t.path(), "erofs");
-    let again = t.path().join("again.bcidx");
-    make_with(
-        &image("erofs", 2),
-        &t.path().join("store"),
-        &again,
-        &["--delta-from", v1.to_str().unwrap()],
+    let store = t.path().join("store");
+    let v1 = t.path().join("v1.bcidx");
+    make(&image("ext4", 1), &store, &v1);
+    let other = t.path().join("other.img");
+    let mut bytes = std::fs::read(image("ext4", 1)).unwrap();
+    let at = Index::open(&v1)
+        .unwrap()
+        .records()
+        .find(|r| !r.is_zero() && r.offset > 0)
+        .unwrap()
+        .offset;
+    bytes[at as usize] ^= 1;
+    std::fs::write(&other, bytes).unwrap();
+    let flipped = format!(
+        "integrity failure: {o} does not hold the release {v} describes: the chunk at offset {at} is not",
+        v = v1.display(),
+        o = other.display()
     );
-    assert!(same_bytes(&v2, &again));
+    for (wrong, why) in [
+        (other.clone(), flipped.as_str()),
+        (image("erofs", 1), "bytes, but the release"),
+    ] {
+        let err = fails(
+            make_cmd(&image("ext4", 2), &store, &t.path().join("v2.bcidx"))
+                .arg("--delta-from")
+                .arg(&v1)
+                .arg("--delta-from-image")
+                .arg(&wrong),
+        );
+        assert!(err.contains(why), "{err}");
+        assert!(err.contains(&wrong.display().to_string()), "{err}");
+    }
+    assert!(!t.path().join("v2.bcidx").exists());
+}
+
+/// A seed that lacks one chunk of a base run (a byte of it flipped) never has that run's
+/// delta chosen, by `plan` or by `extract`: those chunk files are fetched whole, without
+/// a word about deltas. Told where the seed's chunks are (`--seed-index`), so that it
+/// does not find the chunk missing until it reads it, extract tries the delta, names the
+/// bad chunk and fetches the whole chunk file instead.
+#[test]
+fn a_run_the_seed_lacks_in_part_is_never_chosen() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let (v1, v2, _, _) = publish(t.path(), "erofs");
+    let index = Index::open(&v2).unwrap();
+    let earlier = Index::open(&v1).unwrap();
+    let count = |id: &ChunkId| earlier.records().filter(|r| r.id == *id).count();
+    // A chunk that only runs of several chunks use, once in v1, and not in v2.
+    let v2_ids = chunk_ids(&v2);
+    let lacking = index
+        .deltas()
+        .filter(|d| d.run.len() > 1)
+        .flat_map(|d| d.run.to_vec())
+        .map(|p| p.id)
+        .find(|id| count(id) == 1 && !v2_ids.contains(id))
+        .expect("a chunk of a base run");
+    let at = earlier.records().find(|r| r.id == lacking).unwrap();
+    let seed = t.path().join("seed.img");
+    let mut bytes = std::fs::read(image("erofs", 1)).unwrap();
+    bytes[at.offset as usize + at.size as usize / 2] ^= 0x01;
+    std::fs::write(&seed, bytes).unwrap();
+    // Chunk files whose every delta needs the flipped chunk.
+    let by_unit = index.deltas_by_unit();
+    let refused = by_unit
+        .values()
+        .filter(|ds| ds.iter().all(|d| d.run.iter().any(|p| p.id == lacking)))
+        .count() as u64;
+    assert!(refused > 0);
+    let whole = plan_store(&v2, &store, &image("erofs", 1));
+    let planned = plan_store(&v2, &store, &seed);
+    assert_eq!(planned["chunks"], whole["chunks"]);
+    assert_eq!(
+        planned["deltas"].as_u64().unwrap() + refused,
+        whole["deltas"].as_u64().unwrap()
+    );
+    let out = t.path().join("out.img");
+    let report = extract_quietly(extract_cmd(&v2, &store, &out).arg("--seed").arg(&seed));
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    assert_eq!(report["plan"]["store"], planned);
+    assert_eq!(report["chunk_files_from_deltas"], planned["deltas"]);
+
+    let out = t.path().join("out-indexed.img");
+    let run = extract_cmd(&v2, &store, &out)
+        .arg("--seed")
+        .arg(&seed)
+        .arg("--seed-index")
+        .arg(&v1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(is_extracted(&out, &image("erofs", 2)));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&lacking.to_hex()))
+        .unwrap_or_else(|| panic!("no warning names {lacking}: {stderr}"));
+    assert!(
+        line.contains("fetching the whole chunk file instead"),
+        "{line}"
+    );
 }
 
 /// A lazy mount with the earlier release as seed takes deltas too: the exposed file is
@@ -319,6 +475,32 @@ fn an_update_in_place_takes_its_bases_from_the_output_before_overwriting_them() 
         );
         assert!(is_extracted(&device, &image(kind, 2)), "{kind}");
     }
+}
+
+/// The base runs an update in place sets aside stay within `--spill-limit`: past it, the
+/// chunk files are fetched whole, as the update's own plan counts them.
+#[test]
+fn bases_set_aside_stay_within_the_spill_limit() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let (_, v2, _, _) = publish(t.path(), "erofs");
+    let device = t.path().join("device.img");
+    let all = plan_store(&v2, &store, &image("erofs", 1))["deltas"]
+        .as_u64()
+        .unwrap();
+    let mut counts = Vec::new();
+    for limit in ["0", "40K", "256M"] {
+        std::fs::copy(image("erofs", 1), &device).unwrap();
+        let report =
+            extract_quietly(extract_cmd(&v2, &store, &device).args(["--spill-limit", limit]));
+        assert!(is_extracted(&device, &image("erofs", 2)), "{limit}");
+        let rebuilt = report["chunk_files_from_deltas"].as_u64().unwrap();
+        assert_eq!(report["plan"]["store"]["deltas"], rebuilt, "{limit}");
+        counts.push(rebuilt);
+    }
+    assert_eq!(counts[0], 0);
+    assert!(counts[1] > 0 && counts[1] < all, "{counts:?} of {all}");
+    assert_eq!(counts[2], all);
 }
 
 /// From packs over `blockcast serve`, an update takes its deltas from the release's delta

@@ -92,7 +92,7 @@ impl Earlier {
     pub fn read(&self, r: &ChunkRecord) -> Result<Vec<u8>> {
         let data = self.image.read_at(r.offset, r.size as usize)?;
         if ChunkId::of(&data) != r.id {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Integrity(format!(
                 "{} does not hold the release {} describes: the chunk at offset {} is not {}",
                 self.image.path().display(),
                 self.index.path().display(),

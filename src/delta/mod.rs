@@ -246,12 +246,16 @@ pub fn make(
             let path = index.path().to_path_buf();
             let image = images.get(i).map(PathBuf::as_path);
             Earlier::open(index, image, store).map_err(|e| {
-                let from = image.unwrap_or(store.dir());
-                Error::Invalid(format!(
-                    "reading the earlier release {} from {}: {e}",
+                let at = format!(
+                    "reading the earlier release {} from {}",
                     path.display(),
-                    from.display()
-                ))
+                    image.unwrap_or(store.dir()).display()
+                );
+                match e {
+                    Error::Integrity(m) => Error::Integrity(format!("{at}: {m}")),
+                    Error::Invalid(m) => Error::Invalid(format!("{at}: {m}")),
+                    other => other,
+                }
             })
         })
         .collect::<Result<Vec<_>>>()?;
