@@ -61,8 +61,8 @@ impl Bases {
             for r in release.index.records().filter(|r| !r.is_zero()) {
                 known.insert(r.unit().id);
                 known.insert(r.id);
-                if !by_id.contains_key(&r.id) {
-                    by_id.insert(r.id, chunks.len() as u32);
+                if let std::collections::hash_map::Entry::Vacant(v) = by_id.entry(r.id) {
+                    v.insert(chunks.len() as u32);
                     chunks.push((e, r));
                 }
             }
