@@ -110,26 +110,55 @@ def new_blocks(old, new, countfile):
 
 # --- blockcast's fetched chunk files ---------------------------------------------------
 # Read as docs/FORMAT.md specifies: a 512-byte header, then 56-byte records (chunk
-# table, tree table, gather table).
+# table, tree table, gather table, delta table) and, from version 6 on, the base-run
+# table: for each delta record in turn, base_count entries of 36 bytes (chunk id, size).
 FLAG_ZERO, FLAG_GATHERED = 1, 2
+HEADER, RECORD, BASE_RUN = 512, 56, 36
+VERSIONS = (3, 4, 5, 6)
 
 
 def read_bcidx(path):
-    """(records, gathered): records as (offset, size, stored_size, flags, id), gathered
-    chunks as (first part offset, stored_size, id)."""
-    b = open(path, "rb").read()
-    chunks, trees = struct.unpack_from("<Q", b, 32)[0], struct.unpack_from("<Q", b, 88)[0]
+    """(records, gathered, deltas): records as (offset, size, stored_size, flags, id),
+    gathered chunks as (first part offset, stored_size, id), deltas as (offset,
+    stored_size, base id, base size, base run) where the base run is a list of (id, size)
+    (version 6; empty before, when the base is the one chunk named)."""
+    with open(path, "rb") as f:
+        b = f.read()
+    if len(b) < HEADER or b[:8] != b"BCASTIDX":
+        sys.exit(f"{path}: not a blockcast index")
     version = struct.unpack_from("<I", b, 8)[0]
+    if version not in VERSIONS:
+        sys.exit(f"{path}: index version {version}; this reads versions {VERSIONS}")
+    chunks, trees = struct.unpack_from("<Q", b, 32)[0], struct.unpack_from("<Q", b, 88)[0]
     gathers = struct.unpack_from("<Q", b, 466)[0] if version >= 4 else 0
+    deltas = struct.unpack_from("<I", b, 474)[0] if version >= 5 else 0
+    runs_at = HEADER + RECORD * (chunks + trees + gathers + deltas)
+    if runs_at > len(b):
+        sys.exit(f"{path}: {len(b)} bytes, too short for the tables its header counts")
 
     def record(i):
-        at = 512 + 56 * i
+        at = HEADER + RECORD * i
         off, size, stored, flags = struct.unpack_from("<QIII", b, at)
         return off, size, stored, flags, b[at + 24:at + 56]
 
     records = [record(i) for i in range(chunks)]
     gathered = [record(chunks + trees + i) for i in range(gathers)]
-    return records, [(g[0], g[2], g[4]) for g in gathered]
+    delta_list = []
+    run = runs_at
+    for i in range(deltas):
+        # Bytes 16..20 are base_count from version 6 on (flags, zero, before).
+        off, base_size, stored, base_count, base_id = record(chunks + trees + gathers + i)
+        runs = []
+        if version >= 6:
+            if run + BASE_RUN * base_count > len(b):
+                sys.exit(f"{path}: delta {i}'s base run goes past the end of the file")
+            for at in range(run, run + BASE_RUN * base_count, BASE_RUN):
+                runs.append((b[at:at + 32], struct.unpack_from("<I", b, at + 32)[0]))
+            run += BASE_RUN * base_count
+        delta_list.append((off, stored, base_id, base_size, runs))
+    if run != len(b):
+        sys.exit(f"{path}: {len(b)} bytes, its tables make {run}")
+    return records, [(g[0], g[2], g[4]) for g in gathered], delta_list
 
 
 def fetched_blocks(old_img, new_img, old_idx, new_idx):
@@ -141,7 +170,7 @@ def fetched_blocks(old_img, new_img, old_idx, new_idx):
     align = struct.unpack_from("<I", open(new_idx, "rb").read(64), 60)[0]
     have = {hashlib.sha256(b).digest() for b in blocks(old_img)}
     old_ids = {r[4] for r in read_bcidx(old_idx)[0]}
-    records, gathered = read_bcidx(new_idx)
+    records, gathered, _ = read_bcidx(new_idx)
     starts = [g[0] for g in gathered]
     def unit(r):
         if r[3] == FLAG_GATHERED:
