@@ -9,7 +9,8 @@
   bench.py fetched-blocks OLD.img NEW.img OLD.bcidx NEW.bcidx
                                                   what the chunk files blockcast fetches
                                                   hold: blocks OLD lacks, blocks it has
-  bench.py report [--json] RESULTS.json...        the table (or one JSON object)
+  bench.py report [--json] META.json RESULTS.json...
+                                                  a table per scenario (or one JSON object)
 """
 import bisect
 import hashlib
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import stat
+import statistics
 import struct
 import sys
 
@@ -110,26 +112,55 @@ def new_blocks(old, new, countfile):
 
 # --- blockcast's fetched chunk files ---------------------------------------------------
 # Read as docs/FORMAT.md specifies: a 512-byte header, then 56-byte records (chunk
-# table, tree table, gather table).
+# table, tree table, gather table, delta table) and, from version 6 on, the base-run
+# table: for each delta record in turn, base_count entries of 36 bytes (chunk id, size).
 FLAG_ZERO, FLAG_GATHERED = 1, 2
+HEADER, RECORD, BASE_RUN = 512, 56, 36
+VERSIONS = (3, 4, 5, 6)
 
 
 def read_bcidx(path):
-    """(records, gathered): records as (offset, size, stored_size, flags, id), gathered
-    chunks as (first part offset, stored_size, id)."""
-    b = open(path, "rb").read()
-    chunks, trees = struct.unpack_from("<Q", b, 32)[0], struct.unpack_from("<Q", b, 88)[0]
+    """(records, gathered, deltas): records as (offset, size, stored_size, flags, id),
+    gathered chunks as (first part offset, stored_size, id), deltas as (offset,
+    stored_size, base id, base size, base run) where the base run is a list of (id, size)
+    (version 6; empty before, when the base is the one chunk named)."""
+    with open(path, "rb") as f:
+        b = f.read()
+    if len(b) < HEADER or b[:8] != b"BCASTIDX":
+        sys.exit(f"{path}: not a blockcast index")
     version = struct.unpack_from("<I", b, 8)[0]
+    if version not in VERSIONS:
+        sys.exit(f"{path}: index version {version}; this reads versions {VERSIONS}")
+    chunks, trees = struct.unpack_from("<Q", b, 32)[0], struct.unpack_from("<Q", b, 88)[0]
     gathers = struct.unpack_from("<Q", b, 466)[0] if version >= 4 else 0
+    deltas = struct.unpack_from("<I", b, 474)[0] if version >= 5 else 0
+    runs_at = HEADER + RECORD * (chunks + trees + gathers + deltas)
+    if runs_at > len(b):
+        sys.exit(f"{path}: {len(b)} bytes, too short for the tables its header counts")
 
     def record(i):
-        at = 512 + 56 * i
+        at = HEADER + RECORD * i
         off, size, stored, flags = struct.unpack_from("<QIII", b, at)
         return off, size, stored, flags, b[at + 24:at + 56]
 
     records = [record(i) for i in range(chunks)]
     gathered = [record(chunks + trees + i) for i in range(gathers)]
-    return records, [(g[0], g[2], g[4]) for g in gathered]
+    delta_list = []
+    run = runs_at
+    for i in range(deltas):
+        # Bytes 16..20 are base_count from version 6 on (flags, zero, before).
+        off, base_size, stored, base_count, base_id = record(chunks + trees + gathers + i)
+        runs = []
+        if version >= 6:
+            if run + BASE_RUN * base_count > len(b):
+                sys.exit(f"{path}: delta {i}'s base run goes past the end of the file")
+            for at in range(run, run + BASE_RUN * base_count, BASE_RUN):
+                runs.append((b[at:at + 32], struct.unpack_from("<I", b, at + 32)[0]))
+            run += BASE_RUN * base_count
+        delta_list.append((off, stored, base_id, base_size, runs))
+    if run != len(b):
+        sys.exit(f"{path}: {len(b)} bytes, its tables make {run}")
+    return records, [(g[0], g[2], g[4]) for g in gathered], delta_list
 
 
 def fetched_blocks(old_img, new_img, old_idx, new_idx):
@@ -141,7 +172,7 @@ def fetched_blocks(old_img, new_img, old_idx, new_idx):
     align = struct.unpack_from("<I", open(new_idx, "rb").read(64), 60)[0]
     have = {hashlib.sha256(b).digest() for b in blocks(old_img)}
     old_ids = {r[4] for r in read_bcidx(old_idx)[0]}
-    records, gathered = read_bcidx(new_idx)
+    records, gathered, _ = read_bcidx(new_idx)
     starts = [g[0] for g in gathered]
     def unit(r):
         if r[3] == FLAG_GATHERED:
@@ -282,21 +313,28 @@ def changed_packages(old, new):
 
 
 # --- report ----------------------------------------------------------------------------
-# Targets for blockcast's cost, by ratio and kind prefix (the kinds they apply to).
+# Targets: the ratio each is on, its limit, and the kinds (by prefix) it applies to.
 TARGETS = {
-    "bc_over_4k": (1.3, "<=", ("erofs", "ext4")),
-    "bc_over_file": (1.5, "<=", ("squashfs",)),
-    "bc_over_casync": (1.0, "<", ("",)),
-    "bc_over_casync_erofs": (0.5, "<=", ("erofs",)),
-    "bc_over_bita": (1.0, "<", ("",)),
+    "bc_over_4k": ("bc_over_4k", 1.3, "<=", ("erofs", "ext4")),
+    "bc_over_file": ("bc_over_file", 1.5, "<=", ("squashfs",)),
+    "bc_over_casync": ("bc_over_casync", 1.0, "<", ("",)),
+    "bc_over_casync_erofs": ("bc_over_casync", 0.5, "<=", ("erofs",)),
+    "bc_over_bita": ("bc_over_bita", 1.0, "<", ("",)),
+    "fetched_over_static": ("fetched_over_static", 1.5, "<=", ("erofs", "ext4")),
+    "cost_over_static": ("cost_over_static", 2.0, "<=", ("erofs", "ext4")),
+    "cost_over_static_squashfs": ("cost_over_static", 1.1, "<=", ("squashfs",)),
+    "extract_deltas_over_plain": ("extract_deltas_over_plain", 1.5, "<=", ("",)),
 }
+# make --delta-from against a plain make, on one image.
+MAKE_TARGET = ("make_deltas_over_plain", 3.0, "<=")
 
 
-def met(name, value, kind):
-    limit, op, prefixes = TARGETS[name]
-    if value is None or not any(kind.startswith(p) for p in prefixes):
-        return None
+def check(value, limit, op):
     return value <= limit if op == "<=" else value < limit
+
+
+def median(samples):
+    return round(statistics.median(samples), 3) if samples else None
 
 
 def evaluate(r):
@@ -313,27 +351,65 @@ def evaluate(r):
     def ratio(a, b):
         return round(a / b, 3) if a is not None and b else None
 
+    def peer(name):
+        return (r.get(name) or {}).get("zstd_bytes")
+
     bc = costs["blockcast"]
+    static = (r.get("static") or {}).get("bytes")
+    timing = r.get("timing")
+    if timing:
+        timing["extract_deltas_median_s"] = median(timing["extract_deltas_s"])
+        timing["extract_plain_median_s"] = median(timing["extract_plain_s"])
     ratios = {
-        "bc_over_4k": ratio(bc, r["bound_4k"]["zstd_bytes"]),
-        "bc_over_file": ratio(bc, r["bound_file"]["zstd_bytes"]),
+        "bc_over_4k": ratio(bc, peer("bound_4k")),
+        "bc_over_file": ratio(bc, peer("bound_file")),
         "bc_over_casync": ratio(bc, costs["casync"]),
         "bc_over_bita": ratio(bc, costs["bita"]),
+        "fetched_over_static": ratio(r["blockcast"]["fetch_stored_bytes"], static),
+        "cost_over_static": ratio(bc, static),
+        "extract_deltas_over_plain": ratio(timing["extract_deltas_median_s"],
+                                           timing["extract_plain_median_s"]) if timing else None,
     }
     targets = {}
-    for name in ("bc_over_4k", "bc_over_file", "bc_over_casync", "bc_over_bita"):
-        targets[name] = met(name, ratios[name], r["kind"])
-    erofs = met("bc_over_casync_erofs", ratios["bc_over_casync"], r["kind"])
-    if erofs is not None:
-        targets["bc_over_casync_erofs"] = erofs
+    for name, (on, limit, op, prefixes) in TARGETS.items():
+        if ratios[on] is not None and any(r["kind"].startswith(p) for p in prefixes):
+            targets[name] = check(ratios[on], limit, op)
     r["cost"] = costs
     r["ratios"] = ratios
-    r["targets_met"] = {k: v for k, v in targets.items() if v is not None}
+    r["targets_met"] = targets
     return r
 
 
 def mib(n):
     return "-" if n is None else f"{n / 1048576:.2f}"
+
+
+def print_table(cols, rows, indent=""):
+    table = [[name for name, _ in cols]] + [[str(f(r)) for _, f in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print(indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+
+
+def describe(s):
+    """The scenario's changes, in a line or two."""
+    if s.get("added_packages") is not None:
+        added = s["added_packages"]
+        line = f"{len(added)} packages added: " + ", ".join(
+            f"{p['package']} {p['version']}" for p in added)
+        other = [p for p in s.get("changed_packages", []) if p["old"] != "-"]
+        if other:
+            line += "; also changed: " + ", ".join(
+                f"{p['package']} {p['old']} -> {p['new']}" for p in other)
+        return line
+    if s.get("changed_packages") is not None:
+        ch = s["changed_packages"]
+        return f"{len(ch)} packages changed: " + ", ".join(
+            f"{p['package']} {p['old']} -> {p['new']}" for p in ch)
+    if s.get("wheels") is not None:
+        return "wheels: " + ", ".join(f"{w['name']} {w['old']} -> {w['new']}" for w in s["wheels"])
+    return ""
 
 
 def report(args):
@@ -347,10 +423,19 @@ def report(args):
     for path in files:
         with open(path) as f:
             results.append(evaluate(json.load(f)))
+    scenarios = head.get("scenarios", {})
+    for name, s in scenarios.items():
+        s["kinds"] = {r["kind"]: r for r in results if r["scenario"] == name}
+    mt = head.get("make_timing")
+    if mt:
+        mt["deltas_median_s"] = median(mt["deltas_s"])
+        mt["plain_median_s"] = median(mt["plain_s"])
+        mt["ratio"] = round(mt["deltas_median_s"] / mt["plain_median_s"], 3)
+        mt["target_met"] = check(mt["ratio"], MAKE_TARGET[1], MAKE_TARGET[2])
     if as_json:
-        head["kinds"] = {r["kind"]: r for r in results}
-        head["targets"] = {k: {"limit": v[0], "op": v[1], "kinds": list(v[2])}
+        head["targets"] = {k: {"ratio": v[0], "limit": v[1], "op": v[2], "kinds": list(v[3])}
                            for k, v in TARGETS.items()}
+        head["targets"]["make_deltas_over_plain"] = {"limit": MAKE_TARGET[1], "op": MAKE_TARGET[2]}
         print(json.dumps(head, indent=2))
         return
 
@@ -358,76 +443,118 @@ def report(args):
         t = r.get(tool)
         return "-" if not t else f"{mib(t['fetch_stored_bytes'])} ({t['fetch_chunks']})"
 
-    def ratio_cell(r, name, extra=None):
-        v = r["ratios"][name]
+    def ratio_cell(r, on):
+        v = r["ratios"][on]
         if v is None:
             return "-"
-        flags = [r["targets_met"].get(name)]
-        if extra:
-            flags.append(r["targets_met"].get(extra))
-        return f"{v:.2f}" + ("!" if False in flags else "")
+        missed = any(TARGETS[name][0] == on and not ok for name, ok in r["targets_met"].items())
+        return f"{v:.2f}" + ("!" if missed else "")
 
     cols = [
         ("kind", lambda r: r["kind"]),
         ("image", lambda r: mib(r["image_bytes"])),
         ("full bc", lambda r: mib(r["full"]["blockcast_stored_bytes"])),
         ("full zstd", lambda r: mib(r["full"]["zstd3_bytes"])),
+        ("static", lambda r: mib(r["static"]["bytes"])),
         ("bc fetch (n)", lambda r: fetch(r, "blockcast")),
+        ("deltas", lambda r: str(r["blockcast"]["fetch_deltas"])),
         ("bc idx", lambda r: mib(r["blockcast"]["index_bytes"])),
+        ("cost bc", lambda r: mib(r["cost"]["blockcast"])),
+        ("fetched/static", lambda r: ratio_cell(r, "fetched_over_static")),
+        ("cost/static", lambda r: ratio_cell(r, "cost_over_static")),
+    ]
+    peer_cols = [
         ("ca fetch (n)", lambda r: fetch(r, "casync")),
         ("ca idx", lambda r: mib(r["casync"]["index_bytes"]) if r.get("casync") else "-"),
         ("bita fetch (n)", lambda r: fetch(r, "bita")),
         ("bita idx", lambda r: mib(r["bita"]["index_bytes"]) if r.get("bita") else "-"),
-        ("4K bound", lambda r: mib(r["bound_4k"]["zstd_bytes"])),
-        ("file bound", lambda r: mib(r["bound_file"]["zstd_bytes"])),
+        ("4K bound", lambda r: mib((r.get("bound_4k") or {}).get("zstd_bytes"))),
+        ("file bound", lambda r: mib((r.get("bound_file") or {}).get("zstd_bytes"))),
         ("chunks bc/ca/bita", lambda r: "/".join(
             str(r[t]["chunks"]) if r.get(t) else "-" for t in ("blockcast", "casync", "bita"))),
-        ("cost bc", lambda r: mib(r["cost"]["blockcast"])),
         ("cost ca", lambda r: mib(r["cost"]["casync"])),
         ("cost bita", lambda r: mib(r["cost"]["bita"])),
         ("bc/4K", lambda r: ratio_cell(r, "bc_over_4k")),
         ("bc/file", lambda r: ratio_cell(r, "bc_over_file")),
-        ("bc/ca", lambda r: ratio_cell(r, "bc_over_casync", "bc_over_casync_erofs")),
+        ("bc/ca", lambda r: ratio_cell(r, "bc_over_casync")),
         ("bc/bita", lambda r: ratio_cell(r, "bc_over_bita")),
     ]
-    table = [[name for name, _ in cols]] + [[str(f(r)) for _, f in cols] for r in results]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-    print()
-    print("Sizes in MiB, (n) = chunks fetched. cost = stored bytes fetched + "
-          f"{head['per_chunk_overhead']} B per chunk fetched + index.")
-    print("Targets for blockcast's cost: bc/4K <= 1.3 (erofs*, ext4), bc/file <= 1.5 (squashfs*), "
-          "bc/ca < 1 (all) and <= 0.5 (erofs*), bc/bita < 1 (all); ! = missed.")
-    missed = [(r["kind"], k) for r in results for k, v in r["targets_met"].items() if v is False]
-    if missed:
-        print("Missed: " + ", ".join(f"{kind} {name}" for kind, name in missed))
-    for r in results:
-        if r.get("blockcast_layout"):
-            line = f"{r['kind']}: blockcast layout {r['blockcast_layout']}"
-            if r.get("blockcast_warnings"):
-                line += "; warnings: " + " | ".join(r["blockcast_warnings"])
-            print(line)
-        by = r.get("blockcast_new_by_region")
-        if by:
-            parts = [
-                f"{name} {mib(by[key]['bytes'])} MiB ({by[key]['chunks']} chunks)"
-                for key, name in [("metadata", "metadata"), ("data", "file data"),
-                                  ("compressed", "units"), ("shared_units", "shared units")]
-                if by[key]["bytes"]
-            ]
-            parts.append(f"{by['mixed_chunks']} mixed chunks")
-            print(f"{r['kind']}: blockcast's new chunks hold " + ", ".join(parts))
-        fb = r.get("blockcast_fetched_blocks")
-        if fb and fb["aligned"]:
-            deltas = r["blockcast"].get("fetch_deltas", 0)
-            print(f"{r['kind']}: the {fb['files']} chunk files fetched ({deltas} of them as deltas) "
-                  f"hold {mib(fb['changed_bytes'])} MiB "
-                  f"of blocks v1 lacks and {mib(fb['carried_bytes'])} MiB of blocks it has; "
-                  f"{fb['sparse_files']} of them carry more than they change "
-                  f"({mib(fb['sparse_carried_bytes'])} MiB carried, {mib(fb['sparse_changed_bytes'])} MiB "
-                  f"changed, {mib(fb['sparse_stored_bytes'])} MiB as whole chunk files)")
+    for name, s in scenarios.items():
+        rows = list(s["kinds"].values())
+        if not rows:
+            continue
+        print(f"== {name}: {s['title']} ({s['old']} -> {s['new']}) ==")
+        print(describe(s))
+        with_peers = any(r.get("casync") for r in rows)
+        print_table(cols + (peer_cols if with_peers else []), rows)
+        if not with_peers:
+            print("(casync, bita and the 4K and file bounds: measured on the security scenario only)")
+        for r in rows:
+            kind = r["kind"]
+            if r.get("blockcast_layout"):
+                line = f"{kind}: blockcast layout {r['blockcast_layout']}"
+                if r.get("blockcast_warnings"):
+                    line += "; warnings: " + " | ".join(r["blockcast_warnings"])
+                print(line)
+            by = r.get("blockcast_new_by_region")
+            if by:
+                parts = [
+                    f"{label} {mib(by[key]['bytes'])} MiB ({by[key]['chunks']} chunks)"
+                    for key, label in [("metadata", "metadata"), ("data", "file data"),
+                                       ("compressed", "units"), ("shared_units", "shared units")]
+                    if by[key]["bytes"]
+                ]
+                parts.append(f"{by['mixed_chunks']} mixed chunks")
+                print(f"{kind}: blockcast's new chunks hold " + ", ".join(parts))
+            fb = r.get("blockcast_fetched_blocks")
+            if fb and fb["aligned"]:
+                deltas = r["blockcast"].get("fetch_deltas", 0)
+                print(f"{kind}: the {fb['files']} chunk files fetched ({deltas} of them as deltas) "
+                      f"hold {mib(fb['changed_bytes'])} MiB "
+                      f"of blocks {s['old']} lacks and {mib(fb['carried_bytes'])} MiB of blocks it has; "
+                      f"{fb['sparse_files']} of them carry more than they change "
+                      f"({mib(fb['sparse_carried_bytes'])} MiB carried, "
+                      f"{mib(fb['sparse_changed_bytes'])} MiB changed, "
+                      f"{mib(fb['sparse_stored_bytes'])} MiB as whole chunk files)")
+        print()
+
+    timed = [(name, r) for name, s in scenarios.items() for r in s["kinds"].values() if r.get("timing")]
+    if timed:
+        print("== extract with the old image as seed: seconds, median of 3 (warm page cache) ==")
+        print_table([
+            ("scenario", lambda x: x[0]),
+            ("kind", lambda x: x[1]["kind"]),
+            ("image", lambda x: mib(x[1]["image_bytes"])),
+            ("deltas s", lambda x: f"{x[1]['timing']['extract_deltas_median_s']:.2f}"),
+            ("plain s", lambda x: f"{x[1]['timing']['extract_plain_median_s']:.2f}"),
+            ("deltas/plain", lambda x: ratio_cell(x[1], "extract_deltas_over_plain")),
+            ("fetched deltas/plain", lambda x: f"{mib(x[1]['blockcast']['fetch_stored_bytes'])}/"
+                                               f"{mib(x[1]['timing']['plain_fetch_stored_bytes'])}"),
+        ], timed)
+        print()
+    if mt:
+        print(f"make of {mt['scenario']} {mt['kind']} {mt['new']} ({mib(mt['image_bytes'])} MiB) into a store "
+              f"holding {mt['old']}: --delta-from {mt['deltas_median_s']:.2f} s, plain "
+              f"{mt['plain_median_s']:.2f} s (median of 3): {mt['ratio']:.2f}x"
+              + ("" if mt["target_met"] else " (target <= 3 missed)"))
+    print("Sizes in MiB, (n) = requests (chunk files and deltas fetched), deltas = how many of "
+          "them are deltas. cost = stored bytes fetched + "
+          f"{head['per_chunk_overhead']} B per request + index. static = zstd -19 --long=28 "
+          "--patch-from=OLD of NEW.")
+    print("Targets: fetched/static <= 1.5 and cost/static <= 2 (erofs*, ext4), cost/static <= 1.1 "
+          "(squashfs*); bc/4K <= 1.3 (erofs*, ext4), bc/file <= 1.5 (squashfs*), bc/ca < 1 (all) "
+          "and <= 0.5 (erofs*), bc/bita < 1 (all); extract deltas/plain <= 1.5; make "
+          "--delta-from/plain <= 3; ! = missed.")
+    missed = [(name, r["kind"], k) for name, s in scenarios.items() for r in s["kinds"].values()
+              for k, v in r["targets_met"].items() if v is False]
+    met = sum(v for s in scenarios.values() for r in s["kinds"].values()
+              for v in r["targets_met"].values())
+    if mt:
+        met += mt["target_met"]
+        if not mt["target_met"]:
+            missed.append((mt["scenario"], mt["kind"], "make_deltas_over_plain"))
+    print(f"Targets met: {met}; not met: {len(missed)}"
+          + (": " + ", ".join(f"{s} {kind} {name}" for s, kind, name in missed) if missed else ""))
     for note in head.get("notes", []):
         print(note)
 

@@ -3,8 +3,10 @@
 # The caller sets: delta (work directory), bench (its parent), mirror, and log and die
 # functions; it runs as root. Trees: $delta/v1 (bookworm minbase), $delta/v2 (v1 after
 # apt-get upgrade from bookworm-updates and bookworm-security: a security update),
-# $delta/v3 (v2 with packages added, $v3_packages). Images: make_image, after
-# setup_images DIR VERSION... (the versions whose ext4 images must be of one size).
+# $delta/v3 (v2 with packages added, $v3_packages); build_wheels makes trees of Python
+# wheels (an application layer) for tools/delta-bench. Images: make_image, after
+# setup_images [--trees DIR] DIR VERSION... (the versions whose ext4 images must be of
+# one size; the trees are DIR/vVERSION, $delta/vVERSION by default).
 
 mirror=${mirror:-http://deb.debian.org/debian}
 v3_packages=${v3_packages:-python3-minimal curl ca-certificates}
@@ -124,20 +126,54 @@ build_v3() {
 
 tree_kib() { du -s --block-size=1024 "$1" | cut -f1; }
 
+# build_wheels DIR SPEC...: DIR, a Python application layer: the wheels SPEC... (name==
+# version) installed by pip --target, without dependencies, binary wheels only and those of
+# CPython 3.11 on x86_64 manylinux whatever Python runs pip (so the tree does not depend
+# on it), no bytecode; scripts' #! line /usr/bin/python3 (pip writes its own interpreter's
+# path), every time 0. The SPEC list is kept in DIR.wanted: another list makes it again.
+build_wheels() {
+    local dir=$1 f
+    shift
+    if [[ -d $dir && $(cat "$dir.wanted" 2>/dev/null) == "$*" ]]; then
+        return 0
+    fi
+    rm -rf --one-file-system "$dir" "$dir.partial"
+    log "${dir#"$delta"/}: pip install --target of $*"
+    (
+        umask 022
+        python3 -m pip install --quiet --no-deps --only-binary=:all: --no-compile \
+            --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
+            --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+            --target "$dir.partial" "$@" >&2
+    ) || die "pip install --target $dir.partial failed"
+    for f in "$dir.partial"/bin/*; do
+        if [[ -f $f ]]; then sed -i '1s|^#!.*python.*$|#!/usr/bin/python3|' "$f"; fi
+    done
+    find "$dir.partial" -exec touch -h -d @0 {} +
+    echo "$*" >"$dir.wanted"
+    mv "$dir.partial" "$dir"
+}
+
 # Fixed UUIDs, the same for every version (as an A/B build with a fixed UUID would have;
 # ext4's metadata checksums are seeded by it), fixed times (0), every file owned by root.
 uuid_erofs=b10c4ca5-7e57-4000-8004-000000000001
 uuid_ext4=b10c4ca5-7e57-4000-8004-000000000002
 ext4_hash_seed=b10c4ca5-7e57-4000-8004-000000000003
 
-# setup_images DIR VERSION...: images go into DIR; ext4 images of these versions get the
+# setup_images [--trees TREES] DIR VERSION...: images go into DIR, made from the trees
+# TREES/vVERSION (TREES is $delta unless given); ext4 images of these versions get the
 # same size (a fixed partition), 15% above the largest tree.
 setup_images() {
+    tree_root=$delta
+    if [[ $1 == --trees ]]; then
+        tree_root=$2
+        shift 2
+    fi
     img=$1
     shift
     mkdir -p "$img"
     local v sizes=()
-    for v in "$@"; do sizes+=("$(tree_kib "$delta/v$v")"); done
+    for v in "$@"; do sizes+=("$(tree_kib "$tree_root/v$v")"); done
     ext4_mib=$((($(printf '%s\n' "${sizes[@]}" | sort -n | tail -n1) * 115 / 100 + 1023) / 1024))
     # A private mke2fs.conf, so that the host's defaults do not matter.
     mke2fs_conf=$img/mke2fs.conf
@@ -161,10 +197,11 @@ EOF
     fi
 }
 
-# make_image KIND VERSION: $img/KIND-vVERSION.img from tree $delta/vVERSION
+# make_image KIND VERSION: $img/KIND-vVERSION.img from tree $tree_root/vVERSION (the
+# directories setup_images chose)
 make_image() {
     local kind=$1 ver=$2 tree out
-    tree=$delta/v$ver out=$img/$kind-v$ver.img
+    tree=$tree_root/v$ver out=$img/$kind-v$ver.img
     [[ -f $out ]] && return 0
     log "mkfs $kind v$ver"
     rm -f "$out.partial"
