@@ -43,7 +43,8 @@ pub struct MakeOptions {
     /// 4 KiB-aligned content-defined chunker).
     pub filesystem_aware: bool,
     /// Indexes of earlier releases, their chunks in the same store: each new chunk file
-    /// also gets a delta against the earlier chunk it most resembles (see [`delta`]).
+    /// also gets a delta against the run of earlier chunks it most resembles (see
+    /// [`delta`]).
     pub delta_from: Vec<PathBuf>,
     /// The images of the first `delta_from` releases, in the same order; the others are
     /// rebuilt from the store.

@@ -77,26 +77,29 @@ pub struct Plan {
     pub by_delta: HashMap<ChunkId, Delta>,
 }
 
-/// The base runs an update in place sets aside, within a limit, each once.
+/// The chunks of base runs an update in place sets aside, each once, within a limit.
 #[derive(Default)]
 struct Aside {
     limit: u64,
     used: u64,
-    runs: HashSet<ChunkId>,
+    chunks: HashSet<ChunkId>,
 }
 
 impl Aside {
-    /// Whether `delta`'s run is set aside (already, or now within the limit).
+    /// Whether every chunk of `delta`'s run is set aside: already, or now within the limit.
     fn admit(&mut self, delta: &Delta) -> bool {
-        if self.runs.contains(&delta.base) {
-            return true;
+        let mut new = HashSet::new();
+        let mut size = 0u64;
+        for p in delta.run.iter() {
+            if !self.chunks.contains(&p.id) && new.insert(p.id) {
+                size += u64::from(p.size);
+            }
         }
-        let size = u64::from(delta.base_size);
         if self.used + size > self.limit {
             return false;
         }
         self.used += size;
-        self.runs.insert(delta.base);
+        self.chunks.extend(new);
         true
     }
 }

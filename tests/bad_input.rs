@@ -16,8 +16,8 @@ const BROKEN: [(&str, &str); 17] = [
     ("v3-flipped-table.bcidx", "digest mismatch"),
     ("v3-flipped-header.bcidx", "digest mismatch"),
     (
-        "v6-future-version.bcidx",
-        "format version 6 is not supported",
+        "v7-future-version.bcidx",
+        "format version 7 is not supported",
     ),
     ("v3-gather-count.bcidx", "version 3 has no gathered chunks"),
     ("v4-delta-count.bcidx", "version 4 has no deltas"),

@@ -187,6 +187,19 @@ fn over_http_only_the_deltas_are_fetched_and_without_a_seed_only_chunk_files() {
     assert_eq!(server.stats().requests_for(".cadelta"), 0);
 }
 
+/// Asserts that a warning in `stderr` names `chunk` and says the whole chunk file was
+/// fetched instead of its delta.
+fn assert_fell_back(stderr: &str, chunk: &ChunkId) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&chunk.to_hex()))
+        .unwrap_or_else(|| panic!("no warning names {chunk}: {stderr}"));
+    assert!(
+        line.contains("fetching the whole chunk file instead"),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_bad_or_missing_delta_costs_the_whole_chunk_file_and_is_named() {
     let t = tempdir();
@@ -215,14 +228,7 @@ fn a_bad_or_missing_delta_costs_the_whole_chunk_file_and_is_named() {
     assert!(is_extracted(&out, &image("erofs", 2)));
     let stderr = String::from_utf8_lossy(&run.stderr);
     for unit in [bad_unit, gone_unit] {
-        let line = stderr
-            .lines()
-            .find(|l| l.contains(&unit.to_hex()))
-            .unwrap_or_else(|| panic!("no warning names {unit}: {stderr}"));
-        assert!(
-            line.contains("fetching the whole chunk file instead"),
-            "{line}"
-        );
+        assert_fell_back(&stderr, &unit);
     }
     assert!(stderr.contains("no store has its delta"), "{stderr}");
 }
@@ -308,6 +314,62 @@ fn deltas_are_made_the_same_way_every_time() {
         longest_run = longest_run.max(index.deltas().map(|d| d.run.len()).max().unwrap_or(0));
     }
     assert!(longest_run > 1, "no delta has a base run of several chunks");
+}
+
+/// With two earlier releases, each delta's base run is drawn from one of them (a device
+/// holds one), and devices on either release take deltas.
+#[test]
+fn a_base_run_comes_from_one_earlier_release() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let (v1, v2_alone, _, _) = publish(t.path(), "erofs");
+    // Another release: v1 with a byte of each of its largest chunks changed.
+    let other_img = t.path().join("other.img");
+    let mut bytes = std::fs::read(image("erofs", 1)).unwrap();
+    let earlier = Index::open(&v1).unwrap();
+    let mut large: Vec<_> = earlier.records().filter(|r| r.part.is_none()).collect();
+    large.sort_by_key(|r| std::cmp::Reverse(r.size));
+    for r in &large[..4] {
+        bytes[(r.offset + u64::from(r.size) / 2) as usize] ^= 0x5a;
+    }
+    std::fs::write(&other_img, bytes).unwrap();
+    let other = t.path().join("other.bcidx");
+    make(&other_img, &store, &other);
+    let v2 = t.path().join("v2-two.bcidx");
+    make_with(
+        &image("erofs", 2),
+        &store,
+        &v2,
+        &[
+            "--delta-from",
+            other.to_str().unwrap(),
+            "--delta-from",
+            v1.to_str().unwrap(),
+        ],
+    );
+    let (in_v1, in_other) = (chunk_ids(&v1), chunk_ids(&other));
+    let index = Index::open(&v2).unwrap();
+    assert!(index.deltas().any(|d| d.run.len() > 1));
+    for d in index.deltas() {
+        let all_in = |ids: &HashSet<ChunkId>| d.run.iter().all(|p| ids.contains(&p.id));
+        assert!(
+            all_in(&in_v1) || all_in(&in_other),
+            "{}: mixed run",
+            d.base_name()
+        );
+    }
+    for (i, seed) in [image("erofs", 1), other_img].into_iter().enumerate() {
+        let planned = plan_store(&v2, &store, &seed);
+        assert!(planned["deltas"].as_u64() > Some(0), "{}", seed.display());
+        let out = t.path().join(format!("out-{i}.img"));
+        let report = extract_quietly(extract_cmd(&v2, &store, &out).arg("--seed").arg(&seed));
+        assert!(is_extracted(&out, &image("erofs", 2)));
+        assert_eq!(report["chunk_files_from_deltas"], planned["deltas"]);
+    }
+    assert_ne!(
+        std::fs::read(&v2).unwrap(),
+        std::fs::read(&v2_alone).unwrap()
+    );
 }
 
 /// An earlier image that is not the release its index describes is refused, naming it.
@@ -407,14 +469,7 @@ fn a_run_the_seed_lacks_in_part_is_never_chosen() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(is_extracted(&out, &image("erofs", 2)));
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(&lacking.to_hex()))
-        .unwrap_or_else(|| panic!("no warning names {lacking}: {stderr}"));
-    assert!(
-        line.contains("fetching the whole chunk file instead"),
-        "{line}"
-    );
+    assert_fell_back(&stderr, &lacking);
 }
 
 /// A lazy mount with the earlier release as seed takes deltas too: the exposed file is

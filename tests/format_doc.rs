@@ -142,7 +142,7 @@ fn golden_v3_index_still_reads() {
 }
 
 /// A version-5 index with deltas (`tests/fixtures/v5-erofs-v2.bcidx`: `blockcast make
-/// testimages/erofs-v2.img --delta-from v5-erofs-v1.bcidx` by the build before base runs)
+/// testimages/erofs-v2.img --delta-from v4-erofs-v1.bcidx` by the build before base runs)
 /// still reads: each delta is a run of its one base chunk, a chunk of the earlier release.
 #[test]
 fn golden_v5_deltas_still_read() {
@@ -152,7 +152,7 @@ fn golden_v5_deltas_still_read() {
             .join(name);
         blockcast::index::Index::open(&path).unwrap()
     };
-    let (v1, v2) = (fixture("v5-erofs-v1.bcidx"), fixture("v5-erofs-v2.bcidx"));
+    let (v1, v2) = (fixture("v4-erofs-v1.bcidx"), fixture("v5-erofs-v2.bcidx"));
     assert_eq!(v2.version(), 5);
     let earlier: std::collections::HashMap<_, _> = v1.records().map(|r| (r.id, r.size)).collect();
     let deltas: Vec<_> = v2.deltas().collect();

@@ -34,7 +34,7 @@ out = {
     "v3-truncated-table.bcidx": good[:HEADER + RECORD * 2 + 17],
     "v3-flipped-table.bcidx": bytes(patch(good, HEADER + RECORD + 30, "<B", good[HEADER + RECORD + 30] ^ 1)),
     "v3-flipped-header.bcidx": bytes(patch(good, 24, "<B", good[24] ^ 1)),
-    "v6-future-version.bcidx": redigest(patch(good, 8, "<I", 6)),
+    "v7-future-version.bcidx": redigest(patch(good, 8, "<I", 7)),
     "v3-gather-count.bcidx": redigest(patch(good, 466, "<Q", 1)),
     "v4-delta-count.bcidx": redigest(patch(patch(good, 8, "<I", 4), 474, "<I", 1)),
     "v3-absurd-count.bcidx": redigest(patch(good, 32, "<Q", 1 << 60)),

@@ -36,7 +36,8 @@ use order::{Copy, Step};
 use target::{Target, GUARD};
 
 pub struct ExtractOptions {
-    /// Most bytes saved aside to break cycles of copies within the output.
+    /// Most bytes saved aside when the output is updated in place: the base runs of deltas
+    /// only the output holds, then sources of copies within it (to break cycles).
     pub spill_limit: u64,
     /// Append the dm-verity hash device (superblock and tree) to the output, right after
     /// the padded image, for `veritysetup --hash-offset`.
@@ -158,7 +159,13 @@ pub fn extract(
         Some(own) => set_bases_aside(index, &plan, &seeds, own)?,
         None => (None, 0),
     };
-    let _bases = UsingBases::new(stores, index, deltas, &seeds, aside);
+    // Each chunk file is rebuilt from the delta the plan chose for it, if any.
+    let chosen = plan
+        .by_delta
+        .iter()
+        .map(|(unit, d)| (*unit, vec![d.clone()]))
+        .collect();
+    let _bases = UsingBases::new(stores, index, chosen, &seeds, aside);
     let run = Run {
         index,
         stores,

@@ -18,7 +18,9 @@ pub struct ExtractArgs {
     /// The image to write (file or block device).
     #[arg(short, long)]
     output: PathBuf,
-    /// Most bytes saved aside to reorder copies within an updated OUTPUT.
+    /// Most bytes saved aside when OUTPUT is updated in place: the base runs of deltas that
+    /// only OUTPUT holds (past the limit their chunk files are fetched whole), then copies
+    /// within OUTPUT reordered.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     spill_limit: u64,
     /// Also write the dm-verity hash device (superblock and tree) to FILE, as

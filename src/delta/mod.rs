@@ -6,10 +6,12 @@
 //!
 //! `make --delta-from` takes, for each chunk file the earlier releases lack, each 4 KiB
 //! stretch of it (each part of a gathered chunk apart) and finds the earlier chunk it most
-//! resembles (see [`resemble`]); a stretch that resembles none takes the earlier bytes of
-//! the same file at the same place in it (same path), or for metadata the earlier chunk at
-//! the same place in the image. Those chunks, most used first, up to a cap, in the order
-//! of the earlier image, are the delta's base run.
+//! resembles (see [`resemble`]). The earlier release whose chunks most of it resembles is
+//! the one the run is drawn from; a stretch that resembles none of that release's chunks
+//! takes the release's bytes of the same file at the same place in it (same path), or for
+//! anything but file data the release's chunk at the same place in the image. Those
+//! chunks, most used first, up to a cap, in the order of the earlier image, are the
+//! delta's base run.
 
 mod earlier;
 mod resemble;
@@ -40,10 +42,16 @@ const RUN_PER_CHUNK: u64 = 8;
 /// this fraction (1/n) of it.
 const MIN_COVER: u64 = 16;
 
+/// Most earlier releases one `make` takes deltas from: each chunk records which of them
+/// hold it in a 64-bit mask.
+pub const MAX_DELTA_FROM: usize = 64;
+
 /// The earlier chunks a base run draws on, numbered.
 struct Bases {
-    /// Each: the earlier release holding it and its record there.
+    /// Each: the first earlier release holding it and its record there.
     chunks: Vec<(usize, ChunkRecord)>,
+    /// Each: the earlier releases holding it, bit `e` for release `e`.
+    held: Vec<u64>,
     by_id: HashMap<ChunkId, u32>,
     features: Features,
     /// Every id the earlier releases have, of records and of chunk files.
@@ -56,15 +64,18 @@ impl Bases {
     fn read(earlier: &[Earlier]) -> Result<Bases> {
         let mut known = HashSet::new();
         let mut chunks = Vec::new();
+        let mut held: Vec<u64> = Vec::new();
         let mut by_id = HashMap::new();
         for (e, release) in earlier.iter().enumerate() {
             for r in release.index.records().filter(|r| !r.is_zero()) {
                 known.insert(r.unit().id);
                 known.insert(r.id);
-                if let std::collections::hash_map::Entry::Vacant(v) = by_id.entry(r.id) {
-                    v.insert(chunks.len() as u32);
+                let n = *by_id.entry(r.id).or_insert_with(|| {
                     chunks.push((e, r));
-                }
+                    held.push(0);
+                    chunks.len() as u32 - 1
+                });
+                held[n as usize] |= 1 << e;
             }
         }
         let each = chunks
@@ -73,6 +84,7 @@ impl Bases {
             .collect::<Result<Vec<_>>>()?;
         Ok(Bases {
             chunks,
+            held,
             by_id,
             features: Features::new(each),
             known,
@@ -81,6 +93,11 @@ impl Bases {
 
     fn size(&self, n: u32) -> u64 {
         u64::from(self.chunks[n as usize].1.size)
+    }
+
+    /// Whether earlier release `e` holds chunk `n`.
+    fn holds(&self, e: usize, n: u32) -> bool {
+        self.held[n as usize] & (1 << e) != 0
     }
 }
 
@@ -117,64 +134,90 @@ struct Chooser<'a> {
     bases: &'a Bases,
     earlier: &'a [Earlier],
     new_files: NewFiles<'a>,
-    /// The first earlier release's files, by path.
-    old_files: HashMap<&'a str, Placed>,
+    /// Each earlier release's files, by path.
+    old_files: Vec<HashMap<&'a str, Placed>>,
 }
 
 impl Chooser<'_> {
-    /// The earlier chunk standing in for the stretch at image offset `at` when none
-    /// resembles it: the same file's bytes at the same place, else the chunk at the same
-    /// place in the first earlier image.
-    fn same_place(&self, at: u64) -> Option<u32> {
-        let first = self.earlier.first()?;
+    /// The chunk of earlier release `e` standing in for the stretch at image offset `at`
+    /// when none resembles it: for a file's data, the chunk holding the same file's byte
+    /// at the same offset in it (none when `e` has no such file); for anything else, the
+    /// chunk at the same place in `e`'s image.
+    fn same_place(&self, e: usize, at: u64) -> Option<u32> {
         let old_at = match self.new_files.at(at) {
-            Some((path, file_at)) => image_offset(self.old_files.get(path)?, file_at)?,
+            Some((path, file_at)) => image_offset(self.old_files[e].get(path)?, file_at)?,
             None => at,
         };
-        let r = first.record_at(old_at)?;
+        let r = self.earlier[e].record_at(old_at)?;
         self.bases.by_id.get(&r.id).copied()
     }
 
     /// The base run for the chunk file `data`, whose bytes come from `places` (image
-    /// offset and size, in order) of the new image.
+    /// offset and size, in order) of the new image. Its chunks are all of one earlier
+    /// release, since a device holds one.
     fn run(&self, data: &[u8], places: &[(u64, u32)]) -> Vec<BasePiece> {
-        // Per earlier chunk: stretches it was found for, and the samples they share.
-        let mut found: HashMap<u32, (u64, u64)> = HashMap::new();
+        // Each stretch: its image offset, length, and the earlier chunk it most resembles.
+        let mut stretches = Vec::new();
         let mut pos = 0usize;
         for &(at, size) in places {
             let size = size as usize;
             let mut o = 0;
             while o < size {
                 let len = STRETCH.min(size - o);
-                let stretch = &data[pos + o..pos + o + len];
-                let hit = match self.bases.features.most_like(stretch) {
-                    Some((n, shared)) => Some((n, u64::from(shared))),
-                    None => self.same_place(at + o as u64).map(|n| (n, 0)),
-                };
-                if let Some((n, shared)) = hit {
-                    let f = found.entry(n).or_default();
-                    f.0 += len as u64;
-                    f.1 += shared;
-                }
+                let best = self.bases.features.most_like(&data[pos + o..pos + o + len]);
+                stretches.push((at + o as u64, len as u64, best));
                 o += len;
             }
             pos += size;
         }
-        let mut chosen: Vec<(u32, (u64, u64))> = found
-            .into_iter()
-            .filter(|&(n, (covered, _))| covered * MIN_COVER >= self.bases.size(n))
-            .collect();
-        chosen.sort_unstable_by_key(|&(n, (covered, shared))| {
+        // The release whose chunks the most bytes resemble; ties go to the first.
+        let release = (0..self.earlier.len())
+            .map(|e| {
+                let covered: u64 = stretches
+                    .iter()
+                    .filter(|(_, _, best)| best.is_some_and(|(n, _)| self.bases.holds(e, n)))
+                    .map(|(_, len, _)| len)
+                    .sum();
+                (covered, std::cmp::Reverse(e))
+            })
+            .max()
+            .map_or(0, |(_, std::cmp::Reverse(e))| e);
+        // Per earlier chunk: bytes of the stretches it was found for, and the samples
+        // they share with it.
+        let mut found: HashMap<u32, (u64, u64)> = HashMap::new();
+        for &(at, len, best) in &stretches {
+            let hit = match best.filter(|&(n, _)| self.bases.holds(release, n)) {
+                Some((n, shared)) => Some((n, u64::from(shared))),
+                None => self.same_place(release, at).map(|n| (n, 0)),
+            };
+            if let Some((n, shared)) = hit {
+                let f = found.entry(n).or_default();
+                f.0 += len;
+                f.1 += shared;
+            }
+        }
+        let mut candidates: Vec<(u32, (u64, u64))> = found.into_iter().collect();
+        candidates.sort_unstable_by_key(|&(n, (covered, shared))| {
             (std::cmp::Reverse((covered, shared)), n)
         });
         let cap = (data.len() as u64 * RUN_PER_CHUNK).min(u64::from(MAX_BASE_RUN));
         let mut total = 0;
         let mut run: Vec<u32> = Vec::new();
-        for (n, _) in chosen {
-            if total + self.bases.size(n) <= cap {
-                total += self.bases.size(n);
+        for &(n, (covered, _)) in &candidates {
+            let size = self.bases.size(n);
+            if covered * MIN_COVER >= size && total + size <= cap {
+                total += size;
                 run.push(n);
             }
+        }
+        // A small chunk file that resembles a part of one large chunk takes it whole.
+        if run.is_empty() {
+            run.extend(
+                candidates
+                    .first()
+                    .map(|&(n, _)| n)
+                    .filter(|&n| self.bases.size(n) <= u64::from(MAX_BASE_RUN)),
+            );
         }
         run.sort_unstable_by_key(|&n| {
             let (e, r) = &self.bases.chunks[n as usize];
@@ -235,6 +278,12 @@ pub fn make(
             earlier.len()
         )));
     }
+    if earlier.len() > MAX_DELTA_FROM {
+        return Err(Error::Invalid(format!(
+            "{} --delta-from given: deltas are made from at most {MAX_DELTA_FROM} earlier releases",
+            earlier.len()
+        )));
+    }
     if earlier.is_empty() {
         return Ok((Vec::new(), DeltaReport::default()));
     }
@@ -265,10 +314,7 @@ pub fn make(
         bases: &bases,
         earlier: &earlier,
         new_files: NewFiles::new(files),
-        old_files: earlier
-            .first()
-            .map(|e| placed_files(&e.files))
-            .unwrap_or_default(),
+        old_files: earlier.iter().map(|e| placed_files(&e.files)).collect(),
     };
     // Each new chunk file once, named by the first record it holds, with the places of
     // its bytes in the image: one record's, or the parts of a gathered chunk in order.

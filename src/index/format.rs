@@ -6,8 +6,9 @@ pub const MAGIC: [u8; 8] = *b"BCASTIDX";
 pub const VERSION: u32 = 6;
 /// Version written for an index without deltas, so that version-4 readers still read it.
 pub const VERSION_WITHOUT_DELTAS: u32 = 4;
-/// Version 5: every delta's base is one chunk, and there is no base-run table.
-pub const VERSION_SINGLE_BASES: u32 = 5;
+/// First version whose deltas have base runs (a base-run table); in version 5 every
+/// delta's base is one chunk.
+pub const VERSION_BASE_RUNS: u32 = 6;
 /// Oldest version still read: version 3 is version 4 without gathered chunks, and
 /// version 4 is version 5 without deltas.
 pub const OLDEST_VERSION: u32 = 3;

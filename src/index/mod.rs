@@ -497,7 +497,7 @@ impl Index {
             )));
         }
         let base_count = u64::from(get_u32(h, &H_BASE_COUNT));
-        if version < 6 && base_count != 0 {
+        if version < VERSION_BASE_RUNS && base_count != 0 {
             return Err(bad(format!(
                 "version {version} has no base-run table, yet base_count is {base_count}"
             )));
@@ -704,7 +704,7 @@ impl Index {
     /// chunk file, sizes are plausible, and (version 6) each base run fills its share of the
     /// base-run table, is named by its digest and sums to its base size.
     fn check_delta_records(&self) -> Result<()> {
-        let runs = self.version() >= 6;
+        let runs = self.version() >= VERSION_BASE_RUNS;
         let (cap, cap_name) = if runs {
             (MAX_BASE_RUN, "MAX_BASE_RUN")
         } else {
@@ -1369,6 +1369,26 @@ mod tests {
         let digest_now = digest(&bytes);
         put(&mut bytes, &H_DIGEST, &digest_now);
         reject_bytes(bytes, "do not match the");
+        // One more entry in the table than the runs use, and the last run one entry
+        // longer than the table holds.
+        let mut bytes = encode(&h, &r, &t, &g, &deltas());
+        bytes.extend_from_slice(&[0; BASE_ENTRY_SIZE]);
+        put(&mut bytes, &H_BASE_COUNT, &5u32.to_le_bytes());
+        let digest_now = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &digest_now);
+        reject_bytes(
+            bytes,
+            "the delta records name 4 base entries, the base-run table has 5",
+        );
+        let mut bytes = encode(&h, &r, &t, &g, &deltas());
+        let last = bytes.len() - 4 * BASE_ENTRY_SIZE - RECORD_SIZE;
+        put(&mut bytes[last..], &D_BASE_COUNT, &2u32.to_le_bytes());
+        let digest_now = digest(&bytes);
+        put(&mut bytes, &H_DIGEST, &digest_now);
+        reject_bytes(
+            bytes,
+            "its 2 base entries run past the 4-entry base-run table",
+        );
         let mut bytes = encode(&h, &r, &t, &g, &deltas());
         put(&mut bytes, &H_VERSION, &4u32.to_le_bytes());
         let d = digest(&bytes);

@@ -381,8 +381,8 @@ impl Stores {
 
     /// `index`'s deltas (by the chunk file each rebuilds) that the stores may hold: all of
     /// them, unless every store has a pack map for it (see [`Stores::use_pack_maps`]),
-    /// when only those a map places. A prune drops from a map the deltas whose base no
-    /// kept release has, so a fetch never asks for them.
+    /// when only those a map places. A prune drops from a map the deltas whose base run
+    /// no kept release holds whole, so a fetch never asks for them.
     pub fn offered_deltas(&self, index: &Index) -> HashMap<ChunkId, Vec<Delta>> {
         let mut deltas = index.deltas_by_unit();
         let maps = read(&self.shared.maps);
