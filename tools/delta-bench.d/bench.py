@@ -520,7 +520,7 @@ def report(args):
 
     timed = [(name, r) for name, s in scenarios.items() for r in s["kinds"].values() if r.get("timing")]
     if timed:
-        print("== extract with the old image as seed: seconds, median of 3 (warm page cache) ==")
+        print("== extract with the old image as seed: seconds, median of 5 (warm page cache) ==")
         print_table([
             ("scenario", lambda x: x[0]),
             ("kind", lambda x: x[1]["kind"]),
