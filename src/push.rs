@@ -212,7 +212,7 @@ impl S3<'_> {
                         Some(bytes::Bytes::new()),
                     )
                     .await?;
-                s3::created_upload(&text(&created)).map_err(|e| self.failure(&name, e))?
+                s3::created_upload(&text(&created)).map_err(|e| self.location.failure(&name, e))?
             }
         };
         let mut there = std::collections::HashMap::new();
@@ -222,7 +222,8 @@ impl S3<'_> {
             let reply = self
                 .ask(&name, "listing the upload's parts", M::GET, url, None)
                 .await?;
-            let (parts, next) = s3::parts_of(&text(&reply)).map_err(|e| self.failure(&name, e))?;
+            let (parts, next) =
+                s3::parts_of(&text(&reply)).map_err(|e| self.location.failure(&name, e))?;
             there.extend(parts.into_iter().map(|p| (p.number, (p.etag, p.size))));
             match next.filter(|n| *n > after) {
                 Some(n) => after = n,
@@ -297,17 +298,10 @@ impl S3<'_> {
     /// the start of its body.
     fn refusal(&self, name: &str, what: &str, reply: &Reply) -> Error {
         let start: String = text(reply).chars().take(200).collect();
-        self.failure(
+        self.location.failure(
             name,
             format!("{what}: the server answered {} ({start})", reply.status),
         )
-    }
-
-    fn failure(&self, name: &str, reason: String) -> Error {
-        Error::Remote {
-            url: format!("{}/{name}", self.location.describe()),
-            reason,
-        }
     }
 }
 

@@ -61,7 +61,9 @@ impl S3Store {
         self.runtime
             .block_on(self.client.send(method, &url, &[], body, max, &*warn))
             .map_err(|e| match e {
-                Error::Remote { reason, .. } => self.failure(name, format!("{what}: {reason}")),
+                Error::Remote { reason, .. } => {
+                    self.location.failure(name, format!("{what}: {reason}"))
+                }
                 e => e,
             })
     }
@@ -79,7 +81,7 @@ impl S3Store {
             let (page, next) = self
                 .location
                 .listing(&String::from_utf8_lossy(&reply.body))
-                .map_err(|e| self.failure("", e))?;
+                .map_err(|e| self.location.failure("", e))?;
             all.extend(page);
             match next.filter(|n| Some(n) != token.as_ref()) {
                 Some(next) => token = Some(next),
@@ -90,17 +92,10 @@ impl S3Store {
         Ok(all)
     }
 
-    fn failure(&self, name: &str, reason: String) -> Error {
-        Error::Remote {
-            url: format!("{}/{name}", self.location.describe()),
-            reason,
-        }
-    }
-
     fn refused(&self, what: &str, name: &str, reply: &Reply) -> Error {
         let body = String::from_utf8_lossy(&reply.body);
         let code = s3::element(&body, "Code").unwrap_or_default();
-        self.failure(
+        self.location.failure(
             name,
             format!("{what}: the server answered {} {code}", reply.status),
         )

@@ -247,6 +247,14 @@ impl S3Location {
             false => format!("s3://{}/{}", self.bucket.name(), self.prefix),
         }
     }
+
+    /// A failure about the object `name` under the prefix, for `reason`.
+    pub fn failure(&self, name: &str, reason: String) -> Error {
+        Error::Remote {
+            url: format!("{}/{name}", self.describe()),
+            reason,
+        }
+    }
 }
 
 /// The text of the first element `<name>` in `xml`, unescaped.
