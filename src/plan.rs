@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::chunk::ChunkId;
 use crate::error::Result;
-use crate::index::{Delta, Index};
+use crate::index::{BasePiece, Delta, Index};
 use crate::seed::{usable_delta, Seed};
 use crate::store::{FetchCost, Stores};
 use crate::trust::TrustedIndex;
@@ -75,6 +75,9 @@ pub struct Plan {
     pub summary: PlanSummary,
     /// The chunk files fetched as deltas, and those deltas.
     pub by_delta: HashMap<ChunkId, Delta>,
+    /// The chunks of those deltas' base runs that only the output holds, each once: what
+    /// an update in place sets aside before overwriting anything.
+    pub aside: Vec<BasePiece>,
 }
 
 /// The chunks of base runs an update in place sets aside, each once, within a limit.
@@ -82,7 +85,9 @@ pub struct Plan {
 struct Aside {
     limit: u64,
     used: u64,
-    chunks: HashSet<ChunkId>,
+    ids: HashSet<ChunkId>,
+    /// The chunks, in the order they were admitted.
+    chunks: Vec<BasePiece>,
 }
 
 impl Aside {
@@ -91,7 +96,7 @@ impl Aside {
         let mut new = HashSet::new();
         let mut size = 0u64;
         for p in delta.run.iter() {
-            if !self.chunks.contains(&p.id) && new.insert(p.id) {
+            if !self.ids.contains(&p.id) && new.insert(p.id) {
                 size += u64::from(p.size);
             }
         }
@@ -99,7 +104,11 @@ impl Aside {
             return false;
         }
         self.used += size;
-        self.chunks.extend(new);
+        for p in delta.run.iter() {
+            if self.ids.insert(p.id) {
+                self.chunks.push(*p);
+            }
+        }
         true
     }
 }
@@ -195,6 +204,7 @@ pub fn plan(
         sources,
         summary,
         by_delta,
+        aside: aside.chunks,
     }
 }
 

@@ -183,8 +183,8 @@ pub struct SeedBases {
 }
 
 impl SeedBases {
-    /// `deltas`: those of the index the stores offer (see
-    /// [`store::Stores::offered_deltas`]).
+    /// `deltas`: those each chunk file may be rebuilt from: the ones the stores offer (see
+    /// [`store::Stores::offered_deltas`]), or the one a plan chose.
     pub fn new(
         deltas: HashMap<ChunkId, Vec<Delta>>,
         seeds: Arc<[Seed]>,

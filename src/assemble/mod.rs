@@ -8,7 +8,7 @@
 pub mod order;
 pub mod target;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -22,9 +22,8 @@ use crate::chunk::{ChunkId, VerifiedChunk};
 use crate::durable::{self, NewFile};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
-use crate::index::Delta;
-use crate::index::{ChunkRecord, Index};
-use crate::plan::{self, Plan, PlanSummary, Source};
+use crate::index::{BasePiece, ChunkRecord, Delta, Index};
+use crate::plan::{self, PlanSummary, Source};
 use crate::progress::Progress;
 use crate::seed::{self, Seed, SeedBases};
 use crate::sign::Kind;
@@ -156,7 +155,7 @@ pub fn extract(
         opts.spill_limit,
     );
     let (aside, aside_bytes) = match &from_output {
-        Some(own) => set_bases_aside(index, &plan, &seeds, own)?,
+        Some(own) => set_bases_aside(&plan.aside, own)?,
         None => (None, 0),
     };
     // Each chunk file is rebuilt from the delta the plan chose for it, if any.
@@ -336,54 +335,30 @@ impl<'a> UsingBases<'a> {
 
 /// When the output is updated in place, the base runs of the deltas to be fetched may be
 /// found only in the output itself, where the update will overwrite them. Copies each
-/// chunk of such a run, checked, into an anonymous temporary file before anything is
-/// written, and returns that file as a seed, with the bytes it holds. The plan admitted
-/// these runs within the spill limit (see [`plan::plan`]).
-fn set_bases_aside(
-    index: &Index,
-    plan: &Plan,
-    seeds: &[Seed],
-    own: &Seed,
-) -> Result<(Option<Seed>, u64)> {
-    if index.deltas_len() == 0 {
-        return Ok((None, 0));
-    }
+/// such chunk (`chunks`, which the plan admitted within the spill limit: see
+/// [`plan::plan`]), checked, into an anonymous temporary file before anything is written,
+/// and returns that file as a seed, with the bytes it holds.
+fn set_bases_aside(chunks: &[BasePiece], own: &Seed) -> Result<(Option<Seed>, u64)> {
     let path = std::env::temp_dir().join("blockcast delta bases");
     let mut file: Option<File> = None;
     let mut places = HashMap::new();
     let mut end = 0u64;
-    let mut seen = HashSet::new();
-    for (r, source) in index.records().zip(&plan.sources) {
-        let unit = r.unit();
-        if *source != Source::Store || !seen.insert(unit.id) {
-            continue;
-        }
-        // Only the runs that the output alone holds.
-        let Some((d, _, at)) = plan
-            .by_delta
-            .get(&unit.id)
-            .and_then(|d| seed::usable_delta(std::slice::from_ref(d), seeds, Some(own)))
-            .filter(|(_, holder, _)| std::ptr::eq(*holder, own))
+    for p in chunks {
+        // A chunk that no longer reads as it did when the output was scanned is left
+        // out: the chunk file whose run needs it is fetched whole.
+        let Some(Ok(chunk)) = own
+            .locate_base(&p.id)
+            .map(|(at, _)| own.read(p.id, at, p.size, at))
         else {
             continue;
         };
-        for (p, &at) in d.run.iter().zip(&at) {
-            if places.contains_key(&p.id) {
-                continue;
-            }
-            // A chunk that no longer reads as it did when the output was scanned is left
-            // out: the chunk file whose run needs it is fetched whole.
-            let Ok(chunk) = own.read(p.id, at, p.size, r.offset) else {
-                continue;
-            };
-            let f = match &mut file {
-                Some(f) => f,
-                None => file.insert(tempfile::tempfile().at(&path)?),
-            };
-            f.write_all_at(chunk.data(), end).at(&path)?;
-            places.insert(p.id, (end, p.size));
-            end += u64::from(p.size);
-        }
+        let f = match &mut file {
+            Some(f) => f,
+            None => file.insert(tempfile::tempfile().at(&path)?),
+        };
+        f.write_all_at(chunk.data(), end).at(&path)?;
+        places.insert(p.id, (end, p.size));
+        end += u64::from(p.size);
     }
     match file {
         Some(f) => Ok((
