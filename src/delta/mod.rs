@@ -294,17 +294,15 @@ pub fn make(
         .map(|(i, index)| {
             let path = index.path().to_path_buf();
             let image = images.get(i).map(PathBuf::as_path);
-            Earlier::open(index, image, store).map_err(|e| {
-                let at = format!(
-                    "reading the earlier release {} from {}",
+            // An image of the wrong size says which release it was given for; other
+            // failures name their file or chunk themselves.
+            Earlier::open(index, image, store).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!(
+                    "reading the earlier release {} from {}: {m}",
                     path.display(),
                     image.unwrap_or(store.dir()).display()
-                );
-                match e {
-                    Error::Integrity(m) => Error::Integrity(format!("{at}: {m}")),
-                    Error::Invalid(m) => Error::Invalid(format!("{at}: {m}")),
-                    other => other,
-                }
+                )),
+                other => other,
             })
         })
         .collect::<Result<Vec<_>>>()?;
